@@ -1,0 +1,1 @@
+"""proficiency package (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""structure package (see DESIGN.md)."""
