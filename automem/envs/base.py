@@ -128,7 +128,7 @@ class TextEnv(abc.ABC):
       One entry per slot: its `StepResult`, or None where the action was None.
     """
 
-  def close(self) -> None:
+  def close(self) -> None:  # noqa: B027 -- optional hook, a no-op by default
     """Releases resources (worker processes, devices). Idempotent."""
 
   def __enter__(self) -> TextEnv:
