@@ -1,0 +1,136 @@
+"""The `llm` sub-config every job embeds, and `make_client` that turns it into a client.
+
+    config.llm = default_llm_config()                 # offline tiny model
+    config.llm = default_llm_config("sglang")         # 32B on an SGLang server
+    config.llm = default_llm_config("openai")         # hosted reviewer
+
+Fields are overridable from the command line (`--config.llm.base_url=...`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ml_collections
+
+from automem.llm.client import LLMClient
+from automem.llm.retry import RetryPolicy
+
+BACKENDS = ("local", "sglang", "openai")
+
+
+def default_llm_config(backend: str = "local") -> ml_collections.ConfigDict:
+  """A documented LLM config; `backend` picks defaults for "local", "sglang" or "openai"."""
+  if backend not in BACKENDS:
+    raise ValueError(f"unknown LLM backend {backend!r}; known: {BACKENDS}")
+  c = ml_collections.ConfigDict()
+  c.backend = backend  # "local" (JAX engine in-process) | "sglang" | "openai"
+  # sglang: the checkpoint the server must serve (checked against /get_model_info; "" = any).
+  # openai: the model name sent with every request (required).
+  c.model = "gpt-4o" if backend == "openai" else ""
+  # sglang: server root (launch/sglang_server.sh prints it); openai: API root including /v1.
+  c.base_url = ("https://api.openai.com/v1" if backend == "openai"
+                else "http://127.0.0.1:30000")
+  c.api_key = ""  # a literal key; prefer api_key_env so keys stay out of saved configs
+  c.api_key_env = "OPENAI_API_KEY" if backend == "openai" else ""  # env var holding the key
+  c.concurrency = 64  # requests in flight at once (HTTP calls or engine submissions)
+  c.timeout_s = 300.0 if backend != "local" else 600.0  # per attempt, seconds
+  c.max_retries = 4 if backend != "local" else 0  # extra attempts on connection/429/5xx/timeout
+  c.backoff_base_s = 0.5  # first backoff cap; doubles per attempt, full jitter
+  c.backoff_max_s = 20.0  # cap on one backoff sleep
+  c.max_retry_after_s = 60.0  # cap on how long a server's Retry-After may make us wait
+  c.seed = 0  # seed of the jitter RNG (reproducible retry timing)
+
+  c.sglang = ml_collections.ConfigDict()
+  # Checkpoint or tokenizer dir of the served model: chat messages are rendered with its
+  # chat template here and sent to /generate as input_ids. "" = use /v1/chat/completions.
+  c.sglang.tokenizer_path = ""
+  c.sglang.batch_size = 1  # requests per /generate call (SGLang batched input)
+  c.sglang.wait_ready_s = 120.0  # how long start-up polls /health before giving up
+
+  c.openai = ml_collections.ConfigDict()
+  c.openai.sglang_extensions = False  # send regex/ebnf/top_k/lora_path (SGLang/vLLM servers)
+  c.openai.max_tokens_field = "max_tokens"  # or "max_completion_tokens" (newer OpenAI models)
+
+  c.local = ml_collections.ConfigDict()
+  c.local.checkpoint = ""  # HF-format checkpoint dir; "" = the tiny offline model below
+  c.local.tiny_family = "qwen2"  # family of the tiny model built when checkpoint is ""
+  c.local.tiny_cache_dir = ""  # where the tiny model is built once; "" = $AUTOMEM_CACHE/tiny_llm
+  c.local.max_batch_size = 64  # most requests per engine.generate call
+  c.local.batch_wait_ms = 5.0  # how long the batcher waits for more requests
+  return c
+
+
+def _api_key(config: ml_collections.ConfigDict) -> str | None:
+  if config.api_key:
+    return config.api_key
+  if config.api_key_env:
+    key = os.environ.get(config.api_key_env, "")
+    if not key and config.backend == "openai":
+      raise ValueError(f"the openai backend needs an API key: set ${config.api_key_env} "
+                       "or llm.api_key")
+    return key or None
+  return None
+
+
+def tiny_checkpoint_dir(config: ml_collections.ConfigDict) -> str:
+  """The cached tiny offline model for `config.local` (built on first use)."""
+  from automem.models import make_tiny_checkpoint
+  from automem.models.tiny import default_cache_dir
+
+  root = os.path.expanduser(config.local.tiny_cache_dir or
+                            os.path.join(default_cache_dir(), "tiny_llm"))
+  path = os.path.join(root, config.local.tiny_family)
+  if not os.path.exists(os.path.join(path, "config.json")):
+    tmp = f"{path}.tmp{os.getpid()}"
+    make_tiny_checkpoint(tmp, family=config.local.tiny_family)
+    try:
+      os.replace(tmp, path)
+    except OSError:  # another process won the race; its copy is as good as ours
+      import shutil
+
+      shutil.rmtree(tmp, ignore_errors=True)
+  return path
+
+
+def make_client(config: ml_collections.ConfigDict, **inject: Any) -> LLMClient:
+  """The client `config.backend` names.
+
+  Args:
+    config: an `llm` config (see `default_llm_config`).
+    **inject: objects instead of loading them: `engine`, `tokenizer`, `adapters`,
+      `sampling_params_cls` (local); `tokenizer` (sglang).
+  """
+  if config.backend not in BACKENDS:
+    raise ValueError(f"unknown LLM backend {config.backend!r}; known: {BACKENDS}")
+  common = dict(
+      concurrency=config.concurrency, timeout_s=config.timeout_s, seed=config.seed,
+      retry=RetryPolicy(max_retries=config.max_retries, backoff_base_s=config.backoff_base_s,
+                        backoff_max_s=config.backoff_max_s,
+                        max_retry_after_s=config.max_retry_after_s))
+  if config.backend == "sglang":
+    from automem.llm.sglang_backend import SGLangClient
+
+    return SGLangClient(config.base_url, model=config.model, tokenizer=inject.get("tokenizer"),
+                        tokenizer_path=config.sglang.tokenizer_path,
+                        batch_size=config.sglang.batch_size,
+                        wait_ready_s=config.sglang.wait_ready_s, api_key=_api_key(config),
+                        **common)
+  if config.backend == "openai":
+    from automem.llm.openai_backend import OpenAIClient
+
+    return OpenAIClient(config.base_url, config.model, api_key=_api_key(config),
+                        sglang_extensions=config.openai.sglang_extensions,
+                        max_tokens_field=config.openai.max_tokens_field, **common)
+  from automem.llm.local import LocalClient
+
+  engine = inject.get("engine")
+  checkpoint = ""
+  if engine is None:
+    checkpoint = config.local.checkpoint or tiny_checkpoint_dir(config)
+  return LocalClient(engine, inject.get("tokenizer"), checkpoint=checkpoint,
+                     adapters=inject.get("adapters"),
+                     sampling_params_cls=inject.get("sampling_params_cls"),
+                     max_batch_size=config.local.max_batch_size,
+                     batch_wait_s=config.local.batch_wait_ms / 1000.0, **common)

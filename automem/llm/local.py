@@ -1,0 +1,233 @@
+"""In-process backend: the JAX `GenerationEngine` behind a dynamic batcher.
+
+Episodes send their requests concurrently; `BatchingEngine` gathers whatever
+arrives within a short wait window (or while the engine is busy with the
+previous batch) into one `engine.generate` call, run in a worker thread so
+the event loop keeps serving. Sixty-four concurrent requests thus cost about
+as many forward passes as one batch of 64, not 64 sequential generations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import os
+import time
+from typing import Any, Protocol
+
+from absl import logging
+
+from automem.llm.client import LLMClient
+from automem.llm.retry import LLMCallError
+from automem.llm.sglang_backend import ChatTokenizer
+from automem.llm.types import LLMRequest, LLMResult
+
+
+class Engine(Protocol):
+  """What the batcher needs (automem.models.GenerationEngine has it)."""
+
+  def generate(self, prompts: list[list[int]], params: list[Any]) -> list[Any]: ...
+
+
+@dataclasses.dataclass
+class _Pending:
+  prompt: list[int]
+  params: Any
+  future: asyncio.Future
+
+
+class BatchingEngine:
+  """Dynamic batching in front of one engine, bound to the event loop that first uses it.
+
+  `submit` enqueues one prompt and awaits its output. A single worker task
+  takes the first waiting request, keeps collecting for `batch_wait_s` (or
+  until `max_batch_size`), then runs the whole batch in one engine call on a
+  dedicated thread; requests that arrive during that call form the next batch.
+  Requests whose caller gave up (cancelled futures) are dropped before the call.
+  """
+
+  def __init__(self, engine: Engine, *, max_batch_size: int = 64, batch_wait_s: float = 0.005):
+    if max_batch_size < 1:
+      raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    self.engine = engine
+    self.max_batch_size = max_batch_size
+    self.batch_wait_s = batch_wait_s
+    self.batch_sizes: list[int] = []  # one entry per engine call, for tests and metrics
+    self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="llm-engine")
+    self._queue: asyncio.Queue[_Pending] | None = None
+    self._loop: asyncio.AbstractEventLoop | None = None
+    self._worker: asyncio.Task | None = None
+
+  def _ensure_worker(self) -> asyncio.Queue[_Pending]:
+    loop = asyncio.get_running_loop()
+    if self._loop is not loop or self._worker is None or self._worker.done():
+      self._loop = loop
+      self._queue = asyncio.Queue()
+      self._worker = loop.create_task(self._run(self._queue), name="llm-batcher")
+    assert self._queue is not None
+    return self._queue
+
+  async def submit(self, prompt: list[int], params: Any) -> Any:
+    """One generation; raises what the engine raised."""
+    queue = self._ensure_worker()
+    future = asyncio.get_running_loop().create_future()
+    queue.put_nowait(_Pending(list(prompt), params, future))
+    return await future
+
+  async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+      batch = [await queue.get()]
+      deadline = loop.time() + self.batch_wait_s
+      while len(batch) < self.max_batch_size:
+        if not queue.empty():
+          batch.append(queue.get_nowait())
+          continue
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+          break
+        try:
+          batch.append(await asyncio.wait_for(queue.get(), remaining))
+        except TimeoutError:
+          break
+      batch = [p for p in batch if not p.future.done()]
+      if not batch:
+        continue
+      self.batch_sizes.append(len(batch))
+      try:
+        outputs = await loop.run_in_executor(
+            self._executor, self.engine.generate, [p.prompt for p in batch],
+            [p.params for p in batch])
+        if len(outputs) != len(batch):
+          raise RuntimeError(f"engine returned {len(outputs)} outputs for {len(batch)} prompts")
+      except Exception as e:  # delivered to every waiting caller
+        for p in batch:
+          if not p.future.done():
+            p.future.set_exception(e)
+        continue
+      for p, out in zip(batch, outputs, strict=True):
+        if not p.future.done():
+          p.future.set_result(out)
+
+  def close(self) -> None:
+    if self._worker is not None and not self._worker.done():
+      self._worker.cancel()
+    self._worker = None
+    self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def default_sampling_params_cls() -> type:
+  from automem.models import SamplingParams
+
+  return SamplingParams
+
+
+def engine_params(req: LLMRequest, params_cls: type) -> Any:
+  """The engine's SamplingParams for a request."""
+  return params_cls(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
+                    max_new_tokens=req.max_new_tokens, stop=list(req.stop), seed=req.seed)
+
+
+class LocalClient(LLMClient):
+  """The JAX generation engine in-process, with dynamic batching.
+
+  `adapters` maps an adapter name to an engine serving that adapter (e.g. the
+  base model with the memory specialist's LoRA applied); requests for other
+  adapter names get an `unsupported` error. Grammars are not supported
+  locally and get an `unsupported` error too.
+  """
+
+  backend = "local"
+
+  def __init__(self, engine: Engine | None = None, tokenizer: ChatTokenizer | None = None, *,
+               checkpoint: str = "", adapters: dict[str, Engine] | None = None,
+               max_batch_size: int = 64, batch_wait_s: float = 0.005,
+               engine_kwargs: dict[str, Any] | None = None,
+               sampling_params_cls: type | None = None, **kwargs):
+    super().__init__(**kwargs)
+    if engine is None and not checkpoint:
+      raise ValueError("LocalClient needs an engine or a checkpoint directory")
+    if engine is not None and tokenizer is None:
+      raise ValueError("LocalClient(engine=...) needs the engine's tokenizer too")
+    self.checkpoint = checkpoint
+    self.tokenizer = tokenizer
+    self.engine_kwargs = dict(engine_kwargs or {})
+    self._max_batch_size = max_batch_size
+    self._batch_wait_s = batch_wait_s
+    self._params_cls = sampling_params_cls
+    self.batchers: dict[str | None, BatchingEngine] = {}
+    if engine is not None:
+      self._set_engines(engine, adapters or {})
+    elif adapters:
+      raise ValueError("adapters= needs engine=; from a checkpoint, load them with the engine")
+
+  def _set_engines(self, engine: Engine, adapters: dict[str, Engine]) -> None:
+    make = lambda e: BatchingEngine(e, max_batch_size=self._max_batch_size,  # noqa: E731
+                                    batch_wait_s=self._batch_wait_s)
+    self.batchers = {None: make(engine)}
+    for name, eng in adapters.items():
+      self.batchers[name] = make(eng)
+
+  @property
+  def engine(self) -> Engine:
+    return self.batchers[None].engine
+
+  async def _start(self) -> None:
+    if not self.batchers:
+      t0 = time.perf_counter()
+      engine, tokenizer = await asyncio.to_thread(
+          load_local_engine, self.checkpoint, **self.engine_kwargs)
+      self.tokenizer = tokenizer
+      self._set_engines(engine, {})
+      logging.info("local LLM engine from %s ready in %.1f s", self.checkpoint,
+                   time.perf_counter() - t0)
+    if self._params_cls is None:
+      self._params_cls = default_sampling_params_cls()
+
+  async def _close(self) -> None:
+    # Engines (and their compiled functions) stay loaded; only the batch workers stop.
+    for b in self.batchers.values():
+      if b._worker is not None and not b._worker.done():
+        b._worker.cancel()
+      b._worker = None
+
+  def prompt_ids(self, req: LLMRequest) -> list[int]:
+    assert self.tokenizer is not None
+    if req.messages is not None:
+      return list(self.tokenizer.apply_chat_template([dict(m) for m in req.messages],
+                                                     add_generation_prompt=True))
+    return list(self.tokenizer.encode(req.prompt))
+
+  async def _call(self, requests: list[LLMRequest]) -> list[LLMResult]:
+    (req,) = requests
+    if req.grammar is not None:
+      raise LLMCallError("unsupported", "the local backend has no constrained decoding "
+                         f"({req.grammar.kind} grammar); use the sglang backend")
+    batcher = self.batchers.get(req.adapter)
+    if batcher is None:
+      known = sorted(k for k in self.batchers if k)
+      raise LLMCallError("unsupported", f"no local engine for adapter {req.adapter!r} "
+                         f"(known: {known})")
+    try:
+      ids = self.prompt_ids(req)
+      out = await batcher.submit(ids, engine_params(req, self._params_cls))
+    except LLMCallError:
+      raise
+    except Exception as e:
+      raise LLMCallError("engine", f"{type(e).__name__}: {e}") from e
+    return [LLMResult(text=out.text, finish_reason=out.finish_reason,
+                      prompt_tokens=int(out.prompt_tokens),
+                      completion_tokens=int(out.completion_tokens))]
+
+
+def load_local_engine(checkpoint: str, **engine_kwargs: Any) -> tuple[Engine, ChatTokenizer]:
+  """Loads a HF-format checkpoint dir into a `GenerationEngine` and its `Tokenizer`."""
+  from automem import models
+
+  checkpoint = os.path.expanduser(checkpoint)
+  if not os.path.isdir(checkpoint):
+    raise FileNotFoundError(f"local LLM checkpoint {checkpoint!r} is not a directory")
+  model = models.load_hf_checkpoint(checkpoint)
+  tokenizer = models.Tokenizer.from_pretrained(checkpoint)
+  return models.GenerationEngine(model, tokenizer, **engine_kwargs), tokenizer

@@ -1,0 +1,350 @@
+"""SGLang and OpenAI-compatible backends over real HTTP on 127.0.0.1, faults included.
+
+Every fault test bounds both the number of requests the server sees and the
+wall time, so a retry loop that never ends fails the test instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+
+from automem.llm import (
+    Grammar,
+    LLMRequest,
+    LLMServerUnavailable,
+    default_llm_config,
+    make_client,
+)
+from tests.support.llm_server import free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+CHAT = [{"role": "system", "content": "You play Crafter."},
+        {"role": "user", "content": "Observation: a tree to the north."}]
+
+
+def sglang_config(url: str, **overrides):
+  c = default_llm_config("sglang")
+  c.base_url = url
+  c.backoff_base_s = 0.01
+  c.backoff_max_s = 0.05
+  c.timeout_s = 10.0
+  c.max_retries = 2
+  c.sglang.wait_ready_s = 5.0
+  for k, v in overrides.items():
+    node, _, leaf = k.rpartition(".")
+    (c[node] if node else c)[leaf] = v
+  return c
+
+
+def openai_config(url: str, **overrides):
+  c = default_llm_config("openai")
+  c.base_url = url + "/v1"
+  c.model = "tiny"
+  c.api_key = "sk-test"
+  c.api_key_env = ""
+  c.backoff_base_s = 0.01
+  c.backoff_max_s = 0.05
+  c.max_retries = 2
+  c.timeout_s = 10.0
+  for k, v in overrides.items():
+    node, _, leaf = k.rpartition(".")
+    (c[node] if node else c)[leaf] = v
+  return c
+
+
+async def _generate(config, requests, **inject):
+  async with make_client(config, **inject) as client:
+    results = await client.generate(requests)
+    return results, client.usage.summary()
+
+
+def run(config, requests, **inject):
+  return asyncio.run(_generate(config, requests, **inject))
+
+
+def paths(server) -> list[str]:
+  return [p for p, _ in server.requests]
+
+
+# -- happy paths ----------------------------------------------------------------
+
+
+def test_sglang_native_and_chat_endpoints(llm_server, llm_stack):
+  _, tokenizer, _ = llm_stack
+  reqs = [LLMRequest(prompt="The capital of France is", max_new_tokens=5, temperature=0.0),
+          LLMRequest(messages=CHAT, max_new_tokens=3, stop=["\n"], temperature=0.0)]
+  results, usage = run(sglang_config(llm_server.url), reqs)
+  assert all(r.ok for r in results), results
+  # Without a tokenizer, raw prompts use /generate and chat messages the chat endpoint.
+  assert sorted(paths(llm_server)) == ["/generate", "/v1/chat/completions"]
+  assert results[0].prompt_tokens == len(tokenizer.encode("The capital of France is"))
+  assert results[1].prompt_tokens == len(tokenizer.apply_chat_template(CHAT))
+  assert results[0].completion_tokens == 5 and results[0].finish_reason == "length"
+  assert usage["calls"] == 2 and usage["errors"] == 0
+  assert usage["prompt_tokens"] == results[0].prompt_tokens + results[1].prompt_tokens
+  body = dict(llm_server.requests)["/generate"]
+  assert body["text"] == "The capital of France is"
+  assert body["sampling_params"]["max_new_tokens"] == 5
+  assert body["sampling_params"]["temperature"] == 0.0
+
+
+def test_sglang_renders_chat_template_and_batches(llm_server, llm_stack):
+  _, tokenizer, _ = llm_stack
+  reqs = [LLMRequest(messages=[*CHAT, {"role": "user", "content": f"step {i}"}],
+                     max_new_tokens=2 + i % 3, seed=i, adapter="memory" if i % 2 else None,
+                     grammar=Grammar("regex", r"<\|[A-Z]+\|>.*") if i == 0 else None)
+          for i in range(6)]
+  config = sglang_config(llm_server.url, **{"sglang.batch_size": 4})
+  results, _ = run(config, reqs, tokenizer=tokenizer)
+  assert all(r.ok for r in results), results
+  bodies = [b for p, b in llm_server.requests]
+  assert paths(llm_server) == ["/generate", "/generate"]
+  assert sorted(len(b["input_ids"]) for b in bodies) == [2, 4]
+  sent = {tuple(ids): (sp, lora) for b in bodies
+          for ids, sp, lora in zip(b["input_ids"], b["sampling_params"], b["lora_path"])}
+  for i, r in enumerate(reqs):
+    ids = tuple(tokenizer.apply_chat_template(list(r.messages), add_generation_prompt=True))
+    sp, lora = sent[ids]  # the client rendered the model's own chat template
+    assert sp["max_new_tokens"] == r.max_new_tokens and sp["sampling_seed"] == i
+    assert lora == r.adapter
+    assert (sp.get("regex") is not None) == (i == 0)
+    assert results[i].completion_tokens == r.max_new_tokens
+
+
+def test_prefix_cache_hits_are_counted(llm_server):
+  shared = "You are an agent with memory. " * 4
+  config = sglang_config(llm_server.url)
+  first, _ = run(config, [LLMRequest(prompt=shared + "A", max_new_tokens=2)])
+  second, usage = run(config, [LLMRequest(prompt=shared + "B", max_new_tokens=2)])
+  assert first[0].cached_tokens < len(shared)  # nothing shared yet (bar earlier tests)
+  assert second[0].cached_tokens >= len(shared) - 1
+  assert usage["cached_tokens"] == second[0].cached_tokens
+  assert 0 < usage["cache_hit_rate"] <= 1
+
+
+def test_openai_backend_chat_completions_and_usage(llm_server):
+  reqs = [LLMRequest(messages=CHAT, max_new_tokens=4, temperature=0.0) for _ in range(3)]
+  reqs.append(LLMRequest(prompt="raw text", max_new_tokens=2))
+  reqs.append(LLMRequest(messages=CHAT, max_new_tokens=2,
+                         grammar=Grammar("json_schema", '{"type": "object"}')))
+  results, usage = run(openai_config(llm_server.url), reqs)
+  assert all(r.ok for r in results), results
+  assert paths(llm_server).count("/v1/chat/completions") == 4
+  assert paths(llm_server).count("/v1/completions") == 1
+  assert results[0].completion_tokens == 4
+  # The same prompt three times: the later ones report cached prompt tokens.
+  assert max(r.cached_tokens for r in results[:3]) > 0
+  assert usage["cached_tokens"] == sum(r.cached_tokens for r in results)
+  schema_body = [b for _, b in llm_server.requests if "response_format" in b]
+  assert schema_body[0]["response_format"]["json_schema"]["schema"] == {"type": "object"}
+  json.dumps(usage)  # JSON-serialisable
+
+
+def test_openai_backend_refuses_regex_without_sglang_extensions(llm_server):
+  req = LLMRequest(messages=CHAT, grammar=Grammar("regex", "[a-z]+"), max_new_tokens=2)
+  results, _ = run(openai_config(llm_server.url), [req])
+  assert results[0].error_cause == "unsupported" and "regex" in results[0].error
+  assert llm_server.requests == []  # nothing was sent
+  results, _ = run(openai_config(llm_server.url, **{"openai.sglang_extensions": True}), [req])
+  assert results[0].ok
+  assert llm_server.requests[-1][1]["regex"] == "[a-z]+"
+
+
+def test_openai_backend_api_key_and_list_models(make_server):
+  server = make_server(api_key="sk-right")
+
+  async def main():
+    async with make_client(openai_config(server.url, api_key="sk-right")) as client:
+      return await client.list_models()
+
+  assert asyncio.run(main()) == ["/ckpt/tiny-qwen2"]
+  results, usage = run(openai_config(server.url, api_key="sk-wrong"),
+                       [LLMRequest(messages=CHAT, max_new_tokens=2)])
+  assert results[0].error_cause == "client_error" and "401" in results[0].error
+  assert results[0].attempts == 1  # a 4xx other than 429 is never retried
+  assert usage["errors_by_cause"] == {"client_error": 1}
+
+
+def test_openai_backend_reads_key_from_environment(monkeypatch):
+  config = openai_config("http://127.0.0.1:1", api_key="", api_key_env="AUTOMEM_TEST_KEY")
+  monkeypatch.delenv("AUTOMEM_TEST_KEY", raising=False)
+  with pytest.raises(ValueError, match="AUTOMEM_TEST_KEY"):
+    make_client(config)
+  monkeypatch.setenv("AUTOMEM_TEST_KEY", "sk-env")
+  assert make_client(config).api_key == "sk-env"
+
+
+# -- start-up checks ------------------------------------------------------------
+
+
+def test_sglang_start_up_fails_clearly_when_no_server():
+  config = sglang_config(f"http://127.0.0.1:{free_port()}", **{"sglang.wait_ready_s": 0.5})
+  t0 = time.perf_counter()
+  with pytest.raises(LLMServerUnavailable, match=r"not ready after 0.5 s.*sglang_server\.sh"):
+    run(config, [LLMRequest(prompt="x")])
+  assert time.perf_counter() - t0 < 5
+
+
+def test_sglang_start_up_checks_the_served_model(llm_server):
+  results, _ = run(sglang_config(llm_server.url, model="/elsewhere/tiny-qwen2"),
+                   [LLMRequest(prompt="x", max_new_tokens=1)])
+  assert results[0].ok  # same checkpoint name, other mount point
+  with pytest.raises(LLMServerUnavailable, match=r"serves '/ckpt/tiny-qwen2'.*Qwen2\.5-32B"):
+    run(sglang_config(llm_server.url, model="Qwen/Qwen2.5-32B-Instruct"), [])
+
+
+def test_sglang_start_up_waits_for_a_late_server(make_server):
+  port = free_port()
+  holder = {}
+  timer = threading.Timer(0.5, lambda: holder.setdefault("s", make_server(port=port)))
+  timer.start()
+  try:
+    results, _ = run(sglang_config(f"http://127.0.0.1:{port}"),
+                     [LLMRequest(prompt="late", max_new_tokens=2)])
+  finally:
+    timer.join()
+  assert results[0].ok
+
+
+# -- faults ---------------------------------------------------------------------
+
+TRANSIENT = {"http_500": "server_error", "http_503": "server_error", "http_429": "rate_limited",
+             "truncated": "bad_response", "malformed": "bad_response"}
+
+
+@pytest.mark.parametrize("mode", sorted(TRANSIENT))
+def test_transient_fault_is_retried_then_succeeds(llm_server, mode):
+  llm_server.inject(mode, times=1)
+  results, usage = run(sglang_config(llm_server.url), [LLMRequest(prompt="hello", max_new_tokens=3)])
+  assert results[0].ok, results[0]
+  assert results[0].attempts == 2 and usage["retries"] == 1
+  assert paths(llm_server) == ["/generate", "/generate"]
+
+
+@pytest.mark.parametrize("mode", sorted(TRANSIENT))
+def test_persistent_fault_gives_an_error_result_naming_the_cause(llm_server, mode):
+  llm_server.inject(mode, times=100)
+  t0 = time.perf_counter()
+  results, usage = run(sglang_config(llm_server.url, max_retries=2),
+                       [LLMRequest(prompt="hello", max_new_tokens=3)])
+  r = results[0]
+  assert not r.ok and r.text == "" and r.finish_reason == "error"
+  assert r.error_cause == TRANSIENT[mode] and r.error.startswith(TRANSIENT[mode])
+  assert "after 3 attempts" in r.error
+  assert len(llm_server.requests) == 3  # 1 + max_retries, no more
+  assert usage["errors_by_cause"] == {TRANSIENT[mode]: 1}
+  assert time.perf_counter() - t0 < 5
+
+
+def test_429_retry_after_is_honoured(llm_server):
+  llm_server.inject("http_429", times=1, retry_after="0.4")
+  t0 = time.perf_counter()
+  results, _ = run(sglang_config(llm_server.url), [LLMRequest(prompt="hi", max_new_tokens=2)])
+  elapsed = time.perf_counter() - t0
+  assert results[0].ok and results[0].attempts == 2
+  assert 0.4 <= elapsed < 3.0  # backoff alone is at most 0.05 s here
+
+
+def test_client_errors_are_not_retried(llm_server):
+  llm_server.inject("http_400", times=100)
+  results, _ = run(sglang_config(llm_server.url, max_retries=4),
+                   [LLMRequest(prompt="hi", max_new_tokens=2)])
+  assert results[0].error_cause == "client_error" and "HTTP 400" in results[0].error
+  assert len(llm_server.requests) == 1
+
+
+def test_unknown_adapter_is_a_client_error(llm_server, llm_stack):
+  results, _ = run(sglang_config(llm_server.url),
+                   [LLMRequest(prompt="hi", max_new_tokens=2, adapter="no-such-lora")])
+  assert results[0].error_cause == "client_error" and "no-such-lora" in results[0].error
+
+
+def test_server_abort_is_reported(llm_server):
+  llm_server.inject("abort", times=1)
+  results, _ = run(sglang_config(llm_server.url), [LLMRequest(prompt="hi", max_new_tokens=2)])
+  assert results[0].error_cause == "aborted"
+
+
+def test_slow_response_past_the_timeout(llm_server):
+  llm_server.inject("slow", times=100, delay_s=2.0)
+  t0 = time.perf_counter()
+  results, _ = run(sglang_config(llm_server.url, timeout_s=0.2, max_retries=1),
+                   [LLMRequest(prompt="hi", max_new_tokens=2)])
+  elapsed = time.perf_counter() - t0
+  assert results[0].error_cause == "timeout" and "0.2 s" in results[0].error
+  assert results[0].attempts == 2 and len(llm_server.requests) == 2
+  assert elapsed < 1.5
+
+
+def test_slow_response_then_recovery(llm_server):
+  llm_server.inject("slow", times=1, delay_s=2.0)
+  results, _ = run(sglang_config(llm_server.url, timeout_s=0.3),
+                   [LLMRequest(prompt="hi", max_new_tokens=2)])
+  assert results[0].ok and results[0].attempts == 2
+
+
+def test_refused_connection_is_an_error_result_not_an_exception():
+  config = openai_config(f"http://127.0.0.1:{free_port()}", max_retries=2)
+  t0 = time.perf_counter()
+  results, usage = run(config, [LLMRequest(messages=CHAT) for _ in range(5)])
+  assert [r.error_cause for r in results] == ["connection"] * 5
+  assert all(r.attempts == 3 for r in results)
+  assert usage["errors_by_cause"] == {"connection": 5} and usage["retries"] == 10
+  assert time.perf_counter() - t0 < 5
+
+
+def test_server_dies_mid_run(make_server):
+  server = make_server()
+  server.inject("slow", times=1000, delay_s=1.0)
+  config = sglang_config(server.url, max_retries=1)
+
+  async def main():
+    async with make_client(config) as client:
+      task = asyncio.ensure_future(client.generate(
+          [LLMRequest(prompt=f"episode {i}", max_new_tokens=2) for i in range(8)]))
+      await asyncio.sleep(0.3)
+      await asyncio.to_thread(server.kill)
+      return await task
+
+  t0 = time.perf_counter()
+  results = asyncio.run(main())
+  assert len(results) == 8
+  assert {r.error_cause for r in results} == {"connection"}
+  assert all(r.attempts == 2 for r in results)
+  assert time.perf_counter() - t0 < 5
+
+
+def test_server_dies_and_comes_back(make_server):
+  server = make_server()
+  config = sglang_config(server.url, max_retries=6, backoff_base_s=0.1, backoff_max_s=0.4)
+  reqs = [LLMRequest(prompt=f"episode {i}", max_new_tokens=2) for i in range(8)]
+
+  async def main():
+    async with make_client(config) as client:
+      first = await client.generate(reqs)
+      await asyncio.to_thread(server.kill)
+      restart = threading.Timer(0.4, server.start)
+      restart.start()
+      second = await client.generate(reqs)
+      restart.join()
+      return first, second, client.usage.summary()
+
+  first, second, usage = asyncio.run(main())
+  assert all(r.ok for r in first + second), second
+  assert max(r.attempts for r in second) > 1  # the outage was seen and ridden out
+  assert usage["calls"] == 16 and usage["errors"] == 0
+
+
+def test_concurrency_limit_bounds_requests_in_flight(make_server):
+  server = make_server()
+  server.inject("slow", times=12, delay_s=0.15)
+  results, _ = run(sglang_config(server.url, concurrency=3),
+                   [LLMRequest(prompt=f"p{i}", max_new_tokens=2) for i in range(12)])
+  assert all(r.ok for r in results)
+  assert server.max_in_flight == 3

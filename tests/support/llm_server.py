@@ -1,0 +1,386 @@
+"""A 127.0.0.1 HTTP server speaking SGLang's and OpenAI's formats, with fault injection.
+
+It stands in for a GPU-only SGLang server in tests: the same endpoints and
+JSON shapes (`/health`, `/get_model_info`, `/generate` with single or batched
+`text`/`input_ids`, `/v1/chat/completions`, `/v1/completions`, `/v1/models`),
+backed by a real generation engine (the tiny local model) through the same
+dynamic batcher the local backend uses, with an SGLang-like prefix cache
+count. `inject()` makes the next N generation requests fail in a chosen way;
+`kill()` drops every open connection and stops listening, as a crashed
+server would; `start()` brings it back on the same port.
+
+Use: `with LLMTestServer(engine, tokenizer) as server: ... server.url ...`
+or the `llm_server` fixture factory in tests/llm/conftest.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from automem.llm.local import BatchingEngine
+
+FAULT_MODES = ("http_500", "http_503", "http_429", "http_400", "slow", "truncated", "malformed",
+               "abort")
+
+
+@dataclasses.dataclass
+class Fault:
+  mode: str
+  remaining: int  # how many more generation requests it applies to
+  retry_after: str | None = None  # http_429 / http_503: the Retry-After header value
+  delay_s: float = 0.0  # slow: seconds before answering
+
+
+def free_port() -> int:
+  """A port nothing listens on right now (for refused-connection tests and restarts)."""
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+class LLMTestServer:
+  """SGLang/OpenAI-format server on 127.0.0.1 in a background thread.
+
+  Args:
+    engine: a generation engine (`generate(prompts, params) -> outputs`).
+    tokenizer: its tokenizer (`encode`, `apply_chat_template`).
+    sampling_params_cls: the engine's SamplingParams class.
+    model_path: what `/get_model_info` reports as served.
+    adapters: adapter name -> engine serving it (SGLang `lora_path` values).
+    api_key: when set, every request must carry `Authorization: Bearer <key>`.
+    port: 0 picks a free port.
+  """
+
+  def __init__(self, engine: Any, tokenizer: Any, sampling_params_cls: type, *,
+               model_path: str = "tiny-model", adapters: dict[str, Any] | None = None,
+               api_key: str | None = None, port: int = 0, max_batch_size: int = 64,
+               batch_wait_s: float = 0.005):
+    self.tokenizer = tokenizer
+    self.params_cls = sampling_params_cls
+    self.model_path = model_path
+    self.api_key = api_key
+    self.port = port or free_port()
+    self.batchers = {None: BatchingEngine(engine, max_batch_size=max_batch_size,
+                                          batch_wait_s=batch_wait_s)}
+    for name, eng in (adapters or {}).items():
+      self.batchers[name] = BatchingEngine(eng, max_batch_size=max_batch_size,
+                                           batch_wait_s=batch_wait_s)
+    self.requests: list[tuple[str, Any]] = []  # (path, JSON body) of every POST, in order
+    self.status_counts: dict[int, int] = {}
+    self.in_flight = 0  # POST requests being handled now
+    self.max_in_flight = 0  # the most at once since the last reset_counts()
+    self._fault: Fault | None = None
+    self._lock = threading.Lock()
+    self._prefixes: list[tuple[int, ...]] = []  # prompt history for the prefix-cache count
+    self._transports: set[asyncio.BaseTransport] = set()
+    self._runner: web.AppRunner | None = None
+    self._loop = asyncio.new_event_loop()
+    self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                    name="llm-test-server")
+    self._thread.start()
+
+  # -- lifecycle ---------------------------------------------------------------
+
+  @property
+  def url(self) -> str:
+    return f"http://127.0.0.1:{self.port}"
+
+  def _run(self, coro, timeout: float = 30.0):
+    return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+  def start(self) -> LLMTestServer:
+    if self._runner is None:
+      self._run(self._start())
+    return self
+
+  async def _start(self) -> None:
+    app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024**2)
+    app.router.add_get("/health", self._health)
+    app.router.add_get("/health_generate", self._health)
+    app.router.add_get("/get_model_info", self._model_info)
+    app.router.add_get("/v1/models", self._models)
+    app.router.add_post("/generate", self._generate)
+    app.router.add_post("/v1/chat/completions", self._chat)
+    app.router.add_post("/v1/completions", self._completions)
+    # handler_cancellation: a client that gives up (timeout) cancels its handler, as
+    # SGLang aborts a request whose connection closed.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True)
+    await site.start()
+    self._runner = runner
+
+  def kill(self) -> None:
+    """Dies like a crashed process: open connections reset, port closed."""
+    if self._runner is not None:
+      self._run(self._kill())
+
+  async def _kill(self) -> None:
+    runner, self._runner = self._runner, None
+    for t in list(self._transports):
+      t.abort()
+    self._transports.clear()
+    await runner.cleanup()
+
+  def close(self) -> None:
+    self.kill()
+    for b in self.batchers.values():
+      self._loop.call_soon_threadsafe(b.close)
+    self._loop.call_soon_threadsafe(self._loop.stop)
+    self._thread.join(timeout=10)
+
+  def __enter__(self) -> LLMTestServer:
+    return self.start()
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  # -- faults ------------------------------------------------------------------
+
+  def inject(self, mode: str, times: int = 1, *, retry_after: str | None = None,
+             delay_s: float = 0.0) -> None:
+    """The next `times` generation requests fail with `mode` (see FAULT_MODES)."""
+    if mode not in FAULT_MODES:
+      raise ValueError(f"unknown fault {mode!r}; known: {FAULT_MODES}")
+    with self._lock:
+      self._fault = Fault(mode, times, retry_after, delay_s)
+
+  def clear_faults(self) -> None:
+    with self._lock:
+      self._fault = None
+
+  def _take_fault(self) -> Fault | None:
+    with self._lock:
+      f = self._fault
+      if f is None:
+        return None
+      f.remaining -= 1
+      if f.remaining <= 0:
+        self._fault = None
+      return dataclasses.replace(f)
+
+  def reset_counts(self) -> None:
+    with self._lock:
+      self.requests.clear()
+      self.status_counts.clear()
+      self.max_in_flight = self.in_flight
+
+  # -- HTTP --------------------------------------------------------------------
+
+  @web.middleware
+  async def _middleware(self, request: web.Request, handler):
+    if request.transport is not None:
+      self._transports.add(request.transport)
+    if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+      resp = web.json_response({"error": {"message": "invalid API key"}}, status=401)
+    else:
+      resp = await self._handle(request, handler)
+    with self._lock:
+      self.status_counts[resp.status] = self.status_counts.get(resp.status, 0) + 1
+    return resp
+
+  async def _handle(self, request: web.Request, handler) -> web.StreamResponse:
+    if request.method != "POST":
+      return await handler(request)
+    raw = await request.read()
+    try:
+      body = json.loads(raw)
+    except json.JSONDecodeError as e:
+      return _error(400, f"request body is not JSON: {e}")
+    with self._lock:
+      self.requests.append((request.path, body))
+      self.in_flight += 1
+      self.max_in_flight = max(self.max_in_flight, self.in_flight)
+    try:
+      return await self._answer(request, handler, body)
+    finally:
+      with self._lock:
+        self.in_flight -= 1
+
+  async def _answer(self, request: web.Request, handler, body: Any) -> web.StreamResponse:
+    fault = self._take_fault()
+    if fault is not None:
+      if fault.mode == "slow":
+        await asyncio.sleep(fault.delay_s)
+      elif fault.mode in ("http_500", "http_503", "http_429", "http_400"):
+        status = int(fault.mode[-3:])
+        headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
+        return _error(status, f"injected {fault.mode}", headers=headers)
+      elif fault.mode == "malformed":
+        return web.Response(status=200, text='{"text": "half', content_type="application/json")
+      elif fault.mode == "truncated":
+        return await self._truncated(request, handler, body)
+    request[_BODY] = body
+    request[_ABORT] = fault is not None and fault.mode == "abort"
+    try:
+      return await handler(request)
+    except _BadRequest as e:
+      return _error(400, str(e))
+
+  async def _truncated(self, request, handler, body) -> web.StreamResponse:
+    request[_BODY], request[_ABORT] = body, False
+    full = await handler(request)
+    data = full.body if isinstance(full.body, bytes) else json.dumps({}).encode()
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    resp.content_length = len(data)
+    await resp.prepare(request)
+    await resp.write(data[: len(data) // 2])
+    request.transport.close()  # the rest never comes
+    return resp
+
+  async def _health(self, request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+  async def _model_info(self, request: web.Request) -> web.Response:
+    return web.json_response({
+        "model_path": self.model_path, "tokenizer_path": self.model_path, "is_generation": True,
+        "preferred_sampling_params": None, "weight_version": "default"})
+
+  async def _models(self, request: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": [
+        {"id": self.model_path, "object": "model", "created": 0, "owned_by": "automem"}]})
+
+  # -- generation --------------------------------------------------------------
+
+  def _params(self, sp: dict[str, Any]) -> Any:
+    if not isinstance(sp, dict):
+      raise _BadRequest(f"sampling_params must be an object, got {type(sp).__name__}")
+    stop = sp.get("stop") or []
+    if isinstance(stop, str):
+      stop = [stop]
+    temperature = float(sp.get("temperature", 1.0))
+    top_p = float(sp.get("top_p", 1.0))
+    if temperature < 0 or not 0 < top_p <= 1:
+      raise _BadRequest(f"bad sampling params {sp}")
+    if sum(sp.get(k) is not None for k in ("regex", "ebnf", "json_schema")) > 1:
+      raise _BadRequest("Only one of regex, json_schema, or ebnf can be set.")
+    return self.params_cls(temperature=temperature, top_p=top_p,
+                           top_k=int(sp.get("top_k", -1)),
+                           max_new_tokens=int(sp.get("max_new_tokens", 128)),
+                           stop=list(stop), seed=sp.get("sampling_seed"))
+
+  def _cached(self, prompt: list[int]) -> int:
+    """Longest prefix shared with an earlier prompt (what a radix cache would reuse)."""
+    key = tuple(prompt)
+    with self._lock:
+      best = 0
+      for p in self._prefixes:
+        n = 0
+        for a, b in zip(p, key):
+          if a != b:
+            break
+          n += 1
+        best = max(best, n)
+      self._prefixes.append(key)
+      del self._prefixes[:-256]
+    return min(best, max(0, len(prompt) - 1))
+
+  async def _run_one(self, prompt: list[int], params: Any, adapter: str | None) -> dict:
+    if adapter not in self.batchers:
+      raise _BadRequest(f"unknown LoRA adapter {adapter!r}")
+    t0 = time.perf_counter()
+    cached = self._cached(prompt)
+    out = await self.batchers[adapter].submit(prompt, params)
+    finish = ({"type": "length", "length": int(out.completion_tokens)}
+              if out.finish_reason == "length" else
+              {"type": "stop", "matched": int(out.token_ids[-1]) if out.token_ids else None})
+    return {"text": out.text, "output_ids": [int(t) for t in out.token_ids], "meta_info": {
+        "id": uuid.uuid4().hex, "finish_reason": finish, "prompt_tokens": len(prompt),
+        "completion_tokens": int(out.completion_tokens), "cached_tokens": cached,
+        "e2e_latency": time.perf_counter() - t0}}
+
+  async def _generate(self, request: web.Request) -> web.Response:
+    body = request[_BODY]
+    if not isinstance(body, dict):
+      raise _BadRequest("body must be an object")
+    if ("text" in body) == ("input_ids" in body):
+      raise _BadRequest("Either text or input_ids should be provided.")
+    if "text" in body:
+      batched = isinstance(body["text"], list)
+      texts = body["text"] if batched else [body["text"]]
+      if not all(isinstance(t, str) for t in texts):
+        raise _BadRequest("text must be a string or a list of strings")
+      prompts = [list(self.tokenizer.encode(t)) for t in texts]
+    else:
+      ids = body["input_ids"]
+      batched = bool(ids) and isinstance(ids[0], list)
+      prompts = ids if batched else [ids]
+      if not all(isinstance(p, list) and all(isinstance(t, int) for t in p) for p in prompts):
+        raise _BadRequest("input_ids must be a list of ints or a list of lists of ints")
+    n = len(prompts)
+    sps = body.get("sampling_params") or {}
+    sps = sps if isinstance(sps, list) else [sps] * n
+    adapters = body.get("lora_path")
+    adapters = adapters if isinstance(adapters, list) else [adapters] * n
+    if len(sps) != n or len(adapters) != n:
+      raise _BadRequest("sampling_params / lora_path lists must match the batch size")
+    params = [self._params(sp) for sp in sps]
+    outs = await asyncio.gather(*(self._run_one(p, sp, a)
+                                  for p, sp, a in zip(prompts, params, adapters)))
+    if request[_ABORT]:
+      for o in outs:
+        o["meta_info"]["finish_reason"] = {"type": "abort", "message": "injected abort"}
+    return web.json_response(outs if batched else outs[0])
+
+  def _openai_params(self, body: dict) -> tuple[Any, str | None]:
+    sp = {"temperature": body.get("temperature", 1.0), "top_p": body.get("top_p", 1.0),
+          "top_k": body.get("top_k", -1), "stop": body.get("stop"),
+          "sampling_seed": body.get("seed"),
+          "max_new_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or 128,
+          "regex": body.get("regex"), "ebnf": body.get("ebnf")}
+    return self._params(sp), body.get("lora_path")
+
+  async def _openai(self, request: web.Request, prompt: list[int], kind: str) -> web.Response:
+    body = request[_BODY]
+    params, adapter = self._openai_params(body)
+    out = await self._run_one(prompt, params, adapter)
+    meta = out["meta_info"]
+    reason = "abort" if request[_ABORT] else meta["finish_reason"]["type"]
+    choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
+    if kind == "chat":
+      choice["message"] = {"role": "assistant", "content": out["text"]}
+    else:
+      choice["text"] = out["text"]
+    return web.json_response({
+        "id": meta["id"], "object": "chat.completion" if kind == "chat" else "text_completion",
+        "created": int(time.time()), "model": body.get("model", self.model_path),
+        "choices": [choice],
+        "usage": {"prompt_tokens": meta["prompt_tokens"],
+                  "completion_tokens": meta["completion_tokens"],
+                  "total_tokens": meta["prompt_tokens"] + meta["completion_tokens"],
+                  "prompt_tokens_details": {"cached_tokens": meta["cached_tokens"]}}})
+
+  async def _chat(self, request: web.Request) -> web.Response:
+    messages = request[_BODY].get("messages")
+    if not isinstance(messages, list) or not messages:
+      raise _BadRequest("messages must be a non-empty list")
+    prompt = list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+    return await self._openai(request, prompt, "chat")
+
+  async def _completions(self, request: web.Request) -> web.Response:
+    text = request[_BODY].get("prompt")
+    if not isinstance(text, str):
+      raise _BadRequest("prompt must be a string")
+    return await self._openai(request, list(self.tokenizer.encode(text)), "completion")
+
+
+_BODY = web.RequestKey("body", object)
+_ABORT = web.RequestKey("abort", bool)
+
+
+class _BadRequest(ValueError):
+  pass
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> web.Response:
+  return web.json_response({"error": {"message": message, "code": status}}, status=status,
+                           headers=headers)
