@@ -1,0 +1,179 @@
+"""Text observations for NLE-based games (NetHack, MiniHack).
+
+Turns one NLE observation dict into the text an LLM acts on, in fixed sections:
+
+  message:    the message line(s), including those stepped through at --More--
+  nearby:     a language description of what is around the player: each
+              monster, object and notable dungeon feature with its compass
+              direction and its step distance (king moves, as the player moves)
+  map:        the ASCII screen (map area) with the player's coordinates
+  status:     NetHack's two bottom lines (HP, Pw, AC, Dlvl, XP, time, hunger,
+              conditions)
+  inventory:  one line per item, with its letter
+
+Only numpy is needed; the NLE observation keys read are listed in `OBS_KEYS`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+# NLE observation keys the renderer reads.
+OBS_KEYS = (
+    "glyphs",
+    "blstats",
+    "tty_chars",
+    "tty_cursor",
+    "screen_descriptions",
+    "inv_letters",
+    "inv_strs",
+)
+
+MORE = "--More--"
+# blstats indices (nle.nethack.NLE_BL_*), fixed by NLE's observation layout.
+BL_X, BL_Y = 0, 1
+BL_HP, BL_HPMAX, BL_DEPTH, BL_TIME, BL_HUNGER, BL_XP = 10, 11, 12, 20, 21, 18
+# Screen descriptions that are scenery, not worth a "nearby" line: the map shows them.
+_SCENERY = frozenset({
+    "", "stone", "wall", "floor of a room", "dark part of a room", "corridor",
+    "lit corridor", "unexplored", "dark area", "iron bars",
+})
+_DIRECTIONS = ("east", "southeast", "south", "southwest", "west", "northwest", "north", "northeast")
+HUNGER_NAMES = ("satiated", "not hungry", "hungry", "weak", "fainting", "fainted", "starved")
+
+
+def _decode(row: np.ndarray) -> str:
+  raw = bytes(np.asarray(row, dtype=np.uint8))
+  return raw.split(b"\0", 1)[0].decode("latin-1")
+
+
+def tty_lines(tty_chars: np.ndarray) -> list[str]:
+  """The terminal screen as text lines (24 x 80 for NLE)."""
+  return [bytes(np.asarray(r, dtype=np.uint8)).decode("latin-1").rstrip() for r in tty_chars]
+
+
+def more_text(tty_chars: np.ndarray) -> str | None:
+  """The text shown with a --More-- prompt, or None when there is none.
+
+  A --More-- on the top line closes a message; lower down it closes a text
+  window drawn over the map, whose lines start at the --More--'s column.
+  """
+  lines = tty_lines(tty_chars)
+  for r, line in enumerate(lines):
+    col = line.find(MORE)
+    if col < 0:
+      continue
+    if r == 0:
+      return line[:col].strip()
+    window = [lines[i][col:].strip() for i in range(r)]
+    return "\n".join(w for w in window if w)
+  return None
+
+
+def direction(dx: int, dy: int) -> str:
+  """Compass direction of an offset on the screen (y grows southwards)."""
+  if dx == 0 and dy == 0:
+    return "here"
+  sector = round(math.atan2(dy, dx) / (math.pi / 4)) % 8
+  return _DIRECTIONS[sector]
+
+
+def nearby_entities(obs: Mapping[str, np.ndarray], limit: int = 20) -> list[dict[str, Any]]:
+  """Monsters, objects and notable features on screen, nearest first.
+
+  Each entry has `name` (NetHack's own screen description, e.g. "tame kitten"),
+  `direction`, `distance` (king-move steps from the player) and `x`, `y`.
+  Every monster and object is listed; a dungeon feature (door, fountain, lava,
+  stairs) only at its nearest cell in each direction, so a lava lake is one line
+  per direction rather than one per cell.
+  """
+  from nle import nethack  # the worker has it; imported here to keep this module light
+
+  desc = obs["screen_descriptions"]
+  px, py = int(obs["blstats"][BL_X]), int(obs["blstats"][BL_Y])
+  # Cells with a description; the first byte is enough to find them.
+  ys, xs = np.nonzero(desc[:, :, 0])
+  out = []
+  for y, x in zip(ys.tolist(), xs.tolist()):
+    if x == px and y == py:
+      continue
+    name = _decode(desc[y, x])
+    if name in _SCENERY:
+      continue
+    dx, dy = x - px, y - py
+    feature = bool(nethack.glyph_is_cmap(int(obs["glyphs"][y, x])))
+    out.append({"name": name, "direction": direction(dx, dy), "distance": max(abs(dx), abs(dy)), "x": x, "y": y, "feature": feature})
+  out.sort(key=lambda e: (e["distance"], e["y"], e["x"]))
+  seen: set[tuple[str, str]] = set()
+  kept = []
+  for e in out:
+    if e.pop("feature"):
+      if (e["name"], e["direction"]) in seen:
+        continue
+      seen.add((e["name"], e["direction"]))
+    kept.append(e)
+  return kept[:limit]
+
+
+def inventory_lines(obs: Mapping[str, np.ndarray]) -> list[str]:
+  """Inventory as "a: a +1 long sword (weapon in hand)" lines."""
+  lines = []
+  for letter, text in zip(obs["inv_letters"], obs["inv_strs"]):
+    if letter == 0:
+      break
+    lines.append(f"{chr(int(letter))}: {_decode(text)}")
+  return lines
+
+
+def vitals(obs: Mapping[str, np.ndarray]) -> dict[str, int | str]:
+  """Structured vitals from blstats, for helper observers and tests."""
+  bl = obs["blstats"]
+  hunger = int(bl[BL_HUNGER])
+  return {
+      "x": int(bl[BL_X]),
+      "y": int(bl[BL_Y]),
+      "hp": int(bl[BL_HP]),
+      "max_hp": int(bl[BL_HPMAX]),
+      "depth": int(bl[BL_DEPTH]),
+      "xp_level": int(bl[BL_XP]),
+      "time": int(bl[BL_TIME]),
+      "hunger": HUNGER_NAMES[hunger] if 0 <= hunger < len(HUNGER_NAMES) else str(hunger),
+  }
+
+
+def render(obs: Mapping[str, np.ndarray], messages: list[str] | None = None, nearby_limit: int = 20) -> tuple[str, dict[str, Any]]:
+  """Renders an NLE observation as (text, info).
+
+  Args:
+    obs: NLE observation with at least the keys in `OBS_KEYS`.
+    messages: messages already stepped through at --More-- prompts this step;
+      the current top line is appended.
+    nearby_limit: most entities listed under "nearby".
+
+  Returns:
+    The text observation and a JSON-serialisable info dict.
+  """
+  lines = tty_lines(obs["tty_chars"])
+  msgs = [m for m in (messages or []) if m]
+  top = lines[0].replace(MORE, "").strip()
+  if top and (not msgs or msgs[-1] != top):
+    msgs.append(top)
+  message = "\n".join(msgs)
+  entities = nearby_entities(obs, nearby_limit)
+  vit = vitals(obs)
+  inv = inventory_lines(obs)
+  map_lines = lines[1:22]
+  nearby = [f"{e['name']}: {e['distance']} step{'s' if e['distance'] != 1 else ''} {e['direction']}" for e in entities]
+  parts = [
+      "message:\n" + (message or "(none)"),
+      "nearby:\n" + ("\n".join(nearby) if nearby else "(nothing notable in view)"),
+      f"map (you are the @ at x={vit['x']}, y={vit['y']}; x grows east, y grows south):\n" + "\n".join(map_lines),
+      "status:\n" + "\n".join(lines[22:24]).strip("\n"),
+      "inventory:\n" + ("\n".join(inv) if inv else "(empty)"),
+  ]
+  info = {"message": message, "nearby": entities, "vitals": vit, "inventory": inv}
+  return "\n\n".join(parts), info
