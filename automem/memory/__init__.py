@@ -40,7 +40,7 @@ Public API::
   ParseError(message, span, op, args)
   render_command(op, *args) -> str           canonical text; parse_commands reads it back
   command_reference(ops) -> str              usage lines for prompts
-  OPS, ALL_OPS, READ_ONLY_OPS, WRITE_OPS, CONTROL_OPS
+  OPS, ALL_OPS, READ_ONLY_OPS, WRITE_OPS, CONTROL_OPS, DEFAULT_PHASE_OPS
 
   MemoryStore(root, limits=, initial_files=, descriptions=, keep=, read_only=)
   MemoryStore.from_structure(root, structure)
@@ -73,6 +73,7 @@ Typical turn (the agent, issue 7)::
 from automem.memory.commands import (
     ALL_OPS,
     CONTROL_OPS,
+    DEFAULT_PHASE_OPS,
     OPS,
     READ_ONLY_OPS,
     WRITE_OPS,
@@ -115,6 +116,7 @@ from automem.memory.structure import (
 __all__ = [
     "ALL_OPS",
     "CONTROL_OPS",
+    "DEFAULT_PHASE_OPS",
     "DYNAMIC_PLACEHOLDERS",
     "FOLLOW_UP_PLACEHOLDERS",
     "OBSERVERS",

@@ -92,6 +92,12 @@ ALL_OPS: tuple[str, ...] = tuple(OPS)
 READ_ONLY_OPS: tuple[str, ...] = tuple(o.name for o in _OPS if not o.writes and not o.control)
 WRITE_OPS: tuple[str, ...] = tuple(o.name for o in _OPS if o.writes)
 CONTROL_OPS: tuple[str, ...] = ("DONE", "ACTION")
+# Vocabulary per phase when no structure says otherwise: LOG may do anything but act,
+# PLAN only reads and acts.
+DEFAULT_PHASE_OPS: dict[str, tuple[str, ...]] = {
+    "log": tuple(o for o in ALL_OPS if o != "ACTION"),
+    "plan": (*READ_ONLY_OPS, "ACTION"),
+}
 
 
 @dataclasses.dataclass(frozen=True)

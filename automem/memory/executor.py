@@ -15,7 +15,14 @@ from typing import Any
 
 from absl import logging
 
-from automem.memory.commands import ALL_OPS, OPS, Command, ParseError, ParseResult
+from automem.memory.commands import (
+    ALL_OPS,
+    DEFAULT_PHASE_OPS,
+    OPS,
+    Command,
+    ParseError,
+    ParseResult,
+)
 from automem.memory.store import MemoryStore, StoreError, count_lines
 
 
@@ -258,7 +265,8 @@ def execute(
     phase: "log" or "plan"; selects the allowed ops of the structure.
     structure: a `MemoryStructure` giving the phase's allowed ops, its
       `max_commands_per_turn`, the UPSERT_MAP file and the UPSERT separator.
-    allowed_ops: overrides the structure's list (all ops when neither is given).
+    allowed_ops: overrides the structure's list (`DEFAULT_PHASE_OPS[phase]`, or
+      every op for an unknown phase, when neither is given).
     max_commands: overrides the structure's per-turn command cap.
   """
   phase = str(phase).lower()
@@ -268,7 +276,9 @@ def execute(
     allowed_ops = spec.allowed_ops if allowed_ops is None else allowed_ops
     max_commands = spec.max_commands_per_turn if max_commands is None else max_commands
     map_file, sep = structure.map_file, structure.upsert_separator
-  allowed = set(ALL_OPS if allowed_ops is None else allowed_ops)
+  if allowed_ops is None:
+    allowed_ops = DEFAULT_PHASE_OPS.get(phase, ALL_OPS)
+  allowed = set(allowed_ops)
   runner = _Runner(store, map_file, sep)
   results: list[CommandResult] = []
   n_run = 0

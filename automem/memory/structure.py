@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
-from automem.memory.commands import ALL_OPS, READ_ONLY_OPS, command_reference
+from automem.memory.commands import ALL_OPS, command_reference
 from automem.memory.names import InvalidName, name_key, normalize_name
 from automem.memory.store import StoreLimits
 
@@ -687,8 +687,11 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     if not value and prefix:
       out[prefix] = {}
   elif isinstance(value, list) and not all(isinstance(v, str) for v in value):
+    names = [v.get("name") if isinstance(v, dict) else None for v in value]
+    by_name = all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
     for i, v in enumerate(value):
-      out.update(_flatten(v, f"{prefix}.{i}"))
+      # Files and observers are keyed by name, so removing one does not shift the rest.
+      out.update(_flatten(v, f"{prefix}[{names[i]}]" if by_name else f"{prefix}.{i}"))
     if not value:
       out[prefix] = []
   else:
@@ -700,11 +703,8 @@ def _path_sort_key(path: str) -> list[Any]:
   return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.split(".")]
 
 
+
 def _short(v: Any) -> str:
   text = json.dumps(v, ensure_ascii=False)
   return text if len(text) <= 120 else text[:117] + "..."
 
-
-# Ops a PLAN phase may use by default (read-only + ACTION).
-DEFAULT_PLAN_OPS: tuple[str, ...] = (*READ_ONLY_OPS, "ACTION")
-DEFAULT_LOG_OPS: tuple[str, ...] = tuple(o for o in ALL_OPS if o not in ("ACTION", "UPSERT_MAP"))
