@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -71,7 +72,9 @@ class NLESlotEnv:
     import nle  # noqa: F401 -- registers NetHack tasks
 
     if game == "minihack":
-      import minihack  # noqa: F401 -- registers MiniHack tasks
+      with warnings.catch_warnings():  # minihack 1.0.2 imports the deprecated pkg_resources
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        import minihack  # noqa: F401 -- registers MiniHack tasks
     self.game, self.task = game, task
     self.max_steps = int(max_steps)
     self.no_progress_steps = no_progress_steps
@@ -199,4 +202,5 @@ class NLESlotEnv:
   def _make_obs(self, obs, messages) -> Observation:
     text, info = render(obs, messages, self.nearby_limit)
     info["task"] = self.task
+    info["more_prompts"] = len(messages)
     return Observation(text=text, info=info)

@@ -234,8 +234,8 @@ class EnvPool(TextEnv):
     self._check_open()
     if self._pending is not None:
       raise RuntimeError("step_async called twice without step_wait")
+    results, todo = self._book.triage(actions)  # bad input raises here, losing nothing
     with self._guard():
-      results, todo = self._book.triage(actions)
       self._pending = (results, {s: actions[s] for s in todo})
       self._sent = self._send("step", self._pending[1])
 
@@ -306,7 +306,9 @@ class EnvPool(TextEnv):
       try:
         w.conn.send((cmd, items))
       except (OSError, ValueError) as e:
-        self._replace(w_index, f"env worker {w_index} could not be reached ({e})", [s for s, _ in items], failed)
+        code = self._exitcode(w)
+        reason = f"env worker {w_index} died (exit code {code})" if code is not None else f"env worker {w_index} could not be reached ({e})"
+        self._replace(w_index, reason, [s for s, _ in items], failed)
         continue
       budget = self.step_timeout_s + (0.0 if w.ready else self.start_timeout_s)
       waiting[w_index] = (now + budget, [s for s, _ in items])

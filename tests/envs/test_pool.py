@@ -1,0 +1,163 @@
+"""The worker pool on real MiniHack: pipelined steps, faults, clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+
+from automem.envs.minihack import minihack_slot_factory
+from automem.envs.pool import EnvPool
+from automem.envs.slots import SerialEnv
+from tests.support.faulty_env import faulty_factory
+
+SEEDS = [10, 11, 12, 13]
+MOVES = ["east", "south", "west", "north", "search", "southeast"]
+
+
+def _our_children() -> set[int]:
+  """Child processes, minus multiprocessing's own resource tracker (a shared singleton)."""
+  out = set()
+  for p in psutil.Process().children(recursive=True):
+    try:
+      if "resource_tracker" not in " ".join(p.cmdline()):
+        out.add(p.pid)
+    except psutil.NoSuchProcess:
+      pass
+  return out
+
+
+def _gone(pid: int) -> bool:
+  """Neither running nor a zombie (a zombie still has its pid)."""
+  return not psutil.pid_exists(pid)
+
+
+@pytest.fixture(scope="module")
+def pool():
+  p = EnvPool(faulty_factory(), num_envs=4, num_workers=2, step_timeout_s=4.0)
+  yield p
+  p.close()
+
+
+def test_pool_matches_in_process_peer(pool):
+  peer = SerialEnv(minihack_slot_factory("Corridor-R3"), 4)
+  try:
+    assert pool.action_names == peer.action_names
+    assert [o.text for o in pool.reset(SEEDS)] == [o.text for o in peer.reset(SEEDS)]
+    for i, move in enumerate(MOVES):
+      actions = [move, None if i % 2 else move, move, "bogus"]
+      got, want = pool.step(actions), peer.step(actions)
+      assert (got[1] is None) == (want[1] is None) == bool(i % 2)
+      for g, w in zip(got, want):
+        if g is not None:
+          assert (g.observation.text, g.reward, g.done, g.valid_action, g.stats) == (
+              w.observation.text, w.reward, w.done, w.valid_action, w.stats)
+  finally:
+    peer.close()
+
+
+def test_step_async_then_wait(pool):
+  pool.reset(SEEDS)
+  pool.step_async(["east"] * 4)
+  with pytest.raises(RuntimeError, match="twice"):
+    pool.step_async(["east"] * 4)
+  results = pool.step_wait()
+  assert all(r.valid_action and r.stats.length == 1 for r in results)
+
+
+def test_bad_calls_are_clear_errors(pool):
+  with pytest.raises(ValueError, match="expected 4 actions"):
+    pool.step(["east"])
+  with pytest.raises(ValueError, match="out of range"):
+    pool.reset([1], indices=[9])
+
+
+def _check_failure(pool, fault, reason):
+  pool.reset(SEEDS)
+  victim = 0
+  sibling = 1  # same worker as slot 0
+  assert pool.worker_of(victim) == pool.worker_of(sibling) != pool.worker_of(2)
+  old_pid = pool.worker_pids[pool.worker_of(victim)]
+  results = pool.step([fault, None, "east", "east"])
+  assert results[victim].done and results[victim].stats.end_reason == "error"
+  assert reason in results[victim].stats.error
+  # The other worker's episodes carry on.
+  assert all(not r.done and r.stats.end_reason == "running" for r in results[2:])
+  # The sibling on the failed worker lost its episode; it ends with the reason at its next step.
+  r = pool.step([None, "east", "east", None])
+  assert r[sibling].done and r[sibling].stats.end_reason == "error" and reason in r[sibling].stats.error
+  assert not r[2].done and r[2].stats.length == 2
+  # The worker was replaced, and reset slots play again.
+  assert pool.worker_pids[pool.worker_of(victim)] != old_pid and _gone(old_pid)
+  obs = pool.reset([SEEDS[0], SEEDS[1]], indices=[0, 1])
+  assert all("map" in o.text for o in obs)
+  assert all(not r.done for r in pool.step(["east"] * 4))
+
+
+def test_killed_worker_is_replaced(pool):
+  pool.reset(SEEDS)
+  pid = pool.worker_pids[0]
+  os.kill(pid, signal.SIGKILL)
+  time.sleep(0.2)
+  results = pool.step(["east"] * 4)
+  assert [r.stats.end_reason for r in results] == ["error", "error", "running", "running"]
+  assert "died" in results[0].stats.error and results[0].feedback.startswith("The environment failed")
+  assert results[0].stats.seed == SEEDS[0]
+  assert pool.worker_pids[0] != pid and _gone(pid)
+  pool.reset(SEEDS[:2], indices=[0, 1])
+  assert all(r.valid_action and not r.done for r in pool.step(["east"] * 4))
+
+
+def test_worker_that_exits_midstep(pool):
+  _check_failure(pool, "__exit__", "died")
+
+
+def test_hung_worker_is_replaced(pool):
+  t = time.monotonic()
+  _check_failure(pool, "__hang__", "hung")
+  assert time.monotonic() - t < 60
+
+
+def test_exception_costs_only_that_episode(pool):
+  pool.reset(SEEDS)
+  pid = pool.worker_pids[0]
+  results = pool.step(["__raise__", "east", "east", "east"])
+  assert results[0].done and results[0].stats.end_reason == "error"
+  assert "ValueError: injected fault" in results[0].stats.error
+  assert all(not r.done for r in results[1:])
+  assert pool.worker_pids[0] == pid  # the worker itself is fine
+  assert pool.step(["east", "east", None, None])[0].done  # stays done until reset
+  pool.reset([5], indices=[0])
+  assert not pool.step(["east", None, None, None])[0].done
+
+
+def test_close_leaves_no_processes():
+  before = _our_children()
+  p = EnvPool(faulty_factory(), num_envs=2, num_workers=2)
+  pids = p.worker_pids
+  assert set(pids) <= _our_children()
+  p.reset([1, 2])
+  p.close()
+  p.close()  # idempotent
+  assert all(_gone(pid) for pid in pids)
+  assert _our_children() <= before
+  with pytest.raises(RuntimeError, match="closed"):
+    p.step(["east", "east"])
+
+
+def test_keyboard_interrupt_mid_step_leaves_no_processes():
+  before = _our_children()
+  p = EnvPool(faulty_factory(), num_envs=2, num_workers=1, step_timeout_s=600)
+  pids = p.worker_pids
+  p.reset([1, 2])
+  timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+  timer.start()
+  with pytest.raises(KeyboardInterrupt):
+    p.step(["__hang__", "east"])
+  timer.join()
+  assert all(_gone(pid) for pid in pids)
+  assert _our_children() <= before
