@@ -1,1 +1,69 @@
-"""models package (see DESIGN.md)."""
+"""Flax NNX Qwen2/2.5/Qwen3 models, HF checkpoint interop, LoRA, tokenizer, generation.
+
+Public surface (see DESIGN.md "Models" contract):
+
+- `ModelConfig` (`ModelConfig.from_pretrained(dir)` reads an HF config.json).
+- `Transformer(config, rngs=...)`:
+  `model(tokens[B,T], positions[B,T], segment_ids[B,T], cache=None) -> (logits f32 [B,T,V], cache)`;
+  segment 0 = padding, attention is causal within equal nonzero segment ids.
+  Extra keyword `return_hidden=True` returns the final hidden states instead of logits
+  (`model.logits_from_hidden(h)` projects them) for chunked losses. `KVCache.init(...)`
+  makes a cache; `default_positions(segment_ids)` gives per-segment positions.
+- `load_hf_checkpoint(dir, mesh=None, dtype=..., param_dtype=..., remat=...)`,
+  `save_hf_checkpoint(model, dir)`, `CheckpointError`.
+- `LoraConfig`, `apply_lora(model, cfg)`, `export_lora_adapter(model, dir)` (PEFT layout),
+  `load_lora_adapter`, `merge_lora`, `remove_lora`, `lora_state`. Adapter weights are
+  `nnx.LoRAParam`: train them with `nnx.DiffState(0, nnx.LoRAParam)`.
+- `Tokenizer.from_pretrained(dir)` with `apply_chat_template(messages, add_generation_prompt=True)
+  -> list[int]`, `encode`, `decode`, `eos_token_ids`, `pad_token_id`.
+- `make_tiny_checkpoint(dir, family="qwen2"|"qwen3", ...)`, `tiny_tokenizer()`, `tiny_config()`.
+- `GenerationEngine(model, tokenizer, ...)`, `.generate(prompts, params) -> [GenerationOutput]`,
+  `SamplingParams`, `GenerationOutput`, `.num_forward_passes`, `.update_weights(model)`.
+- Sharding: `make_mesh(data, fsdp, tensor)`, `shard_model(model, mesh)`, `DEFAULT_RULES`.
+"""
+
+from automem.models.checkpoint import CheckpointError, load_hf_checkpoint, save_hf_checkpoint
+from automem.models.config import ModelConfig
+from automem.models.generate import GenerationEngine, GenerationOutput, SamplingParams
+from automem.models.lora import (
+    LoraConfig,
+    apply_lora,
+    export_lora_adapter,
+    load_lora_adapter,
+    lora_state,
+    merge_lora,
+    remove_lora,
+)
+from automem.models.sharding import DEFAULT_RULES, make_mesh, mesh_from_config, shard_model
+from automem.models.tiny import make_tiny_checkpoint, tiny_config, tiny_tokenizer
+from automem.models.tokenizer import Tokenizer
+from automem.models.transformer import KVCache, Transformer, default_positions, init_model
+
+__all__ = [
+    "DEFAULT_RULES",
+    "CheckpointError",
+    "GenerationEngine",
+    "GenerationOutput",
+    "KVCache",
+    "LoraConfig",
+    "ModelConfig",
+    "SamplingParams",
+    "Tokenizer",
+    "Transformer",
+    "apply_lora",
+    "default_positions",
+    "export_lora_adapter",
+    "init_model",
+    "load_hf_checkpoint",
+    "load_lora_adapter",
+    "lora_state",
+    "make_mesh",
+    "make_tiny_checkpoint",
+    "merge_lora",
+    "mesh_from_config",
+    "remove_lora",
+    "save_hf_checkpoint",
+    "shard_model",
+    "tiny_config",
+    "tiny_tokenizer",
+]
