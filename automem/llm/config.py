@@ -57,8 +57,14 @@ def default_llm_config(backend: str = "local") -> ml_collections.ConfigDict:
   c.local.checkpoint = ""  # HF-format checkpoint dir; "" = the tiny offline model below
   c.local.tiny_family = "qwen2"  # family of the tiny model built when checkpoint is ""
   c.local.tiny_cache_dir = ""  # where the tiny model is built once; "" = $AUTOMEM_CACHE/tiny_llm
+  c.local.adapters = ""  # "name=peft_dir,...": LoRA adapters, each merged into its own engine
+  c.local.dtype = "float32"  # activation dtype: float32 | bfloat16
   c.local.max_batch_size = 64  # most requests per engine.generate call
   c.local.batch_wait_ms = 5.0  # how long the batcher waits for more requests
+  c.local.min_prompt_bucket = 32  # prompts are padded to power-of-two lengths >= this
+  c.local.decode_chunk = 32  # decode steps per device dispatch (stop strings checked between)
+  c.local.max_seq_len = 0  # longest prompt + completion; 0 = the model's max positions
+  c.local.seed = 0  # engine seed for requests without their own
   return c
 
 
@@ -123,14 +129,19 @@ def make_client(config: ml_collections.ConfigDict, **inject: Any) -> LLMClient:
     return OpenAIClient(config.base_url, config.model, api_key=_api_key(config),
                         sglang_extensions=config.openai.sglang_extensions,
                         max_tokens_field=config.openai.max_tokens_field, **common)
-  from automem.llm.local import LocalClient
+  from automem.llm.local import LocalClient, parse_adapters
 
+  local = config.local
   engine = inject.get("engine")
-  checkpoint = ""
+  checkpoint, engine_kwargs = "", {}
   if engine is None:
-    checkpoint = config.local.checkpoint or tiny_checkpoint_dir(config)
+    checkpoint = local.checkpoint or tiny_checkpoint_dir(config)
+    engine_kwargs = dict(dtype=local.dtype, max_batch_size=local.max_batch_size,
+                         min_prompt_bucket=local.min_prompt_bucket,
+                         decode_chunk=local.decode_chunk, max_seq_len=local.max_seq_len or None,
+                         seed=local.seed)
   return LocalClient(engine, inject.get("tokenizer"), checkpoint=checkpoint,
-                     adapters=inject.get("adapters"),
+                     adapters=inject.get("adapters"), adapter_paths=parse_adapters(local.adapters),
                      sampling_params_cls=inject.get("sampling_params_cls"),
-                     max_batch_size=config.local.max_batch_size,
-                     batch_wait_s=config.local.batch_wait_ms / 1000.0, **common)
+                     max_batch_size=local.max_batch_size, batch_wait_s=local.batch_wait_ms / 1000.0,
+                     engine_kwargs=engine_kwargs, **common)

@@ -96,25 +96,51 @@ class BatchingEngine:
         continue
       self.batch_sizes.append(len(batch))
       try:
-        outputs = await loop.run_in_executor(
-            self._executor, self.engine.generate, [p.prompt for p in batch],
-            [p.params for p in batch])
-        if len(outputs) != len(batch):
-          raise RuntimeError(f"engine returned {len(outputs)} outputs for {len(batch)} prompts")
-      except Exception as e:  # delivered to every waiting caller
+        outputs = await self._generate(loop, batch)
+      except Exception as e:
+        if len(batch) == 1:
+          _settle(batch[0].future, error=e)
+          continue
+        # One bad request (say, too long) must not fail the others it was batched with:
+        # run them one by one so only the culprit gets the error.
+        logging.warning("engine batch of %d failed (%s: %s); retrying one by one", len(batch),
+                        type(e).__name__, e)
         for p in batch:
-          if not p.future.done():
-            p.future.set_exception(e)
+          if p.future.done():
+            continue
+          try:
+            (out,) = await self._generate(loop, [p])
+          except Exception as e1:
+            _settle(p.future, error=e1)
+          else:
+            _settle(p.future, result=out)
         continue
       for p, out in zip(batch, outputs, strict=True):
-        if not p.future.done():
-          p.future.set_result(out)
+        _settle(p.future, result=out)
+
+  async def _generate(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> list[Any]:
+    outputs = await loop.run_in_executor(self._executor, self.engine.generate,
+                                         [p.prompt for p in batch], [p.params for p in batch])
+    if len(outputs) != len(batch):
+      raise RuntimeError(f"engine returned {len(outputs)} outputs for {len(batch)} prompts")
+    return outputs
 
   def close(self) -> None:
     if self._worker is not None and not self._worker.done():
       self._worker.cancel()
     self._worker = None
     self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _settle(future: asyncio.Future, *, result: Any = None,
+            error: BaseException | None = None) -> None:
+  """Completes a caller's future unless the caller already gave up (timeout, cancel)."""
+  if future.done():
+    return
+  if error is not None:
+    future.set_exception(error)
+  else:
+    future.set_result(result)
 
 
 def default_sampling_params_cls() -> type:
@@ -124,9 +150,9 @@ def default_sampling_params_cls() -> type:
 
 
 def engine_params(req: LLMRequest, params_cls: type) -> Any:
-  """The engine's SamplingParams for a request."""
-  return params_cls(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
-                    max_new_tokens=req.max_new_tokens, stop=list(req.stop), seed=req.seed)
+  """The engine's SamplingParams for a request (top_k: our -1 = off is the engine's 0)."""
+  return params_cls(temperature=req.temperature, top_p=req.top_p, top_k=max(req.top_k, 0),
+                    max_new_tokens=req.max_new_tokens, stop=tuple(req.stop), seed=req.seed)
 
 
 class LocalClient(LLMClient):
@@ -142,6 +168,7 @@ class LocalClient(LLMClient):
 
   def __init__(self, engine: Engine | None = None, tokenizer: ChatTokenizer | None = None, *,
                checkpoint: str = "", adapters: dict[str, Engine] | None = None,
+               adapter_paths: dict[str, str] | None = None,
                max_batch_size: int = 64, batch_wait_s: float = 0.005,
                engine_kwargs: dict[str, Any] | None = None,
                sampling_params_cls: type | None = None, **kwargs):
@@ -151,6 +178,7 @@ class LocalClient(LLMClient):
     if engine is not None and tokenizer is None:
       raise ValueError("LocalClient(engine=...) needs the engine's tokenizer too")
     self.checkpoint = checkpoint
+    self.adapter_paths = dict(adapter_paths or {})
     self.tokenizer = tokenizer
     self.engine_kwargs = dict(engine_kwargs or {})
     self._max_batch_size = max_batch_size
@@ -160,7 +188,7 @@ class LocalClient(LLMClient):
     if engine is not None:
       self._set_engines(engine, adapters or {})
     elif adapters:
-      raise ValueError("adapters= needs engine=; from a checkpoint, load them with the engine")
+      raise ValueError("adapters= needs engine=; with a checkpoint, pass adapter_paths=")
 
   def _set_engines(self, engine: Engine, adapters: dict[str, Engine]) -> None:
     make = lambda e: BatchingEngine(e, max_batch_size=self._max_batch_size,  # noqa: E731
@@ -176,10 +204,10 @@ class LocalClient(LLMClient):
   async def _start(self) -> None:
     if not self.batchers:
       t0 = time.perf_counter()
-      engine, tokenizer = await asyncio.to_thread(
-          load_local_engine, self.checkpoint, **self.engine_kwargs)
+      engine, tokenizer, adapters = await asyncio.to_thread(
+          load_local_engine, self.checkpoint, adapters=self.adapter_paths, **self.engine_kwargs)
       self.tokenizer = tokenizer
-      self._set_engines(engine, {})
+      self._set_engines(engine, adapters)
       logging.info("local LLM engine from %s ready in %.1f s", self.checkpoint,
                    time.perf_counter() - t0)
     if self._params_cls is None:
@@ -221,13 +249,42 @@ class LocalClient(LLMClient):
                       completion_tokens=int(out.completion_tokens))]
 
 
-def load_local_engine(checkpoint: str, **engine_kwargs: Any) -> tuple[Engine, ChatTokenizer]:
-  """Loads a HF-format checkpoint dir into a `GenerationEngine` and its `Tokenizer`."""
+def parse_adapters(spec: str) -> dict[str, str]:
+  """`"name=path,name2=path2"` -> {name: path}; a clear error for anything else."""
+  adapters: dict[str, str] = {}
+  for item in filter(None, (x.strip() for x in spec.split(","))):
+    name, sep, path = item.partition("=")
+    if not sep or not name.strip() or not path.strip():
+      raise ValueError(f"adapter spec {item!r} is not NAME=PATH")
+    adapters[name.strip()] = os.path.expanduser(path.strip())
+  return adapters
+
+
+def load_local_engine(checkpoint: str, *, adapters: dict[str, str] | None = None,
+                      dtype: str = "float32", **engine_kwargs: Any
+                      ) -> tuple[Engine, ChatTokenizer, dict[str, Engine]]:
+  """Loads a HF-format checkpoint dir into a `GenerationEngine` and its `Tokenizer`.
+
+  Each adapter (a PEFT dir, as `export_lora_adapter` writes) is merged into its own
+  copy of the weights and served by its own engine; merged models keep the base
+  model's structure, so all engines share the compiled generation functions.
+  """
+  import jax.numpy as jnp
+
   from automem import models
 
   checkpoint = os.path.expanduser(checkpoint)
   if not os.path.isdir(checkpoint):
     raise FileNotFoundError(f"local LLM checkpoint {checkpoint!r} is not a directory")
-  model = models.load_hf_checkpoint(checkpoint)
+  if dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"local dtype must be float32 or bfloat16, got {dtype!r}")
+  load = lambda: models.load_hf_checkpoint(checkpoint, dtype=getattr(jnp, dtype))  # noqa: E731
   tokenizer = models.Tokenizer.from_pretrained(checkpoint)
-  return models.GenerationEngine(model, tokenizer, **engine_kwargs), tokenizer
+  engine = models.GenerationEngine(load(), tokenizer, **engine_kwargs)
+  adapter_engines: dict[str, Engine] = {}
+  for name, path in (adapters or {}).items():
+    if not os.path.isdir(path):
+      raise FileNotFoundError(f"LoRA adapter {name!r}: {path!r} is not a directory")
+    model = models.merge_lora(models.load_lora_adapter(load(), path))
+    adapter_engines[name] = models.GenerationEngine(model, tokenizer, **engine_kwargs)
+  return engine, tokenizer, adapter_engines

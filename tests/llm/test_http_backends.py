@@ -77,21 +77,24 @@ def paths(server) -> list[str]:
 
 def test_sglang_native_and_chat_endpoints(llm_server, llm_stack):
   _, tokenizer, _ = llm_stack
-  reqs = [LLMRequest(prompt="The capital of France is", max_new_tokens=5, temperature=0.0),
-          LLMRequest(messages=CHAT, max_new_tokens=3, stop=["\n"], temperature=0.0)]
+  reqs = [LLMRequest(prompt="The capital of France is", max_new_tokens=5, temperature=0.5),
+          LLMRequest(messages=CHAT, max_new_tokens=3, stop=["\n"])]
   results, usage = run(sglang_config(llm_server.url), reqs)
   assert all(r.ok for r in results), results
   # Without a tokenizer, raw prompts use /generate and chat messages the chat endpoint.
   assert sorted(paths(llm_server)) == ["/generate", "/v1/chat/completions"]
   assert results[0].prompt_tokens == len(tokenizer.encode("The capital of France is"))
   assert results[1].prompt_tokens == len(tokenizer.apply_chat_template(CHAT))
-  assert results[0].completion_tokens == 5 and results[0].finish_reason == "length"
+  for r, req in zip(results, reqs):  # EOS or a stop string may end a random model early
+    assert 1 <= r.completion_tokens <= req.max_new_tokens
+    assert (r.finish_reason == "length") == (r.completion_tokens == req.max_new_tokens)
+    assert "\n" not in results[1].text
   assert usage["calls"] == 2 and usage["errors"] == 0
   assert usage["prompt_tokens"] == results[0].prompt_tokens + results[1].prompt_tokens
   body = dict(llm_server.requests)["/generate"]
   assert body["text"] == "The capital of France is"
   assert body["sampling_params"]["max_new_tokens"] == 5
-  assert body["sampling_params"]["temperature"] == 0.0
+  assert body["sampling_params"]["temperature"] == 0.5
 
 
 def test_sglang_renders_chat_template_and_batches(llm_server, llm_stack):
@@ -114,22 +117,23 @@ def test_sglang_renders_chat_template_and_batches(llm_server, llm_stack):
     assert sp["max_new_tokens"] == r.max_new_tokens and sp["sampling_seed"] == i
     assert lora == r.adapter
     assert (sp.get("regex") is not None) == (i == 0)
-    assert results[i].completion_tokens == r.max_new_tokens
+    assert 1 <= results[i].completion_tokens <= r.max_new_tokens
 
 
-def test_prefix_cache_hits_are_counted(llm_server):
+def test_prefix_cache_hits_are_counted(llm_server, llm_stack):
   shared = "You are an agent with memory. " * 4
+  n_shared = len(llm_stack[1].encode(shared)) - 1  # the last token may merge with what follows
   config = sglang_config(llm_server.url)
   first, _ = run(config, [LLMRequest(prompt=shared + "A", max_new_tokens=2)])
   second, usage = run(config, [LLMRequest(prompt=shared + "B", max_new_tokens=2)])
-  assert first[0].cached_tokens < len(shared)  # nothing shared yet (bar earlier tests)
-  assert second[0].cached_tokens >= len(shared) - 1
+  assert first[0].cached_tokens < n_shared  # nothing shared yet
+  assert n_shared <= second[0].cached_tokens < second[0].prompt_tokens
   assert usage["cached_tokens"] == second[0].cached_tokens
   assert 0 < usage["cache_hit_rate"] <= 1
 
 
 def test_openai_backend_chat_completions_and_usage(llm_server):
-  reqs = [LLMRequest(messages=CHAT, max_new_tokens=4, temperature=0.0) for _ in range(3)]
+  reqs = [LLMRequest(messages=CHAT, max_new_tokens=4) for _ in range(3)]
   reqs.append(LLMRequest(prompt="raw text", max_new_tokens=2))
   reqs.append(LLMRequest(messages=CHAT, max_new_tokens=2,
                          grammar=Grammar("json_schema", '{"type": "object"}')))
@@ -137,7 +141,7 @@ def test_openai_backend_chat_completions_and_usage(llm_server):
   assert all(r.ok for r in results), results
   assert paths(llm_server).count("/v1/chat/completions") == 4
   assert paths(llm_server).count("/v1/completions") == 1
-  assert results[0].completion_tokens == 4
+  assert all(1 <= r.completion_tokens <= 4 for r in results[:3])
   # The same prompt three times: the later ones report cached prompt tokens.
   assert max(r.cached_tokens for r in results[:3]) > 0
   assert usage["cached_tokens"] == sum(r.cached_tokens for r in results)

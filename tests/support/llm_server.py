@@ -263,10 +263,13 @@ class LLMTestServer:
       raise _BadRequest(f"bad sampling params {sp}")
     if sum(sp.get(k) is not None for k in ("regex", "ebnf", "json_schema")) > 1:
       raise _BadRequest("Only one of regex, json_schema, or ebnf can be set.")
-    return self.params_cls(temperature=temperature, top_p=top_p,
-                           top_k=int(sp.get("top_k", -1)),
-                           max_new_tokens=int(sp.get("max_new_tokens", 128)),
-                           stop=list(stop), seed=sp.get("sampling_seed"))
+    try:  # SGLang's top_k -1 (off) is the engine's 0
+      return self.params_cls(temperature=temperature, top_p=top_p,
+                             top_k=max(0, int(sp.get("top_k", -1))),
+                             max_new_tokens=int(sp.get("max_new_tokens", 128)),
+                             stop=tuple(stop), seed=sp.get("sampling_seed"))
+    except (TypeError, ValueError) as e:
+      raise _BadRequest(f"bad sampling params: {e}") from e
 
   def _cached(self, prompt: list[int]) -> int:
     """Longest prefix shared with an earlier prompt (what a radix cache would reuse)."""
@@ -289,7 +292,10 @@ class LLMTestServer:
       raise _BadRequest(f"unknown LoRA adapter {adapter!r}")
     t0 = time.perf_counter()
     cached = self._cached(prompt)
-    out = await self.batchers[adapter].submit(prompt, params)
+    try:
+      out = await self.batchers[adapter].submit(prompt, params)
+    except ValueError as e:  # e.g. prompt + max_new_tokens too long: SGLang answers 400
+      raise _BadRequest(str(e)) from e
     finish = ({"type": "length", "length": int(out.completion_tokens)}
               if out.finish_reason == "length" else
               {"type": "stop", "matched": int(out.token_ids[-1]) if out.token_ids else None})
