@@ -53,7 +53,9 @@ def _decode(row: np.ndarray) -> str:
 
 def tty_lines(tty_chars: np.ndarray) -> list[str]:
   """The terminal screen as text lines (24 x 80 for NLE)."""
-  return [bytes(np.asarray(r, dtype=np.uint8)).decode("latin-1").rstrip() for r in tty_chars]
+  chars = np.asarray(tty_chars, dtype=np.uint8)
+  raw, width = chars.tobytes().decode("latin-1"), chars.shape[1]
+  return [raw[i : i + width].rstrip() for i in range(0, len(raw), width)]
 
 
 def more_text(tty_chars: np.ndarray) -> str | None:
@@ -62,6 +64,8 @@ def more_text(tty_chars: np.ndarray) -> str | None:
   A --More-- on the top line closes a message; lower down it closes a text
   window drawn over the map, whose lines start at the --More--'s column.
   """
+  if MORE.encode() not in np.asarray(tty_chars, dtype=np.uint8).tobytes():
+    return None
   lines = tty_lines(tty_chars)
   for r, line in enumerate(lines):
     col = line.find(MORE)
