@@ -80,3 +80,17 @@ def test_step_cap_defaults_to_balrogs_100():
   # BALROG's penalty (-0.01 for a step in which game time stands still) applies.
   assert -1.0 <= r.stats.episode_return < 0.0
   env.close()
+
+
+def test_walking_into_lava_ends_in_death():
+  env = minihack_slot_factory("Quest-Easy")()
+  obs = env.reset(0)
+  for _ in range(20):
+    lava = [e for e in obs.info["nearby"] if e["name"] == "molten lava"]
+    assert lava, obs.text
+    r = env.step(lava[0]["direction"])
+    obs = r.observation
+    if r.done:
+      break
+  assert r.done and r.stats.end_reason == "death" and r.stats.progression == 0.0
+  env.close()

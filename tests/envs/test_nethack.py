@@ -155,3 +155,13 @@ def test_pool_matches_in_process():
       env.close()
   assert outs[0] == outs[1]
   assert names[0] == names[1]
+
+
+def test_digits_reach_the_count_prompt(slot):
+  start = slot.reset(4)
+  for key in ("2", "0"):
+    r = slot.step(key)
+    assert r.valid_action
+  assert "Count: 20" in r.observation.info["message"]
+  r = slot.step("search")
+  assert r.observation.info["vitals"]["time"] > start.info["vitals"]["time"]
