@@ -10,7 +10,8 @@ The parser accepts what real models emit besides the canonical form: code
 fences around commands, prose between them, lower-case op names, `<OP>`,
 `<|OP>` and `<OP|>` without one or both bars, `</OP>` or `<END>` as the end
 marker, and a missing end marker (the body then runs to the next command or
-the end of the text). Each command and each unparseable fragment carries the
+the end of the text; for ops other than APPEND, WRITE and EDIT only to the
+end of its line). Each command and each unparseable fragment carries the
 character span `(start, end)` of its text in the completion, so `text[start:end]`
 is exactly the command, markers included (Loop 2 builds its loss mask from it).
 
@@ -92,6 +93,8 @@ ALL_OPS: tuple[str, ...] = tuple(OPS)
 READ_ONLY_OPS: tuple[str, ...] = tuple(o.name for o in _OPS if not o.writes and not o.control)
 WRITE_OPS: tuple[str, ...] = tuple(o.name for o in _OPS if o.writes)
 CONTROL_OPS: tuple[str, ...] = ("DONE", "ACTION")
+# Ops whose last argument may span lines even without an end marker.
+MULTILINE_OPS: tuple[str, ...] = ("APPEND", "WRITE", "EDIT")
 # Vocabulary per phase when no structure says otherwise: LOG may do anything but act,
 # PLAN only reads and acts.
 DEFAULT_PHASE_OPS: dict[str, tuple[str, ...]] = {
@@ -276,8 +279,6 @@ def parse_commands(text: str) -> ParseResult:
     # The body runs to the next end marker; a following command tag (or the
     # end of the text) closes it too.
     j = i + 1
-    while j < len(tags) and tags[j].kind not in ("end", "open", "unknown"):
-      j += 1
     nxt = tags[j] if j < len(tags) else None
     if tag.kind == "unknown":
       end = nxt.end if nxt is not None and nxt.kind == "end" else tag.end
@@ -303,6 +304,12 @@ def parse_commands(text: str) -> ParseResult:
     else:
       stop = nxt.start if nxt is not None else len(text)
       body = text[tag.end:stop]
+      if op.name not in MULTILINE_OPS:
+        # Unterminated one-line commands end at their line: prose often follows.
+        lead = len(body) - len(body.lstrip())
+        cut = body.find("\n", lead)
+        if cut >= 0:
+          body = body[:cut]
       fence = _FENCE_TAIL.search(body)
       if fence:
         body = body[:fence.start()]

@@ -133,7 +133,8 @@ class MemoryStore:
     initial_files: name -> content written on every `reset`.
     descriptions: name -> one-line description shown in the index.
     keep: names whose content survives `reset` (kept across episodes of a
-      run); they start from `initial_files` the first time.
+      run); they start from `initial_files` the first time, or from their
+      content in `root` when a resumed run finds them there.
     read_only: names the agent may read but not change.
     durable: fsync each write (survives power loss, not just crashes).
   """
@@ -168,6 +169,7 @@ class MemoryStore:
     self._files: dict[str, str] = {}
     self._desc: dict[str, str] = {}
     self._total = 0
+    self._load_kept_from_disk()
     self.reset()
 
   @classmethod
@@ -360,6 +362,27 @@ class MemoryStore:
     return old, new
 
   # --- internals ------------------------------------------------------------------------
+
+  def _load_kept_from_disk(self) -> None:
+    """Kept files already in the root (a resumed run) start from their content on disk."""
+    if not self._keep:
+      return
+    for entry in os.scandir(self._root):
+      try:
+        if (name_key(entry.name) not in self._keep or entry.is_symlink()
+            or normalize_name(entry.name, self.limits.max_name_len) != entry.name):
+          continue
+        fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+          if not stat.S_ISREG(os.fstat(fd).st_mode):
+            continue
+          data = os.read(fd, self.limits.max_file_bytes + 1)
+        finally:
+          os.close(fd)
+      except (OSError, InvalidName):
+        continue
+      if len(data) <= self.limits.max_file_bytes:
+        self._files[entry.name] = clean_content(data.decode("utf-8", "replace"))
 
   def _normalize(self, raw: str) -> str:
     try:

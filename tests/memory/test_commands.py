@@ -63,6 +63,14 @@ def test_tolerated_forms(text, op, args):
   assert _span_text(text, cmd).lstrip().startswith("<")
 
 
+def test_unterminated_one_line_commands_stop_at_their_line():
+  text = "<|ACTION|>Move North\nbecause the tree is there.\n<|APPEND|>a.txt|x\ny"
+  res = parse_commands(text)
+  assert [(c.op, c.args) for c in res.commands] == [
+      ("ACTION", ("Move North",)), ("APPEND", ("a.txt", "x\ny"))]
+  assert _span_text(text, res.commands[0]) == "<|ACTION|>Move North"
+
+
 def test_missing_end_at_end_of_completion_and_before_next_command():
   text = "<|SEARCH|>a.txt|key\n<|ACTION|>Move West\n```"
   res = parse_commands(text)

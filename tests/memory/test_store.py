@@ -52,6 +52,14 @@ def test_reset_restores_initial_files_and_keeps_chosen_ones(tmp_path):
   assert _disk(s.root) == s.snapshot()
 
 
+def test_kept_files_survive_a_restart(tmp_path):
+  s = MemoryStore(tmp_path, initial_files={"lessons.txt": "", "a.txt": "a"}, keep=["lessons.txt"])
+  s.write("lessons.txt", "avoid lava\n")
+  s.write("a.txt", "changed")
+  s2 = MemoryStore(tmp_path, initial_files={"lessons.txt": "", "a.txt": "a"}, keep=["lessons.txt"])
+  assert s2.snapshot() == {"lessons.txt": "avoid lava\n", "a.txt": "a"}
+
+
 @pytest.mark.parametrize("limits, op, message", [
     (StoreLimits(max_file_bytes=100), lambda s: s.write("a.txt", "x" * 101), "max_file_bytes"),
     (StoreLimits(max_files=2), lambda s: s.write("c.txt", "x"), "max_files"),
