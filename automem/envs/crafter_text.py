@@ -1,0 +1,321 @@
+"""Text observations and action names for Crafter, shared by every Crafter backend.
+
+Pure functions over plain numpy data: a backend (Craftax in `crafter.py`, the
+original `crafter` package in a worker pool) converts its state into a batched
+`CrafterView` and `render_text` turns the whole batch into BALROG-style
+descriptions with vectorised numpy, so no backend-specific code lives here.
+
+Conventions (those of the original crafter and BALROG): the local view is 9
+cells wide and 7 tall, the player in its centre; north is up (toward row 0),
+west is left (toward column 0); "Move North" decreases the row.
+
+Departures from BALROG's wrapper, on purpose:
+- the nearest instance of an object is nearest in steps (Manhattan distance);
+  BALROG compared only the first number of the "precise" wording;
+- the faced cell is read with (row, column) the right way round and is named
+  as it is (grass, sand, ...) since placing needs a free faced cell;
+- the default wording is the exact offset ("1 step south and 4 steps west");
+  BALROG's diagonal wording ("5 steps to your south-west") is `style="classic"`,
+  since it tempts models into diagonal moves that do not exist;
+- objects are listed nearest first, plants say whether they are ripe, and the
+  daylight is stated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+from automem.envs.base import normalize_action_name
+
+VIEW_HEIGHT = 7  # rows, north to south
+VIEW_WIDTH = 9  # columns, west to east
+CENTER = (VIEW_HEIGHT // 2, VIEW_WIDTH // 2)  # the player's cell, (row, column)
+
+# Normalised cell vocabulary of a `CrafterView`: terrain, then creatures.
+CELL_NAMES: tuple[str, ...] = (
+    "unknown",
+    "map edge",
+    "grass",
+    "water",
+    "stone",
+    "tree",
+    "wood",
+    "path",
+    "coal",
+    "iron",
+    "diamond",
+    "table",
+    "furnace",
+    "sand",
+    "lava",
+    "plant",
+    "ripe plant",
+    "zombie",
+    "cow",
+    "skeleton",
+    "arrow",
+    "player",
+)
+CELL_IDS: dict[str, int] = {name: i for i, name in enumerate(CELL_NAMES)}
+
+# Cells left out of "You see" (BALROG's defaults plus what is never an object).
+DEFAULT_SKIP: tuple[str, ...] = ("unknown", "grass", "sand", "path", "player")
+
+VITALS: tuple[str, ...] = ("health", "food", "drink", "energy")
+VITAL_MAX = 9
+# Inventory items in the original crafter's order (after the vitals).
+INVENTORY_ITEMS: tuple[str, ...] = (
+    "sapling",
+    "wood",
+    "stone",
+    "coal",
+    "iron",
+    "diamond",
+    "wood_pickaxe",
+    "stone_pickaxe",
+    "iron_pickaxe",
+    "wood_sword",
+    "stone_sword",
+    "iron_sword",
+)
+
+# The 17 actions, in the action-id order shared by crafter and Craftax-Classic.
+ACTION_NAMES: tuple[str, ...] = (
+    "Noop",
+    "Move West",
+    "Move East",
+    "Move North",
+    "Move South",
+    "Do",
+    "Sleep",
+    "Place Stone",
+    "Place Table",
+    "Place Furnace",
+    "Place Plant",
+    "Make Wood Pickaxe",
+    "Make Stone Pickaxe",
+    "Make Iron Pickaxe",
+    "Make Wood Sword",
+    "Make Stone Sword",
+    "Make Iron Sword",
+)
+NOOP = 0
+# The original crafter's internal names, accepted as aliases.
+_CRAFTER_NAMES = (
+    "noop", "move_left", "move_right", "move_up", "move_down", "do", "sleep", "place_stone",
+    "place_table", "place_furnace", "place_plant", "make_wood_pickaxe", "make_stone_pickaxe",
+    "make_iron_pickaxe", "make_wood_sword", "make_stone_sword", "make_iron_sword",
+)
+_ACTION_LOOKUP: dict[str, int] = {
+    **{normalize_action_name(n): i for i, n in enumerate(_CRAFTER_NAMES)},
+    **{normalize_action_name(n): i for i, n in enumerate(ACTION_NAMES)},
+}
+_STRIP = " \t\r\n\"'`.!*"
+
+# Facing offsets (d_row, d_col) by name.
+FACING: dict[str, tuple[int, int]] = {
+    "north": (-1, 0), "south": (1, 0), "west": (0, -1), "east": (0, 1),
+}
+_FACING_NAME = {v: k for k, v in FACING.items()}
+
+STYLES = ("offset", "classic")
+
+
+def parse_action(text: str | None) -> int | None:
+  """The action id of `text`, or None when it names no action.
+
+  Case, spacing, `_`/`-` separators, surrounding quotes and a trailing period
+  are ignored; the original crafter names (`move_left`, ...) are accepted too.
+  """
+  if not isinstance(text, str):
+    return None
+  return _ACTION_LOOKUP.get(normalize_action_name(text.strip(_STRIP)))
+
+
+def invalid_action_feedback(text: object) -> str:
+  """The feedback line for an action text that names no action."""
+  shown = repr(text) if not isinstance(text, str) else f'"{text[:80]}"'
+  return (
+      f"Invalid action {shown}; a Noop was taken instead. "
+      f"Valid actions: {', '.join(ACTION_NAMES)}."
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class CrafterView:
+  """What the player perceives in each slot of a batch, as plain numpy arrays.
+
+  Attributes:
+    cells: int [B, 7, 9] ids into `CELL_NAMES`; row 0 is the north edge of the
+      view, column 0 the west edge, the player at `CENTER`. A creature is shown
+      instead of the terrain under it.
+    facing: int [B, 2] the (d_row, d_col) unit offset the player faces.
+    vitals: int [B, 4] health, food, drink, energy (0..9).
+    inventory: int [B, 12] counts in `INVENTORY_ITEMS` order.
+    sleeping: bool [B].
+    dead: bool [B].
+    daylight: float [B] in [0, 1]; below 0.5 it is night.
+  """
+
+  cells: np.ndarray
+  facing: np.ndarray
+  vitals: np.ndarray
+  inventory: np.ndarray
+  sleeping: np.ndarray
+  dead: np.ndarray
+  daylight: np.ndarray
+
+  def __post_init__(self) -> None:
+    b = self.cells.shape[0]
+    expected = {
+        "cells": (b, VIEW_HEIGHT, VIEW_WIDTH), "facing": (b, 2), "vitals": (b, len(VITALS)),
+        "inventory": (b, len(INVENTORY_ITEMS)), "sleeping": (b,), "dead": (b,), "daylight": (b,),
+    }
+    for name, shape in expected.items():
+      got = np.shape(getattr(self, name))
+      if got != shape:
+        raise ValueError(f"CrafterView.{name} has shape {got}, expected {shape}")
+
+  @property
+  def batch_size(self) -> int:
+    return self.cells.shape[0]
+
+  def slot(self, i: int) -> CrafterView:
+    """The one-slot view of slot `i`."""
+    return CrafterView(**{f.name: getattr(self, f.name)[i : i + 1] for f in dataclasses.fields(self)})
+
+
+def _steps(n: int) -> str:
+  return f"{n} step{'s' if n != 1 else ''}"
+
+
+def describe_location(d_row: int, d_col: int, style: str = "offset") -> str:
+  """Where a cell at offset (d_row, d_col) from the player is, in words.
+
+  "offset": "1 step south and 4 steps west"; "classic" (BALROG's old form):
+  "5 steps to your south-west".
+  """
+  ns = "north" if d_row < 0 else "south" if d_row > 0 else ""
+  ew = "west" if d_col < 0 else "east" if d_col > 0 else ""
+  if not ns and not ew:
+    return "at your location"
+  if style == "offset":
+    parts = [f"{_steps(abs(d))} {w}" for d, w in ((d_row, ns), (d_col, ew)) if w]
+    return " and ".join(parts)
+  if style == "classic":
+    return f"{_steps(abs(d_row) + abs(d_col))} to your {'-'.join(w for w in (ns, ew) if w)}"
+  raise ValueError(f"unknown location style {style!r}; expected one of {STYLES}")
+
+
+@functools.cache
+def _tables(style: str, skip: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+  """Cells ranked nearest first, the listed cell ids, and their line strings.
+
+  Returns:
+    order: int [H*W - 1] flat cell indices (the player's cell excluded), by
+      distance in steps, then north before south, then west before east.
+    listed: int [C] the cell ids that "You see" may list.
+    lines: lines[c][k] is the "You see" line of `listed[c]` at `order[k]`.
+  """
+  if style not in STYLES:
+    raise ValueError(f"unknown location style {style!r}; expected one of {STYLES}")
+  rows, cols = np.divmod(np.arange(VIEW_HEIGHT * VIEW_WIDTH), VIEW_WIDTH)
+  d_row, d_col = rows - CENTER[0], cols - CENTER[1]
+  key = np.lexsort((d_col, d_row, np.abs(d_row) + np.abs(d_col)))  # last key is primary
+  order = key[1:]  # key[0] is the player's own cell (distance 0)
+  listed = np.array([i for i, n in enumerate(CELL_NAMES) if n not in skip], dtype=np.int64)
+  locs = [describe_location(int(d_row[k]), int(d_col[k]), style) for k in order]
+  lines = [[f"- {CELL_NAMES[c]} {loc}" for loc in locs] for c in listed]
+  return order, listed, lines
+
+
+def _first_hits(cells: np.ndarray, order: np.ndarray, listed: np.ndarray) -> np.ndarray:
+  """int [B, C]: rank of the nearest cell of each listed type, len(order) if absent."""
+  flat = cells.reshape(cells.shape[0], -1)[:, order]  # [B, N] nearest first
+  hits = flat[:, None, :] == listed[None, :, None]  # [B, C, N]
+  return np.where(hits.any(axis=2), hits.argmax(axis=2), len(order))
+
+
+def nearest_objects(
+    cells: np.ndarray, skip: tuple[str, ...] = DEFAULT_SKIP
+) -> dict[str, tuple[int, int]] | list[dict[str, tuple[int, int]]]:
+  """The (d_row, d_col) offset of the nearest instance of each visible object.
+
+  Args:
+    cells: int [7, 9] or [B, 7, 9] cell ids.
+    skip: cell names never listed.
+
+  Returns:
+    For each view, {object name: offset from the player}, nearest first.
+  """
+  cells = np.asarray(cells)
+  single = cells.ndim == 2
+  cells = cells[None] if single else cells
+  order, listed, _ = _tables("offset", tuple(skip))
+  first = _first_hits(cells, order, listed)
+  rows, cols = np.divmod(order, VIEW_WIDTH)
+  out = []
+  for ranks in first:
+    found = sorted((int(r), CELL_NAMES[c]) for c, r in zip(listed, ranks) if r < len(order))
+    out.append({name: (int(rows[r]) - CENTER[0], int(cols[r]) - CENTER[1]) for r, name in found})
+  return out[0] if single else out
+
+
+def render_text(
+    view: CrafterView, style: str = "offset", skip: tuple[str, ...] = DEFAULT_SKIP
+) -> list[str]:
+  """One BALROG-style text observation per slot of `view`.
+
+  Args:
+    view: the batch to describe.
+    style: "offset" ("1 step south and 4 steps west") or "classic"
+      ("5 steps to your south-west").
+    skip: cell names left out of the "You see" list.
+
+  Returns:
+    B strings: status, the nearest visible objects (nearest first), the faced
+    cell, daylight, vitals and inventory.
+  """
+  order, listed, lines = _tables(style, tuple(skip))
+  cells = np.asarray(view.cells)
+  b = cells.shape[0]
+  first = _first_hits(cells, order, listed)  # [B, C]
+  by_distance = np.argsort(first, axis=1, kind="stable")  # nearest types first
+  facing = np.asarray(view.facing).astype(np.int64)
+  faced = cells[np.arange(b), CENTER[0] + facing[:, 0], CENTER[1] + facing[:, 1]]
+  vitals = np.asarray(view.vitals).tolist()
+  inventory = np.asarray(view.inventory).tolist()
+  sleeping = np.asarray(view.sleeping).tolist()
+  dead = np.asarray(view.dead).tolist()
+  daylight = np.asarray(view.daylight, dtype=np.float64).tolist()
+  first_l, by_distance_l, faced_l, facing_l = first.tolist(), by_distance.tolist(), faced.tolist(), facing.tolist()
+  n = len(order)
+  texts = []
+  for i in range(b):
+    parts = []
+    if dead[i]:
+      parts.append("You died.\n\n")
+    elif sleeping[i]:
+      parts.append("You are sleeping, and will not be able to take actions until energy is full.\n\n")
+    ranks = first_l[i]
+    seen = [lines[c][ranks[c]] for c in by_distance_l[i] if ranks[c] < n]
+    parts.append("You see:\n" + "\n".join(seen) if seen else "You see nothing away from you.")
+    fid = faced_l[i]
+    name = CELL_NAMES[fid] if 0 <= fid < len(CELL_NAMES) else "unknown"
+    direction = _FACING_NAME.get(tuple(facing_l[i]), "?")
+    parts.append(f"\n\nYou face {name} at your front ({direction}).")
+    light = daylight[i]
+    parts.append(f"\nIt is {'day' if light >= 0.5 else 'night'} (daylight {round(100 * light)}%).")
+    v = vitals[i]
+    parts.append(
+        f"\n\nYour status:\n- health: {v[0]}/9\n- food: {v[1]}/9\n- drink: {v[2]}/9\n- energy: {v[3]}/9"
+    )
+    items = [f"- {INVENTORY_ITEMS[k]}: {c}" for k, c in enumerate(inventory[i]) if c]
+    parts.append(
+        "\n\nYour inventory:\n" + "\n".join(items) if items else "\n\nYou have nothing in your inventory."
+    )
+    texts.append("".join(parts))
+  return texts
