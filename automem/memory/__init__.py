@@ -61,6 +61,7 @@ Public API::
     .follow_up_prompt(phase, results=, ...)
   PhaseSpec, FileSpec, ObserverSpec, OBSERVERS, StructureError
   structure_diff(a, b) -> str;  load_structure(game) -> v0 structure
+  spec_reference() -> str                    editable fields and bounds, for the reviewer
 
 Typical turn (the agent, issue 7)::
 
@@ -110,6 +111,7 @@ from automem.memory.structure import (
     StructureError,
     available_structures,
     load_structure,
+    spec_reference,
     structure_diff,
 )
 
@@ -152,5 +154,6 @@ __all__ = [
     "normalize_name",
     "parse_commands",
     "render_command",
+    "spec_reference",
     "structure_diff",
 ]

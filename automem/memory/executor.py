@@ -74,7 +74,7 @@ class _Refused(Exception):
 
 def _int_arg(value: str, what: str) -> int:
   try:
-    return int(value.strip())
+    return int(value.strip().strip("[]() "))
   except ValueError:
     raise _Refused(f"{what} must be a whole number, got {value[:40]!r}") from None
 
@@ -133,7 +133,7 @@ class _Runner:
   def op_search(self, file, query):
     if not query:
       raise _Refused("SEARCH needs a non-empty query")
-    if file.strip() in ("*", "all", "ALL"):
+    if file.strip() == "*":
       hits = [f"{n}: {line}" for n in self.store.names()
               for _, line in _matches(self.store.read_text(n), query)]
       where = "all files"

@@ -46,7 +46,7 @@ from typing import Any
 
 from automem.memory.commands import ALL_OPS, command_reference
 from automem.memory.names import InvalidName, name_key, normalize_name
-from automem.memory.store import StoreLimits
+from automem.memory.store import LIMIT_RANGES, StoreLimits
 
 SCHEMA = "automem.memory_structure/1"
 PHASES = ("log", "plan")
@@ -499,6 +499,40 @@ def structure_diff(a: MemoryStructure, b: MemoryStructure) -> str:
     else:
       rows.append(f"~ {key}: {_short(va)} -> {_short(vb)}")
   return "\n".join(rows) or "(no changes)"
+
+
+def spec_reference() -> str:
+  """What a reviewer may change and within which bounds, as prompt text (for Loop 1)."""
+  ph = lambda d: " ".join("{" + k + "}" for k in d)  # noqa: E731
+  lim = "\n".join(f"  limits.{k:<20} {lo}..{hi}" for k, (lo, hi) in LIMIT_RANGES.items())
+  obs = "\n".join(
+      f"    {name}: " + ", ".join(f"{k} ({t.__name__}, {lo}..{hi}, default {d})"
+                                for k, (t, lo, hi, d) in params.items())
+      for name, params in OBSERVERS.items())
+  return f"""MemoryStructure fields (change with dotted paths, e.g. "plan.max_iterations", "files.2.content"):
+  game_rules                  text (max {MAX_RULES_CHARS} chars), shown as {{game_rules}}
+  log.* / plan.*              the LOG phase (ends with DONE) and PLAN phase (ends with ACTION)
+    .system                   fixed text; placeholders: {ph(STATIC_PLACEHOLDERS)}
+    .user                     per step; placeholders: {ph(DYNAMIC_PLACEHOLDERS)};
+                              {{file_index}} before {{history}} before the rest (prefix caching);
+                              PLAN needs {{observation}}, LOG {{last_outcome}} or {{observation}}
+    .follow_up                after each further turn; placeholders: {ph(FOLLOW_UP_PLACEHOLDERS)}; needs {{results}}
+    .allowed_ops              subset of {" ".join(ALL_OPS)}
+    .max_iterations           {ITERATION_RANGE[0]}..{ITERATION_RANGE[1]} LLM turns per step
+    .max_commands_per_turn    {COMMANDS_PER_TURN_RANGE[0]}..{COMMANDS_PER_TURN_RANGE[1]}
+  files[i]                    name, description (one line, max {MAX_DESCRIPTION_CHARS}), content,
+                              schema (line format, max {MAX_SCHEMA_CHARS}), persist, read_only
+{lim}
+  observers[i]                name, phases (log/plan), params:
+{obs}
+  fallback_action             action played when PLAN commits none
+  history_length              {HISTORY_RANGE[0]}..{HISTORY_RANGE[1]} steps in {{history}}
+  log_first_step              run LOG before the first action
+  map_file                    file used by UPSERT_MAP (needed to allow UPSERT_MAP)
+  upsert_separator            between key and value of UPSERT lines
+Templates write literal braces as {{{{ and }}}}. Prompts: max {MAX_TEMPLATE_CHARS} chars each.
+Commands:
+{command_reference(ALL_OPS)}"""
 
 
 _DISPLAY_NAMES = {"crafter": "Crafter", "minihack": "MiniHack", "nethack": "NetHack"}

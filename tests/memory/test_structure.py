@@ -15,6 +15,7 @@ from automem.memory import (
     StructureError,
     available_structures,
     load_structure,
+    spec_reference,
     structure_diff,
 )
 
@@ -169,3 +170,10 @@ def test_prompt_text_diff_is_unified(base):
   assert "+as deep as you can and thrive." in d
   assert structure_diff(base, base) == "(no changes)"
   json.dumps(base.to_dict())
+
+
+def test_spec_reference_lists_every_bound():
+  ref = spec_reference()
+  for needle in ("{observation}", "limits.max_file_bytes", "64..1048576", "map_passability",
+                 "<|UPSERT_MAP|>key|value<|END|>", "1..20 LLM turns"):
+    assert needle in ref, needle
