@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -21,6 +22,7 @@ class HttpClient(LLMClient):
     self.base_url = base_url.rstrip("/")
     self.api_key = api_key or None
     self._session: aiohttp.ClientSession | None = None
+    self._session_loop: asyncio.AbstractEventLoop | None = None
 
   @property
   def headers(self) -> dict[str, str]:
@@ -30,7 +32,13 @@ class HttpClient(LLMClient):
     return headers
 
   async def _open_session(self) -> aiohttp.ClientSession:
+    loop = asyncio.get_running_loop()
+    if self._session is not None and self._session_loop is not loop:
+      # A session is bound to the loop that made it; after `asyncio.run` returned, that
+      # loop is gone and its sockets with it, so start afresh.
+      self._session = None
     if self._session is None or self._session.closed:
+      self._session_loop = loop
       # Connection pool as large as the concurrency limit; timeouts are enforced by
       # LLMClient per attempt, so the session's own total timeout is off.
       connector = aiohttp.TCPConnector(limit=self.concurrency)
@@ -43,9 +51,9 @@ class HttpClient(LLMClient):
     await self._open_session()
 
   async def _close(self) -> None:
-    if self._session is not None:
-      await self._session.close()
-      self._session = None
+    session, self._session = self._session, None
+    if session is not None and self._session_loop is asyncio.get_running_loop():
+      await session.close()
 
   async def _request_json(self, method: str, path: str, payload: Any = None, *,
                           timeout_s: float | None = None) -> Any:

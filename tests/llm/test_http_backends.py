@@ -216,6 +216,23 @@ def test_sglang_start_up_waits_for_a_late_server(make_server):
   assert results[0].ok
 
 
+def test_sglang_start_up_waits_while_the_server_loads(llm_server):
+  llm_server.inject("health_503", times=3)
+  results, _ = run(sglang_config(llm_server.url), [LLMRequest(prompt="x", max_new_tokens=1)])
+  assert results[0].ok
+  assert llm_server.status_counts[503] == 3
+
+
+def test_one_client_serves_several_event_loops(llm_server):
+  client = make_client(sglang_config(llm_server.url))
+  req = LLMRequest(prompt="again", max_new_tokens=2)
+  first = asyncio.run(client.generate([req]))  # lazily started, never closed
+  second = asyncio.run(client.generate([req]))  # a new loop: a new session
+  asyncio.run(client.close())
+  assert first[0].ok and second[0].ok
+  assert client.usage.summary()["calls"] == 2
+
+
 # -- faults ---------------------------------------------------------------------
 
 TRANSIENT = {"http_500": "server_error", "http_503": "server_error", "http_429": "rate_limited",

@@ -29,7 +29,7 @@ from aiohttp import web
 from automem.llm.local import BatchingEngine
 
 FAULT_MODES = ("http_500", "http_503", "http_429", "http_400", "slow", "truncated", "malformed",
-               "abort")
+               "abort", "health_503")  # health_503: /health answers 503 (still loading)
 
 
 @dataclasses.dataclass
@@ -158,10 +158,10 @@ class LLMTestServer:
     with self._lock:
       self._fault = None
 
-  def _take_fault(self) -> Fault | None:
+  def _take_fault(self, health: bool = False) -> Fault | None:
     with self._lock:
       f = self._fault
-      if f is None:
+      if f is None or (f.mode == "health_503") != health:
         return None
       f.remaining -= 1
       if f.remaining <= 0:
@@ -238,6 +238,8 @@ class LLMTestServer:
     return resp
 
   async def _health(self, request: web.Request) -> web.Response:
+    if self._take_fault(health=True) is not None:
+      return web.Response(status=503)
     return web.Response(status=200)
 
   async def _model_info(self, request: web.Request) -> web.Response:
