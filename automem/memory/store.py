@@ -7,7 +7,9 @@ write goes to a fresh temp file in `root` (`O_EXCL | O_NOFOLLOW`) and is
 moved into place with `os.replace`, so a crash leaves the old or the new
 file, never half of one, and a symlink planted at a file's path is replaced,
 not followed. `reset` removes every stray entry (files, links) it finds in
-the root; directories planted there are left alone and never read.
+the root; directories planted there are left alone and never read. A root
+is claimed with a hidden marker file: a non-empty directory without one is
+refused, so a misconfigured root never loses its files.
 
 Snapshots are plain `dict[name, content]` (cheap: strings are shared), and
 `diff_snapshots` gives a JSON-serialisable record that `apply_diff` replays.
@@ -29,6 +31,8 @@ from absl import logging
 from automem.memory.names import DEFAULT_MAX_NAME_LEN, InvalidName, name_key, normalize_name
 
 Snapshot = dict[str, str]
+# Hidden file that marks a directory as a memory store (never a valid memory file name).
+MARKER = ".automem-store"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +162,7 @@ class MemoryStore:
     self.durable = durable
     os.makedirs(self._root, exist_ok=True)
     self._check_root()
+    self._claim_root()
     self._initial: dict[str, str] = {}
     for name, content in (initial_files or {}).items():
       canon = normalize_name(name, self.limits.max_name_len)
@@ -281,6 +286,8 @@ class MemoryStore:
     for entry in os.scandir(self._root):
       try:
         st = entry.stat(follow_symlinks=False)
+        if entry.name == MARKER and stat.S_ISREG(st.st_mode):
+          continue
         if stat.S_ISDIR(st.st_mode):
           logging.warning("memory store %s: ignoring directory %r", self._root, entry.name)
           continue
@@ -288,6 +295,7 @@ class MemoryStore:
       except OSError as e:
         raise StoreError(f"cannot clear {entry.path}: {e}") from e
     self._files, self._desc, self._total = {}, {}, 0
+    self._claim_root()
     files = dict(self._initial)
     descs = dict(self._initial_desc)
     for name, content in kept.items():
@@ -362,6 +370,28 @@ class MemoryStore:
     return old, new
 
   # --- internals ------------------------------------------------------------------------
+
+  def _claim_root(self) -> None:
+    """Marks the root as a memory store; refuses a non-empty directory that is not one.
+
+    `reset` deletes every file in the root, so a misconfigured root (a run
+    directory, a home directory) must be caught before anything is removed.
+    """
+    marker = os.path.join(self._root, MARKER)
+    try:
+      st = os.lstat(marker)
+      if stat.S_ISREG(st.st_mode):
+        return
+      os.unlink(marker)  # something planted under the marker's name
+    except FileNotFoundError:
+      if any(e.name != MARKER for e in os.scandir(self._root)):
+        raise StoreError(f"{self._root} is not empty and is not a memory store; refusing to use "
+                         "it (reset would delete its files)") from None
+    except OSError as e:
+      raise StoreError(f"cannot use {self._root} as a memory store: {e}") from e
+    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    with os.fdopen(fd, "w") as f:
+      f.write("automem memory store: files here are replaced at every episode reset\n")
 
   def _load_kept_from_disk(self) -> None:
     """Kept files already in the root (a resumed run) start from their content on disk."""

@@ -28,6 +28,7 @@ from automem.memory import (
     normalize_name,
     parse_commands,
 )
+from automem.memory.store import MARKER
 
 LIMITS = StoreLimits(max_file_bytes=256, max_files=6, max_total_bytes=700, max_read_chars=200,
                      max_search_results=3, max_tail_lines=5)
@@ -113,6 +114,9 @@ class _Sandbox:
     s = self.store
     disk = {}
     for e in os.scandir(self.root):
+      if e.name == MARKER:
+        assert e.is_file(follow_symlinks=False)
+        continue
       if e.is_symlink():
         assert e.name in self.planted  # a planted link is replaced or left, never made
         continue

@@ -20,11 +20,14 @@ from automem.memory import (
     normalize_name,
 )
 from automem.memory import store as store_mod
+from automem.memory.store import MARKER
 
 
 def _disk(root):
   out = {}
   for e in os.scandir(root):
+    if e.name == MARKER:
+      continue
     assert not e.is_symlink(), e.name
     with open(e.path, encoding="utf-8") as f:
       out[e.name] = f.read()
@@ -134,9 +137,21 @@ def test_planted_symlinks_are_never_followed(tmp_path):
   assert outside.read_text() == "secret"
   assert not os.path.islink(root / "a.txt") and (root / "a.txt").read_text() == "new"
   os.symlink(outside, root / "planted.txt")
+  os.remove(root / MARKER)
+  os.symlink(outside, root / MARKER)
   s.reset()
   assert outside.read_text() == "secret"
-  assert sorted(os.listdir(root)) == ["a.txt"]
+  assert sorted(os.listdir(root)) == [MARKER, "a.txt"]
+  assert not os.path.islink(root / MARKER)
+
+
+def test_foreign_non_empty_root_is_refused_and_untouched(tmp_path):
+  (tmp_path / "precious.txt").write_text("keep me")
+  with pytest.raises(StoreError, match="not a memory store"):
+    MemoryStore(tmp_path, initial_files={"a.txt": ""})
+  assert os.listdir(tmp_path) == ["precious.txt"]
+  MemoryStore(tmp_path / "fresh")  # an empty or new directory is claimed
+  assert MemoryStore(tmp_path / "fresh").names() == []  # and reused later
 
 
 def test_symlinked_root_is_refused(tmp_path):
