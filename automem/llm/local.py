@@ -10,6 +10,7 @@ as many forward passes as one batch of 64, not 64 sequential generations.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import dataclasses
 import os
@@ -53,7 +54,10 @@ class BatchingEngine:
     self.engine = engine
     self.max_batch_size = max_batch_size
     self.batch_wait_s = batch_wait_s
-    self.batch_sizes: list[int] = []  # one entry per engine call, for tests and metrics
+    # Sizes of the most recent engine calls, and totals, for metrics and tests.
+    self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1024)
+    self.num_batches = 0
+    self.num_requests = 0
     self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="llm-engine")
     self._queue: asyncio.Queue[_Pending] | None = None
     self._loop: asyncio.AbstractEventLoop | None = None
@@ -76,9 +80,20 @@ class BatchingEngine:
     return await future
 
   async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
+    batch: list[_Pending] = []
+    try:
+      await self._batch_loop(queue, batch)
+    finally:  # stopped: nobody may wait forever on a request this task will never run
+      while not queue.empty():
+        batch.append(queue.get_nowait())
+      for p in batch:
+        _settle(p.future, error=RuntimeError("the LLM batcher was stopped"))
+
+  async def _batch_loop(self, queue: asyncio.Queue[_Pending], batch: list[_Pending]) -> None:
     loop = asyncio.get_running_loop()
     while True:
-      batch = [await queue.get()]
+      batch.clear()
+      batch.append(await queue.get())
       deadline = loop.time() + self.batch_wait_s
       while len(batch) < self.max_batch_size:
         if not queue.empty():
@@ -91,10 +106,12 @@ class BatchingEngine:
           batch.append(await asyncio.wait_for(queue.get(), remaining))
         except TimeoutError:
           break
-      batch = [p for p in batch if not p.future.done()]
+      batch[:] = [p for p in batch if not p.future.done()]
       if not batch:
         continue
       self.batch_sizes.append(len(batch))
+      self.num_batches += 1
+      self.num_requests += len(batch)
       try:
         outputs = await self._generate(loop, batch)
       except Exception as e:
@@ -125,10 +142,15 @@ class BatchingEngine:
       raise RuntimeError(f"engine returned {len(outputs)} outputs for {len(batch)} prompts")
     return outputs
 
-  def close(self) -> None:
+  def stop(self) -> None:
+    """Stops the batching task (a later `submit` starts a new one)."""
     if self._worker is not None and not self._worker.done():
       self._worker.cancel()
     self._worker = None
+
+  def close(self) -> None:
+    """Stops batching and the engine thread for good."""
+    self.stop()
     self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -216,9 +238,7 @@ class LocalClient(LLMClient):
   async def _close(self) -> None:
     # Engines (and their compiled functions) stay loaded; only the batch workers stop.
     for b in self.batchers.values():
-      if b._worker is not None and not b._worker.done():
-        b._worker.cancel()
-      b._worker = None
+      b.stop()
 
   def prompt_ids(self, req: LLMRequest) -> list[int]:
     assert self.tokenizer is not None

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 
 import pytest
 
-from automem.llm import Grammar, LLMRequest, LocalClient, default_llm_config, make_client
+from automem.llm import (
+    BatchingEngine,
+    Grammar,
+    LLMRequest,
+    LocalClient,
+    default_llm_config,
+    make_client,
+)
 from automem.models import (
     LoraConfig,
     SamplingParams,
@@ -126,3 +134,28 @@ def test_local_config_rejects_bad_adapter_specs():
   config.local.adapters = "no-path-here"
   with pytest.raises(ValueError, match="NAME=PATH"):
     make_client(config)
+
+
+def test_batcher_stopped_mid_call_fails_waiting_requests():
+  release = threading.Event()
+
+  class SlowEngine:
+    def generate(self, prompts, params):
+      release.wait(5)
+      return [None] * len(prompts)
+
+  batcher = BatchingEngine(SlowEngine(), batch_wait_s=0.0)
+
+  async def main():
+    tasks = [asyncio.ensure_future(batcher.submit([1, 2], None)) for _ in range(3)]
+    await asyncio.sleep(0.05)  # the first batch is inside the engine now
+    tasks.append(asyncio.ensure_future(batcher.submit([3], None)))  # queued behind it
+    await asyncio.sleep(0.01)
+    batcher.stop()
+    release.set()
+    return await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+
+  outcomes = asyncio.run(main())
+  batcher.close()
+  assert len(outcomes) == 4
+  assert all(isinstance(o, RuntimeError) and "stopped" in str(o) for o in outcomes)
