@@ -72,7 +72,8 @@ _OPS = (
     OpSpec("TAIL", ("file", "n?"), False, False, "The last n lines of a file (default 10)."),
     OpSpec("COUNT", ("file", "query?"), False, False,
            "How many lines of a file contain the query (all lines without one)."),
-    OpSpec("APPEND", ("file", "text"), True, False, "Add text as new line(s) at the end of a file."),
+    OpSpec("APPEND", ("file", "text"), True, False,
+           "Add text as new line(s) at the end of a file."),
     OpSpec("WRITE", ("file", "text"), True, False, "Replace the whole content of a file."),
     OpSpec("CREATE", ("file", "description?"), True, False,
            "Create a new empty file, optionally with a one-line description."),
@@ -338,7 +339,8 @@ def render_command(op: str, *args: str) -> str:
   if spec is None:
     raise ValueError(f"unknown op {op!r}")
   if not spec.min_args <= len(args) <= spec.max_args:
-    raise ValueError(f"{spec.name} takes {spec.min_args}..{spec.max_args} arguments, got {len(args)}")
+    raise ValueError(
+        f"{spec.name} takes {spec.min_args}..{spec.max_args} arguments, got {len(args)}")
   for k, a in enumerate(args):
     if "|" in a and k < len(args) - 1:
       raise ValueError(f"{spec.name}: only the last argument may contain '|': {a!r}")

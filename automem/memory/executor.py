@@ -127,7 +127,9 @@ class _Runner:
       truncated, more = " (line cut)", first < len(lines)
     last = first + len(page) - 1
     head = f"[READ {name}] lines {first}-{last} of {len(lines)}{truncated}"
-    tail = f"\n(continue with <|READ|>{name}|{last + 1}<|END|>)" if more and last < len(lines) else ""
+    tail = ""
+    if more and last < len(lines):
+      tail = f"\n(continue with <|READ|>{name}|{last + 1}<|END|>)"
     return head + ":\n" + "\n".join(page) + tail, False, {"lines": len(page)}
 
   def op_search(self, file, query):

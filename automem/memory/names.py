@@ -48,7 +48,8 @@ def normalize_name(raw: str, max_len: int = DEFAULT_MAX_NAME_LEN) -> str:
     raise InvalidName(f"{_show(name)}: '..' is not allowed in a file name")
   if not NAME_RE.fullmatch(name):
     raise InvalidName(
-        f"{_show(name)}: use letters, digits, '.', '_' and '-' only, starting with a letter or digit")
+        f"{_show(name)}: use letters, digits, '.', '_' and '-' only, "
+        "starting with a letter or digit")
   return name
 
 

@@ -178,7 +178,8 @@ class MemoryStore:
     self.reset()
 
   @classmethod
-  def from_structure(cls, root: str | os.PathLike[str], structure: Any, **kwargs: Any) -> MemoryStore:
+  def from_structure(
+      cls, root: str | os.PathLike[str], structure: Any, **kwargs: Any) -> MemoryStore:
     """A store with the initial files, descriptions, limits and kept files of a structure."""
     return cls(
         root,

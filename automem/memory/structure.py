@@ -246,7 +246,8 @@ class MemoryStructure:
     """The phase's fixed system text with every static placeholder filled."""
     spec = self.phase(phase)
     acts = actions if isinstance(actions, str) else "\n".join(actions)
-    values = {"game": _DISPLAY_NAMES.get(self.game, self.game), "task": task, "game_rules": self.game_rules, "actions": acts,
+    values = {"game": _DISPLAY_NAMES.get(self.game, self.game), "task": task,
+              "game_rules": self.game_rules, "actions": acts,
               "commands": command_reference(spec.allowed_ops),
               "fallback_action": self.fallback_action}
     return _fill(spec.system, values, f"{phase}.system")
@@ -274,7 +275,8 @@ class MemoryStructure:
       add("game", "must be a non-empty string")
     if not _is_int(self.version) or self.version < 0:
       add("version", f"must be a non-negative integer, got {self.version!r}")
-    elif self.parent is not None and (not _is_int(self.parent) or not 0 <= self.parent < self.version):
+    elif self.parent is not None and (
+        not _is_int(self.parent) or not 0 <= self.parent < self.version):
       add("parent", f"must be None or a version below {self.version}, got {self.parent!r}")
     _check_text(add, "game_rules", self.game_rules, MAX_RULES_CHARS)
     if isinstance(self.limits, StoreLimits):
@@ -290,8 +292,9 @@ class MemoryStructure:
       add("fallback_action", "must be a non-empty action name")
     elif len(self.fallback_action) > 64 or "\n" in self.fallback_action:
       add("fallback_action", "must be one line of at most 64 characters")
-    if not _is_int(self.history_length) or not HISTORY_RANGE[0] <= self.history_length <= HISTORY_RANGE[1]:
-      add("history_length", f"must be an integer in {list(HISTORY_RANGE)}, got {self.history_length!r}")
+    lo, hi = HISTORY_RANGE
+    if not _is_int(self.history_length) or not lo <= self.history_length <= hi:
+      add("history_length", f"must be an integer in [{lo}, {hi}], got {self.history_length!r}")
     if not isinstance(self.log_first_step, bool):
       add("log_first_step", "must be true or false")
     if self.map_file is not None:
@@ -362,7 +365,8 @@ class MemoryStructure:
         add(f"{where}.name", f"observer {o.name!r} listed twice")
       seen.add(o.name)
       if not o.phases or any(p not in PHASES for p in o.phases):
-        add(f"{where}.phases", f"must be a non-empty subset of {list(PHASES)}, got {list(o.phases)}")
+        add(f"{where}.phases",
+            f"must be a non-empty subset of {list(PHASES)}, got {list(o.phases)}")
       schema = OBSERVERS[o.name]
       for key, value in o.params.items():
         if key not in schema:
@@ -408,7 +412,8 @@ class MemoryStructure:
       elif key == "limits":
         kwargs[key] = _build(StoreLimits, value, key)
       elif key == "files":
-        kwargs[key] = tuple(_build(FileSpec, v, f"files[{i}]") for i, v in enumerate(_list(value, key)))
+        kwargs[key] = tuple(_build(FileSpec, v, f"files[{i}]")
+                            for i, v in enumerate(_list(value, key)))
       elif key == "observers":
         kwargs[key] = tuple(_build(ObserverSpec, v, f"observers[{i}]", tuples=("phases",))
                             for i, v in enumerate(_list(value, key)))
@@ -509,14 +514,15 @@ def spec_reference() -> str:
       f"    {name}: " + ", ".join(f"{k} ({t.__name__}, {lo}..{hi}, default {d})"
                                 for k, (t, lo, hi, d) in params.items())
       for name, params in OBSERVERS.items())
-  return f"""MemoryStructure fields (change with dotted paths, e.g. "plan.max_iterations", "files.2.content"):
+  return f"""MemoryStructure fields (dotted paths, e.g. "plan.max_iterations", "files.2.content"):
   game_rules                  text (max {MAX_RULES_CHARS} chars), shown as {{game_rules}}
   log.* / plan.*              the LOG phase (ends with DONE) and PLAN phase (ends with ACTION)
     .system                   fixed text; placeholders: {ph(STATIC_PLACEHOLDERS)}
     .user                     per step; placeholders: {ph(DYNAMIC_PLACEHOLDERS)};
                               {{file_index}} before {{history}} before the rest (prefix caching);
                               PLAN needs {{observation}}, LOG {{last_outcome}} or {{observation}}
-    .follow_up                after each further turn; placeholders: {ph(FOLLOW_UP_PLACEHOLDERS)}; needs {{results}}
+    .follow_up                after each further turn; needs {{results}};
+                              placeholders: {ph(FOLLOW_UP_PLACEHOLDERS)}
     .allowed_ops              subset of {" ".join(ALL_OPS)}
     .max_iterations           {ITERATION_RANGE[0]}..{ITERATION_RANGE[1]} LLM turns per step
     .max_commands_per_turn    {COMMANDS_PER_TURN_RANGE[0]}..{COMMANDS_PER_TURN_RANGE[1]}
@@ -575,14 +581,16 @@ def _placeholders(template: str, field: str) -> list[str]:
   try:
     parsed = list(string.Formatter().parse(template))
   except ValueError as e:
-    raise StructureError(field, f"malformed template ({e}); write literal braces as {{{{ }}}}") from None
+    raise StructureError(
+        field, f"malformed template ({e}); write literal braces as {{{{ }}}}") from None
   for _literal, name, spec, conv in parsed:
     if name is None:
       continue
     if not name.isidentifier():
       raise StructureError(field, f"placeholder {{{name}}} must be a plain name")
     if spec or conv:
-      raise StructureError(field, f"placeholder {{{name}}} must not have a format spec or conversion")
+      raise StructureError(
+          field, f"placeholder {{{name}}} must not have a format spec or conversion")
     if name not in names:
       names.append(name)
   return names

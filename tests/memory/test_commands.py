@@ -137,7 +137,8 @@ def _command(draw):
   op = OPS[draw(st.sampled_from(ALL_OPS))]
   n = draw(st.integers(op.min_args, op.max_args))
   args = [draw(_word) for _ in range(n)]
-  if n and op.params[n - 1].rstrip("?") in ("text", "value", "new") and not op.params[n - 1].endswith("?"):
+  last = op.params[n - 1] if n else "?"
+  if last in ("text", "value", "new"):
     args[-1] = draw(_free) or args[-1]
   return op.name, tuple(args)
 

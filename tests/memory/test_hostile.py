@@ -44,7 +44,8 @@ STRUCTURE = _BASE.revise({
 
 HOSTILE_NAMES = [
     "../outside.txt", "..", ".", "/etc/passwd", "link.txt", "dirlink", "dirlink/x.txt",
-    "notes.txt", "NOTES.TXT", "ｎｏｔｅｓ.txt", "ﬁle.txt", "file.txt", "a\x00b.txt", "x" * 300,
+    "notes.txt", "NOTES.TXT", "ｎｏｔｅｓ.txt", "ﬁle.txt", "file.txt", "a\x00b.txt",
+    "x" * 300,
     ".tmp-0", "\u202egnp.txt", "~", "a/../../b", "C:\\x", "%2e%2e%2f", "ok.txt", "Ok.TXT",
     "'quoted.txt'", "*", "dir/", "rules.txt", "map.txt", "sub\\..\\..\\x", " notes.txt ",
     "\ud800.txt", "nul", "-", "a" * 64, "a" * 65,

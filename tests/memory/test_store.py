@@ -86,7 +86,8 @@ def test_invalid_limits_are_rejected(tmp_path):
 
 
 @pytest.mark.parametrize("raw, canon", [
-    ("notes.txt", "notes.txt"), ("  'notes.txt' ", "notes.txt"), ("ｎｏｔｅｓ.txt", "notes.txt"),
+    ("notes.txt", "notes.txt"), ("  'notes.txt' ", "notes.txt"),
+    ("ｎｏｔｅｓ.txt", "notes.txt"),
     ("ﬁle.txt", "file.txt"), ("Map-2_b.TXT", "Map-2_b.TXT"),
 ])
 def test_names_are_normalised(raw, canon):
