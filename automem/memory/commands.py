@@ -197,10 +197,10 @@ class ParseResult:
     return len(self.items)
 
 
-# A tag: `<|OP|>`, `<OP>`, `<|op>`, `</OP>`, `<|END}` ... Bars and spaces optional.
-_TAG = re.compile(r"<\s*(/)?\s*(\|)?\s*([A-Za-z][A-Za-z_]{0,23})\s*(\|)?\s*([>}])")
+# A tag: `<|OP|>`, `<OP>`, `<|op>`, `</OP>`, `<| OP |>`, `<|END}` ... Bars optional, at most
+# one space between parts (bounded quantifiers keep matching linear on hostile text).
+_TAG = re.compile(r"< ?(/)? ?(\|)? ?([A-Za-z][A-Za-z_]{0,23}) ?(\|)? ?([>}])")
 _END_NAMES = ("END",)
-_FENCE_TAIL = re.compile(r"\s*```[A-Za-z]*\s*$")
 _QUOTES = "\"'`"
 
 
@@ -311,10 +311,9 @@ def parse_commands(text: str) -> ParseResult:
         cut = body.find("\n", lead)
         if cut >= 0:
           body = body[:cut]
-      fence = _FENCE_TAIL.search(body)
-      if fence:
-        body = body[:fence.start()]
       body = body.rstrip()
+      if body.endswith("```"):  # a closing code fence is not part of the command
+        body = body[:-3].rstrip()
       end, closed, i_next = tag.end + len(body), False, j
     args = _split_args(op, body)
     err = _arity_error(op, args)

@@ -158,6 +158,17 @@ def test_render_parse_round_trip(cmds):
   assert not parse_commands(text).errors
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("text", [
+    "<" + " " * 20_000, "<|" * 10_000, "<|ACTION|>" + " " * 20_000 + "x",
+    "<|WRITE|>a.txt|" + "\n" * 20_000 + "```", "< / | " * 5_000, "<|SEARCH|>" * 5_000,
+])
+def test_pathological_inputs_parse_in_linear_time(text):
+  # Guards against regex backtracking blow-ups (a 400-space run took ~1 s before).
+  res = parse_commands(text)
+  assert all(0 <= i.span[0] < i.span[1] <= len(text) for i in res.items)
+
+
 _hostile_text = st.one_of(
     st.text(max_size=200),
     st.lists(st.sampled_from(["<|", "|>", "<", ">", "|", "END", "SEARCH", "ACTION", "DONE",
