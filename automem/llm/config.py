@@ -21,14 +21,20 @@ BACKENDS = ("local", "sglang", "openai")
 
 
 def default_llm_config(backend: str = "local") -> ml_collections.ConfigDict:
-  """A documented LLM config; `backend` picks defaults for "local", "sglang" or "openai"."""
+  """A documented LLM config; `backend` picks defaults for "local", "sglang" or "openai".
+
+  The backend-specific defaults (model, base_url, api_key_env, timeout, retries) are
+  chosen here, so a job that lets the user switch backends should build its `llm`
+  field with the chosen backend (e.g. a `:llm=sglang` config variant) rather than
+  only overriding `--config.llm.backend`.
+  """
   if backend not in BACKENDS:
     raise ValueError(f"unknown LLM backend {backend!r}; known: {BACKENDS}")
   c = ml_collections.ConfigDict()
   c.backend = backend  # "local" (JAX engine in-process) | "sglang" | "openai"
   # sglang: the checkpoint the server must serve (checked against /get_model_info; "" = any).
   # openai: the model name sent with every request (required).
-  c.model = "gpt-4o" if backend == "openai" else ""
+  c.model = "gpt-4o" if backend == "openai" else ""  # openai: any chat model the provider serves
   # sglang: server root (launch/sglang_server.sh prints it); openai: API root including /v1.
   c.base_url = ("https://api.openai.com/v1" if backend == "openai"
                 else "http://127.0.0.1:30000")
