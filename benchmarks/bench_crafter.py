@@ -1,0 +1,156 @@
+"""Text-observation throughput of the batched Craftax Crafter env vs the original `crafter`.
+
+For each batch size B the Craftax env (`automem.envs.crafter.CrafterEnv`) takes
+random valid actions in every slot, resets finished slots, and renders a text
+observation per slot per step. The peer, measured in the same run, is the
+original `crafter` package stepping one env and rendering the same text
+description (our renderer on its state, via `crafter_state_view`) each step.
+
+    python benchmarks/bench_crafter.py                      # B in 1,16,64,256
+    python benchmarks/bench_crafter.py --batch_sizes=64 --steps=100
+
+Prints a markdown table: steps/s, compile time (first reset + first step,
+reported apart), device-step and render time per batched step, the render /
+step ratio, and the speed-up over the peer. Targets (issue 2): at B=64 >= 50x
+the peer's steps/s, and rendering no dearer than the Craftax step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np
+from absl import app, flags
+
+from automem.envs import crafter_text as ct
+
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "16", "64", "256"], "Craftax batch sizes.")
+_STEPS = flags.DEFINE_integer("steps", 200, "Timed batched steps per batch size.")
+_WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed batched steps after compiling.")
+_PEER_STEPS = flags.DEFINE_integer("peer_steps", 500, "Timed steps of the original crafter.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of worlds and random actions.")
+_OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.")
+
+
+def crafter_state_view(env) -> ct.CrafterView:
+  """The one-slot `CrafterView` of an original `crafter.Env` (reads its world)."""
+  world, player = env._world, env._player
+  names = {i: n for n, i in world._mat_ids.items()}
+  lut = np.zeros(256, np.int64)
+  for i, n in names.items():
+    lut[i] = ct.CELL_IDS.get(n, 0) if n is not None else 0
+  lut[255] = ct.CELL_IDS["map edge"]
+  x, y = (int(v) for v in player.pos)
+  px, py = ct.VIEW_WIDTH // 2, ct.VIEW_HEIGHT // 2
+  mats = np.pad(world._mat_map, px, constant_values=255)
+  objs = np.pad(world._obj_map, px)
+  window = (slice(x, x + 2 * px + 1), slice(y + px - py, y + px + py + 1))  # crafter maps are [x, y]
+  cells = lut[mats[window]].T.copy()  # [rows = y, cols = x]
+  for r, c in zip(*np.nonzero(objs[window].T)):
+    obj = world._objects[objs[window].T[r, c]]
+    name = type(obj).__name__.lower()
+    if name == "plant" and obj.ripe:
+      name = "ripe plant"
+    cells[r, c] = ct.CELL_IDS.get(name, 0)
+  inv = player.inventory
+  return ct.CrafterView(
+      cells=cells[None],
+      facing=np.array([[player.facing[1], player.facing[0]]]),
+      vitals=np.array([[inv[v] for v in ct.VITALS]]),
+      inventory=np.array([[inv[k] for k in ct.INVENTORY_ITEMS]]),
+      sleeping=np.array([player.sleeping]),
+      dead=np.array([player.health <= 0]),
+      daylight=np.array([world.daylight]),
+  )
+
+
+def bench_peer(steps: int, seed: int) -> dict:
+  import crafter
+
+  env = crafter.Env(seed=seed, length=2000)
+  env.reset()
+  rng = np.random.default_rng(seed)
+  actions = rng.integers(0, len(ct.ACTION_NAMES), steps)
+  t0 = time.perf_counter()
+  for a in actions:
+    _, _, done, _ = env.step(int(a))
+    ct.render_text(crafter_state_view(env))
+    if done:
+      env.reset()
+  wall = time.perf_counter() - t0
+  return {"backend": "crafter (original)", "B": 1, "steps_per_s": steps / wall}
+
+
+def bench_craftax(batch: int, steps: int, warmup: int, seed: int) -> dict:
+  from automem.envs.crafter import CrafterEnv
+
+  env = CrafterEnv(batch)
+  rng = np.random.default_rng(seed)
+  names = np.array(ct.ACTION_NAMES, dtype=object)
+  t0 = time.perf_counter()
+  env.reset(list(range(seed, seed + batch)))
+  t1 = time.perf_counter()
+  env.step(list(names[rng.integers(0, len(names), batch)]))
+  t2 = time.perf_counter()
+  next_seed = seed + batch
+
+  def run(n: int) -> int:
+    nonlocal next_seed
+    resets = 0
+    for _ in range(n):
+      results = env.step(list(names[rng.integers(0, len(names), batch)]))
+      done = [i for i, r in enumerate(results) if r.done]
+      if done:
+        env.reset(list(range(next_seed, next_seed + len(done))), done)
+        next_seed += len(done)
+        resets += len(done)
+    return resets
+
+  run(warmup)
+  env.timings.update(device_s=0.0, render_s=0.0)
+  t3 = time.perf_counter()
+  resets = run(steps)
+  wall = time.perf_counter() - t3
+  return {
+      "backend": "craftax (ours)",
+      "B": batch,
+      "steps_per_s": batch * steps / wall,
+      "compile_reset_s": t1 - t0,
+      "compile_step_s": t2 - t1,
+      "device_ms": 1e3 * env.timings["device_s"] / steps,
+      "render_ms": 1e3 * env.timings["render_s"] / steps,
+      "wall_ms": 1e3 * wall / steps,
+      "resets": resets,
+  }
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  import jax
+
+  peer = bench_peer(_PEER_STEPS.value, _SEED.value)
+  rows = [bench_craftax(int(b), _STEPS.value, _WARMUP.value, _SEED.value) for b in _BATCH_SIZES.value]
+  print(f"\njax {jax.__version__} on {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f} at the end\n")
+  print("| backend | B | steps/s | x peer | compile s (reset + step) | step ms | render ms | render/step |")
+  print("|---|---|---|---|---|---|---|---|")
+  print(f"| {peer['backend']} | 1 | {peer['steps_per_s']:.0f} | 1.0 | - | - | - | - |")
+  for r in rows:
+    ratio = r["steps_per_s"] / peer["steps_per_s"]
+    print(
+        f"| {r['backend']} | {r['B']} | {r['steps_per_s']:.0f} | {ratio:.1f} | "
+        f"{r['compile_reset_s']:.1f} + {r['compile_step_s']:.1f} | {r['device_ms']:.2f} | "
+        f"{r['render_ms']:.2f} | {r['render_ms'] / r['device_ms']:.2f} |"
+    )
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      json.dump({"peer": peer, "craftax": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
