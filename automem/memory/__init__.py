@@ -35,7 +35,8 @@ read-only by default).
 Public API::
 
   parse_commands(text) -> ParseResult        .items (Command | ParseError, text order),
-                                             .commands, .errors, .action, .done
+                                             .commands, .errors, .action, .done,
+                                             .spans("memory"|"action"|"errors"|"all")
   Command(op, args, span, closed)            .is_action .is_control .render() .to_dict()
   ParseError(message, span, op, args)
   render_command(op, *args) -> str           canonical text; parse_commands reads it back

@@ -190,6 +190,25 @@ class ParseResult:
   def done(self) -> bool:
     return any(c.op == "DONE" for c in self.commands)
 
+  def spans(self, kind: str = "memory") -> list[tuple[int, int]]:
+    """Character spans for loss masks, in text order.
+
+    Args:
+      kind: "memory" (memory commands and DONE: what the memory specialist
+        writes), "action" (ACTION commands), "errors" (unparseable fragments)
+        or "all".
+    """
+    if kind not in ("memory", "action", "errors", "all"):
+      raise ValueError(f"unknown span kind {kind!r}")
+    out = []
+    for item in self.items:
+      is_err = isinstance(item, ParseError)
+      if (kind == "all" or (kind == "errors" and is_err)
+          or (kind == "action" and not is_err and item.is_action)
+          or (kind == "memory" and not is_err and not item.is_action)):
+        out.append(item.span)
+    return out
+
   def __iter__(self) -> Iterator[Command | ParseError]:
     return iter(self.items)
 

@@ -34,11 +34,17 @@ def test_canonical_commands_parse_with_exact_spans():
 
 
 def test_action_is_distinguishable_and_first_one_wins():
-  text = "<|SEARCH|>a.txt|x<|END|> ok <|ACTION|>Move North<|END|> <|ACTION|>noop<|END|>"
+  text = ("<|SEARCH|>a.txt|x<|END|> ok <|ACTION|>Move North<|END|> <|ACTION|>noop<|END|>"
+          " <|BAD|><|END|>")
   res = parse_commands(text)
   assert res.action == "Move North"
   assert [c.is_action for c in res.commands] == [False, True, True]
   assert not res.done
+  assert [text[s:e] for s, e in res.spans("memory")] == ["<|SEARCH|>a.txt|x<|END|>"]
+  assert [text[s:e] for s, e in res.spans("action")] == [
+      "<|ACTION|>Move North<|END|>", "<|ACTION|>noop<|END|>"]
+  assert [text[s:e] for s, e in res.spans("errors")] == ["<|BAD|><|END|>"]
+  assert len(res.spans("all")) == 4
 
 
 @pytest.mark.parametrize("text, op, args", [
