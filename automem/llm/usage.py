@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -32,9 +33,15 @@ class UsageTracker:
       self.errors_by_cause: collections.Counter[str] = collections.Counter()
       self.finish_reasons: collections.Counter[str] = collections.Counter()
       self._latencies: list[float] = []
+      self._first: float | None = None  # monotonic start of the first recorded call
+      self._last: float | None = None  # monotonic time of the last recorded result
 
   def record(self, result: LLMResult) -> None:
     with self._lock:
+      now = time.monotonic()
+      start = now - float(result.latency_s)
+      self._first = start if self._first is None else min(self._first, start)
+      self._last = now if self._last is None else max(self._last, now)
       self.calls += 1
       self.attempts += result.attempts
       self.finish_reasons[result.finish_reason] += 1
@@ -57,6 +64,7 @@ class UsageTracker:
                    "max": float(lat.max())}
       else:
         latency = {"p50": 0.0, "p90": 0.0, "p99": 0.0, "mean": 0.0, "max": 0.0}
+      wall = (self._last - self._first) if self._first is not None else 0.0
       return {
           "calls": self.calls,
           "ok": self.ok,
@@ -69,4 +77,6 @@ class UsageTracker:
           "cached_tokens": self.cached_tokens,
           "cache_hit_rate": self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0,
           "latency_s": latency,
+          "wall_s": wall,  # first call's start to last result
+          "completion_tokens_per_s": self.completion_tokens / wall if wall > 0 else 0.0,
       }

@@ -99,14 +99,15 @@ def test_sglang_native_and_chat_endpoints(llm_server, llm_stack):
   assert body["sampling_params"]["temperature"] == 0.5
 
 
-def test_sglang_renders_chat_template_and_batches(llm_server, llm_stack):
+def test_sglang_renders_chat_template_and_batches(llm_server, llm_stack, tiny_checkpoint):
   _, tokenizer, _ = llm_stack
   reqs = [LLMRequest(messages=[*CHAT, {"role": "user", "content": f"step {i}"}],
                      max_new_tokens=2 + i % 3, seed=i, adapter="memory" if i % 2 else None,
                      grammar=Grammar("regex", r"<\|[A-Z]+\|>.*") if i == 0 else None)
           for i in range(6)]
-  config = sglang_config(llm_server.url, **{"sglang.batch_size": 4})
-  results, _ = run(config, reqs, tokenizer=tokenizer)
+  config = sglang_config(llm_server.url, **{"sglang.batch_size": 4,
+                                             "sglang.tokenizer_path": tiny_checkpoint})
+  results, _ = run(config, reqs)  # the client loads the checkpoint's own tokenizer
   assert all(r.ok for r in results), results
   bodies = [b for p, b in llm_server.requests]
   assert paths(llm_server) == ["/generate", "/generate"]

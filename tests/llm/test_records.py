@@ -107,6 +107,8 @@ def test_usage_summary_percentiles_and_errors():
   assert s["cached_tokens"] == 500 and s["cache_hit_rate"] == 0.5
   assert 49 <= s["latency_s"]["p50"] <= 51 and 89 <= s["latency_s"]["p90"] <= 91
   assert 98 <= s["latency_s"]["p99"] <= 100 and s["latency_s"]["max"] == 100.0
+  assert s["wall_s"] >= 100.0  # the slowest call started 100 s before it was recorded
+  assert s["completion_tokens_per_s"] == pytest.approx(200 / s["wall_s"])
   assert json.loads(json.dumps(s)) == s
   usage.reset()
   assert usage.summary()["calls"] == 0
