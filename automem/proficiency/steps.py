@@ -100,7 +100,7 @@ def _sums_fn(graphdef: nnx.GraphDef, loss_chunk: int):
 
 
 def _norm(tree: Any) -> jax.Array:
-  return optax.global_norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
+  return optax.tree.norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
 
 
 def train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,

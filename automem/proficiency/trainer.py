@@ -40,7 +40,7 @@ def _cast_floats(tree: Any, dtype: Any) -> Any:
 
 
 def _pure_shardings(state: nnx.State, mesh: Mesh, rules: Sequence[tuple[str, Any]]) -> Any:
-  return shd.state_shardings(state, mesh, rules).to_pure_dict()
+  return nnx.to_pure_dict(shd.state_shardings(state, mesh, rules))
 
 
 class Trainer:
@@ -61,9 +61,9 @@ class Trainer:
     self.frozen_shardings = _pure_shardings(frozen, mesh, rules)
     self.replicated = NamedSharding(mesh, PartitionSpec())
     self._params0 = jax.jit(lambda t: _cast_floats(t, jnp.float32),
-                            out_shardings=self.param_shardings)(trainable.to_pure_dict())
+                            out_shardings=self.param_shardings)(nnx.to_pure_dict(trainable))
     self.frozen = jax.jit(lambda t: _cast_floats(t, frozen_dtype),
-                          out_shardings=self.frozen_shardings)(frozen.to_pure_dict())
+                          out_shardings=self.frozen_shardings)(nnx.to_pure_dict(frozen))
     self.tx, self.schedule = steps.make_optimizer(optim)
     abstract_opt = jax.eval_shape(self.tx.init, self._params0)
     self.opt_shardings = optax.tree_map_params(
