@@ -189,6 +189,9 @@ class MemoryStructure:
     limits: store quotas.
     observers: enabled helper observers.
     fallback_action: the action taken when PLAN commits none (or an invalid one).
+    fallback_alternatives: tried in order when a task does not offer
+      `fallback_action` (e.g. a MiniHack task without "search"); see
+      `resolve_fallback`.
     history_length: steps of action/outcome history in {history}.
     log_first_step: run LOG before the first action too (nothing happened yet).
     map_file: the file UPSERT_MAP writes to (None: UPSERT_MAP unavailable).
@@ -204,6 +207,7 @@ class MemoryStructure:
   limits: StoreLimits = dataclasses.field(default_factory=StoreLimits)
   observers: tuple[ObserverSpec, ...] = ()
   fallback_action: str = "noop"
+  fallback_alternatives: tuple[str, ...] = ()
   history_length: int = 8
   log_first_step: bool = False
   map_file: str | None = None
@@ -234,6 +238,15 @@ class MemoryStructure:
     for f in self.files:
       if name_key(f.name) == name_key(name):
         return f
+    return None
+
+  def resolve_fallback(self, action_names: Sequence[str]) -> str | None:
+    """The offered action to fall back on: `fallback_action`, else the first offered
+    alternative (matched case-insensitively, `_`/`-` as spaces), else None."""
+    offered = {_norm_action(a): a for a in action_names}
+    for want in (self.fallback_action, *self.fallback_alternatives):
+      if _norm_action(want) in offered:
+        return offered[_norm_action(want)]
     return None
 
   @property
@@ -292,6 +305,10 @@ class MemoryStructure:
       add("fallback_action", "must be a non-empty action name")
     elif len(self.fallback_action) > 64 or "\n" in self.fallback_action:
       add("fallback_action", "must be one line of at most 64 characters")
+    alts = self.fallback_alternatives
+    if not isinstance(alts, tuple) or len(alts) > 16 or not all(
+        isinstance(a, str) and a.strip() and len(a) <= 64 and "\n" not in a for a in alts):
+      add("fallback_alternatives", "must be a list of at most 16 one-line action names")
     lo, hi = HISTORY_RANGE
     if not _is_int(self.history_length) or not lo <= self.history_length <= hi:
       add("history_length", f"must be an integer in [{lo}, {hi}], got {self.history_length!r}")
@@ -386,6 +403,7 @@ class MemoryStructure:
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
     d["files"] = [dict(f) for f in d["files"]]
+    d["fallback_alternatives"] = list(d["fallback_alternatives"])
     d["observers"] = [dict(o, phases=list(o["phases"]), params=dict(o["params"]))
                       for o in d["observers"]]
     for p in PHASES:
@@ -417,6 +435,8 @@ class MemoryStructure:
       elif key == "observers":
         kwargs[key] = tuple(_build(ObserverSpec, v, f"observers[{i}]", tuples=("phases",))
                             for i, v in enumerate(_list(value, key)))
+      elif key == "fallback_alternatives":
+        kwargs[key] = tuple(_list(value, key))
       else:
         kwargs[key] = value
     for p in PHASES:
@@ -532,6 +552,7 @@ def spec_reference() -> str:
   observers[i]                name, phases (log/plan), params:
 {obs}
   fallback_action             action played when PLAN commits none
+  fallback_alternatives       tried in order when a task does not offer fallback_action
   history_length              {HISTORY_RANGE[0]}..{HISTORY_RANGE[1]} steps in {{history}}
   log_first_step              run LOG before the first action
   map_file                    file used by UPSERT_MAP (needed to allow UPSERT_MAP)
@@ -562,6 +583,10 @@ def load_structure(game: str) -> MemoryStructure:
 # --- helpers --------------------------------------------------------------------------------
 
 _MISSING = object()
+
+
+def _norm_action(name: str) -> str:
+  return " ".join(name.replace("_", " ").replace("-", " ").split()).lower()
 
 
 def _is_int(v: Any) -> bool:

@@ -57,6 +57,14 @@ def test_v0_structures_are_valid_canonical_and_paper_shaped(game, tmp_path):
                                              helpers="", step=1)
 
 
+def test_resolve_fallback_picks_an_offered_action():
+  mh = load_structure("minihack")
+  assert mh.resolve_fallback(["north", "search", "kick"]) == "search"
+  assert mh.resolve_fallback(["north", "apply", "pickup"]) == "pickup"  # KeyRoom has no search
+  assert mh.resolve_fallback(["north", "south"]) is None
+  assert load_structure("crafter").resolve_fallback(["Noop", "Move West"]) == "Noop"
+
+
 def test_aliases_and_unknown_game():
   assert load_structure("crafter_original") == load_structure("crafter")
   assert set(GAMES) <= set(available_structures())
@@ -104,6 +112,7 @@ def test_missing_placeholder_value_is_named(base):
     (lambda d: d["observers"][0]["params"].update(colour=1), "observers[0].params.colour"),
     (lambda d: d["observers"][1].update(phases=["act"]), "observers[1].phases"),
     (lambda d: d.update(fallback_action=""), "fallback_action"),
+    (lambda d: d.update(fallback_alternatives=["ok", "two\nlines"]), "fallback_alternatives"),
     (lambda d: d.update(history_length=10_000), "history_length"),
     (lambda d: d.update(map_file="../map.txt"), "map_file"),
     (lambda d: d.update(version=2, parent=5), "parent"),
