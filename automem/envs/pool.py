@@ -210,6 +210,8 @@ class EnvPool(TextEnv):
 
   def reset(self, seeds: Sequence[int], indices: Sequence[int] | None = None) -> list[Observation]:
     self._check_open()
+    if self._pending is not None:
+      raise RuntimeError("reset() while a step_async is pending; call step_wait() first")
     idx = self._book.check_reset_args(seeds, indices)
     seed_of = dict(zip(idx, (int(s) for s in seeds)))
     with self._guard():
