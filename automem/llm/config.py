@@ -62,6 +62,7 @@ def default_llm_config(backend: str = "local") -> ml_collections.ConfigDict:
   c.local = ml_collections.ConfigDict()
   c.local.checkpoint = ""  # HF-format checkpoint dir; "" = the tiny offline model below
   c.local.tiny_family = "qwen2"  # family of the tiny model built when checkpoint is ""
+  c.local.tiny_context = 4096  # its max_position_embeddings (NetHack prompts want ~16k)
   c.local.tiny_cache_dir = ""  # where the tiny model is built once; "" = $AUTOMEM_CACHE/tiny_llm
   c.local.adapters = ""  # "name=peft_dir,...": LoRA adapters, each merged into its own engine
   c.local.dtype = "float32"  # activation dtype: float32 | bfloat16
@@ -93,10 +94,11 @@ def tiny_checkpoint_dir(config: ml_collections.ConfigDict) -> str:
 
   root = os.path.expanduser(config.local.tiny_cache_dir or
                             os.path.join(default_cache_dir(), "tiny_llm"))
-  path = os.path.join(root, config.local.tiny_family)
+  family, context = config.local.tiny_family, int(config.local.tiny_context)
+  path = os.path.join(root, f"{family}-ctx{context}")
   if not os.path.exists(os.path.join(path, "config.json")):
     tmp = f"{path}.tmp{os.getpid()}"
-    make_tiny_checkpoint(tmp, family=config.local.tiny_family)
+    make_tiny_checkpoint(tmp, family=family, max_position_embeddings=context)
     try:
       os.replace(tmp, path)
     except OSError:  # another process won the race; its copy is as good as ours

@@ -124,7 +124,7 @@ def test_make_client_builds_the_tiny_model_and_loads_adapters(tiny_checkpoint, t
 
   results = asyncio.run(main())
   assert all(r.ok for r in results), results
-  assert os.path.exists(tmp_path / "cache" / "qwen2" / "config.json")
+  assert os.path.exists(tmp_path / "cache" / "qwen2-ctx4096" / "config.json")
   assert sorted(k or "" for k in client.batchers) == ["", "specialist"]
 
 
