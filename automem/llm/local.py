@@ -219,6 +219,22 @@ class LocalClient(LLMClient):
     for name, eng in adapters.items():
       self.batchers[name] = make(eng)
 
+  def set_adapter_engine(self, name: str, engine: Engine | None) -> None:
+    """Serves adapter `name` with `engine` from now on (None removes it).
+
+    The in-process counterpart of SGLang's `/load_lora_adapter`: after Loop 2
+    trains a new specialist, merge it into a copy of the base model and hand its
+    engine here.
+    """
+    if not name:
+      raise ValueError("adapter name must be non-empty")
+    old = self.batchers.pop(name, None)
+    if old is not None:
+      old.close()
+    if engine is not None:
+      self.batchers[name] = BatchingEngine(engine, max_batch_size=self._max_batch_size,
+                                           batch_wait_s=self._batch_wait_s)
+
   @property
   def engine(self) -> Engine:
     return self.batchers[None].engine

@@ -140,6 +140,30 @@ class SGLangClient(HttpClient):
           f"{self.base_url} serves {served!r}, but the config asks for {self.model!r}")
     logging.info("SGLang server %s serves %s", self.base_url, served)
 
+  # -- LoRA adapters at run time ------------------------------------------------
+
+  async def load_lora_adapter(self, name: str, path: str, *, pinned: bool = False) -> dict:
+    """Loads a PEFT adapter dir into the running server (`/load_lora_adapter`).
+
+    Requests with `adapter=name` use it from then on; a server started with
+    `--enable-lora` is needed. Raises `LLMCallError` when the server refuses.
+    """
+    await self.start()
+    return await self._adapter_call("/load_lora_adapter",
+                                    {"lora_name": name, "lora_path": path, "pinned": pinned})
+
+  async def unload_lora_adapter(self, name: str) -> dict:
+    """Unloads adapter `name` (`/unload_lora_adapter`)."""
+    await self.start()
+    return await self._adapter_call("/unload_lora_adapter", {"lora_name": name})
+
+  async def _adapter_call(self, path: str, payload: dict[str, Any]) -> dict:
+    data = await self._request_json("POST", path, payload, timeout_s=self.timeout_s)
+    if not isinstance(data, dict) or data.get("success") is False:
+      message = data.get("error_message") if isinstance(data, dict) else data
+      raise LLMCallError("client_error", f"{self.base_url}{path}: {message}")
+    return data
+
   # -- generation --------------------------------------------------------------
 
   def _uses_chat_endpoint(self, req: LLMRequest) -> bool:

@@ -15,11 +15,21 @@ import pytest
 
 from automem.llm import (
     Grammar,
+    LLMCallError,
     LLMRequest,
     LLMServerUnavailable,
     default_llm_config,
     make_client,
 )
+from automem.models import (
+    LoraConfig,
+    apply_lora,
+    export_lora_adapter,
+    load_hf_checkpoint,
+    load_lora_adapter,
+    merge_lora,
+)
+from tests.llm.conftest import SERVER_BATCH, FixedBatchEngine, make_engine
 from tests.support.llm_server import free_port
 
 # Generous: the first test also builds the tiny model and compiles the engine (cold cache);
@@ -185,6 +195,37 @@ def test_openai_backend_reads_key_from_environment(monkeypatch):
     make_client(config)
   monkeypatch.setenv("AUTOMEM_TEST_KEY", "sk-env")
   assert make_client(config).api_key == "sk-env"
+
+
+def test_lora_adapter_loaded_and_unloaded_at_run_time(make_server, tiny_checkpoint,
+                                                      tiny_tokenizer, tmp_path):
+  adapter_dir = str(tmp_path / "specialist")
+  trained = apply_lora(load_hf_checkpoint(tiny_checkpoint), LoraConfig(rank=2, targets=("q_proj",)))
+  export_lora_adapter(trained, adapter_dir)
+
+  def loader(path):  # what SGLang does with --enable-lora, on the tiny model
+    model = merge_lora(load_lora_adapter(load_hf_checkpoint(tiny_checkpoint), path))
+    return FixedBatchEngine(make_engine(model, tiny_tokenizer, SERVER_BATCH), SERVER_BATCH)
+
+  server = make_server(adapter_loader=loader)
+  req = LLMRequest(prompt="remember the table", max_new_tokens=2, adapter="specialist-v2")
+
+  async def main():
+    async with make_client(sglang_config(server.url)) as client:
+      before = await client.generate([req])
+      loaded = await client.load_lora_adapter("specialist-v2", adapter_dir)
+      after = await client.generate([req])
+      with pytest.raises(LLMCallError, match="failed to load"):
+        await client.load_lora_adapter("broken", str(tmp_path / "missing"))
+      await client.unload_lora_adapter("specialist-v2")
+      gone = await client.generate([req])
+      return before[0], loaded, after[0], gone[0]
+
+  before, loaded, after, gone = asyncio.run(main())
+  assert before.error_cause == "client_error" and "specialist-v2" in before.error
+  assert loaded["success"] and "specialist-v2" in loaded["loaded_adapters"]
+  assert after.ok
+  assert gone.error_cause == "client_error"
 
 
 # -- start-up checks ------------------------------------------------------------

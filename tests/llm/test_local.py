@@ -104,6 +104,13 @@ def test_adapter_requests_go_to_the_adapter_engine(engine, tiny_model, tiny_toke
       [LLMRequest(prompt="<|im_start|>user\nremember<|im_end|>\n", adapter="memory",
                   max_new_tokens=3)]))
   assert results[0].ok and specialist.num_forward_passes > before
+  # Swapping adapters at run time (Loop 2 hands over a newly trained specialist).
+  req = LLMRequest(prompt="remember", adapter="v2", max_new_tokens=2)
+  assert asyncio.run(client.generate([req]))[0].error_cause == "unsupported"
+  client.set_adapter_engine("v2", specialist)
+  assert asyncio.run(client.generate([req]))[0].ok
+  client.set_adapter_engine("v2", None)
+  assert asyncio.run(client.generate([req]))[0].error_cause == "unsupported"
 
 
 def test_make_client_builds_the_tiny_model_and_loads_adapters(tiny_checkpoint, tmp_path):

@@ -56,19 +56,22 @@ class LLMTestServer:
     sampling_params_cls: the engine's SamplingParams class.
     model_path: what `/get_model_info` reports as served.
     adapters: adapter name -> engine serving it (SGLang `lora_path` values).
+    adapter_loader: `path -> engine` for `/load_lora_adapter` (None: loading refused).
     api_key: when set, every request must carry `Authorization: Bearer <key>`.
     port: 0 picks a free port.
   """
 
   def __init__(self, engine: Any, tokenizer: Any, sampling_params_cls: type, *,
                model_path: str = "tiny-model", adapters: dict[str, Any] | None = None,
-               api_key: str | None = None, port: int = 0, max_batch_size: int = 64,
-               batch_wait_s: float = 0.005):
+               adapter_loader: Any = None, api_key: str | None = None, port: int = 0,
+               max_batch_size: int = 64, batch_wait_s: float = 0.005):
     self.tokenizer = tokenizer
     self.params_cls = sampling_params_cls
     self.model_path = model_path
     self.api_key = api_key
     self.port = port or free_port()
+    self.adapter_loader = adapter_loader
+    self._batch_kw = dict(max_batch_size=max_batch_size, batch_wait_s=batch_wait_s)
     self.batchers = {None: BatchingEngine(engine, max_batch_size=max_batch_size,
                                           batch_wait_s=batch_wait_s)}
     for name, eng in (adapters or {}).items():
@@ -111,6 +114,8 @@ class LLMTestServer:
     app.router.add_post("/generate", self._generate)
     app.router.add_post("/v1/chat/completions", self._chat)
     app.router.add_post("/v1/completions", self._completions)
+    app.router.add_post("/load_lora_adapter", self._load_lora)
+    app.router.add_post("/unload_lora_adapter", self._unload_lora)
     # handler_cancellation: a client that gives up (timeout) cancels its handler, as
     # SGLang aborts a request whose connection closed.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2, handler_cancellation=True)
@@ -250,6 +255,42 @@ class LLMTestServer:
   async def _models(self, request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [
         {"id": self.model_path, "object": "model", "created": 0, "owned_by": "automem"}]})
+
+  # -- LoRA adapters ----------------------------------------------------------------
+
+  def _loaded(self) -> dict[str, str]:
+    return {name: name for name in self.batchers if name}
+
+  async def _load_lora(self, request: web.Request) -> web.Response:
+    body = request[_BODY]
+    name, path = body.get("lora_name"), body.get("lora_path")
+    error = None
+    if not name or not path:
+      error = "lora_name and lora_path are required"
+    elif name in self.batchers:
+      error = f"The LoRA adapter {name!r} is already loaded"
+    elif self.adapter_loader is None:
+      error = "LoRA is not enabled on this server"
+    else:
+      try:
+        engine = await asyncio.to_thread(self.adapter_loader, path)
+      except Exception as e:  # a missing or broken adapter dir
+        error = f"failed to load {path!r}: {type(e).__name__}: {e}"
+      else:
+        self.batchers[name] = BatchingEngine(engine, **self._batch_kw)
+    return web.json_response({"success": error is None, "error_message": error or "",
+                              "loaded_adapters": self._loaded()},
+                             status=200 if error is None else 400)
+
+  async def _unload_lora(self, request: web.Request) -> web.Response:
+    name = request[_BODY].get("lora_name")
+    batcher = self.batchers.pop(name, None) if name else None
+    if batcher is not None:
+      batcher.close()
+    error = None if batcher is not None else f"The LoRA adapter {name!r} is not loaded"
+    return web.json_response({"success": error is None, "error_message": error or "",
+                              "loaded_adapters": self._loaded()},
+                             status=200 if error is None else 400)
 
   # -- generation --------------------------------------------------------------
 
