@@ -140,11 +140,15 @@ class NLESlotEnv:
       feedback, valid = "", True
       obs, reward, term, trunc, info = self._env.step(self._index[self.vocab.key(name)])
       obs, reward, done, info, messages = self._skip_more(obs, float(reward), term or trunc, info)
+      how = None
       if done:
         status = int(info.get("end_status", _DEATH))
-        end = "goal" if status == _TASK_SUCCESSFUL else "step_cap" if status == _ABORTED else "death"
+        how = self._how_done()
+        end = "goal" if status == _TASK_SUCCESSFUL or how == "ascended" else "step_cap" if status == _ABORTED else "death"
       self._observe(obs)
       self._last = self._make_obs(obs, messages)
+      if how is not None:  # how the game ended: "died", "starving", "escaped", "quit", ...
+        self._last.info["how_done"] = how
     length = self._stats.length + 1
     if not done and length >= self.max_steps:
       done, end = True, "step_cap"
@@ -186,6 +190,14 @@ class NLESlotEnv:
       reward += float(r)
       done = term or trunc
     return obs, reward, done, info, messages
+
+  def _how_done(self) -> str | None:
+    """NetHack's own name for how the game ended, when it has ended."""
+    try:
+      how = self._env.nethack.how_done()
+    except Exception:  # informative only
+      return None
+    return getattr(how, "name", str(how)).lower()
 
   def _observe(self, obs) -> None:
     """Updates milestones and the no-progress counter from a new observation."""

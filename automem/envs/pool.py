@@ -289,7 +289,8 @@ class EnvPool(TextEnv):
       raise RuntimeError(f"env worker {w.index} did not start within {self.start_timeout_s:.0f}s")
     msg = w.conn.recv()
     if msg[0] != "ready":
-      raise RuntimeError(f"env worker {w.index} failed to build its envs:\n{msg[1]}")
+      last = msg[1].strip().splitlines()[-1]
+      raise RuntimeError(f"env worker {w.index} failed to build its envs: {last}\n{msg[1]}")
     w.ready, w.meta = True, msg[1]
 
   def _request(self, cmd: str, args: dict[int, Any]):

@@ -93,4 +93,5 @@ def test_walking_into_lava_ends_in_death():
     if r.done:
       break
   assert r.done and r.stats.end_reason == "death" and r.stats.progression == 0.0
+  assert r.observation.info["how_done"] == "burning"
   env.close()

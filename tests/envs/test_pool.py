@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -11,6 +12,7 @@ import psutil
 import pytest
 
 from automem.envs.minihack import minihack_slot_factory
+from automem.envs.nle_env import NLESlotEnv
 from automem.envs.pool import EnvPool
 from automem.envs.slots import SerialEnv
 from tests.support.faulty_env import faulty_factory
@@ -160,4 +162,12 @@ def test_keyboard_interrupt_mid_step_leaves_no_processes():
     p.step(["__hang__", "east"])
   timer.join()
   assert all(_gone(pid) for pid in pids)
+  assert _our_children() <= before
+
+
+def test_worker_that_cannot_build_its_env_is_a_clear_error():
+  before = _our_children()
+  bad = functools.partial(NLESlotEnv, "minihack", "MiniHack-NoSuchTask-v0", max_steps=10)
+  with pytest.raises(RuntimeError, match=r"failed to build its envs: .*NoSuchTask"):
+    EnvPool(bad, num_envs=1, num_workers=1)
   assert _our_children() <= before
