@@ -20,8 +20,13 @@ usage: launch/sglang_server.sh --model-path PATH [options] [-- extra sglang args
   --dp N                     data-parallel replicas (total GPUs = tp * dp)      [1]
   --lora NAME=PATH           serve a LoRA adapter under NAME (repeatable); requests
                              select it with lora_path=NAME (LLMRequest.adapter)
+  --enable-lora              LoRA on even without --lora, to load adapters at run time
+                             (SGLangClient.load_lora_adapter); then also give
+                             --max-lora-rank and --lora-target-modules
   --max-loras-per-batch N    adapters mixed in one batch                       [4]
   --max-lora-rank R          largest adapter rank to reserve memory for        [from adapters]
+  --lora-target-modules M    modules adapters may touch: "all" or a list such as
+                             "q_proj v_proj" (one quoted argument)            [from adapters]
   --schedule-policy P        lpm (longest prefix match: reuses the shared prompt
                              prefix of concurrent episodes) | fcfs | dfs-weight  [lpm]
   --mem-fraction-static F    GPU memory fraction for weights + KV cache        [0.85]
@@ -35,7 +40,8 @@ usage: launch/sglang_server.sh --model-path PATH [options] [-- extra sglang args
 EOF
 }
 
-model_path=""; tp=1; dp=1; loras=(); max_loras=4; max_lora_rank=""; policy="lpm"
+model_path=""; tp=1; dp=1; loras=(); enable_lora=0; max_loras=4; max_lora_rank=""
+lora_modules=""; policy="lpm"
 mem_fraction=0.85; context_length=""; grammar_backend="xgrammar"; served_name=""
 api_key=""; host="127.0.0.1"; port=30000; dry_run=0; extra=()
 
@@ -46,6 +52,8 @@ while [[ $# -gt 0 ]]; do
     --tp|--tp-size) need "$@"; tp="$2"; shift 2 ;;
     --dp|--dp-size) need "$@"; dp="$2"; shift 2 ;;
     --lora) need "$@"; loras+=("$2"); shift 2 ;;
+    --enable-lora) enable_lora=1; shift ;;
+    --lora-target-modules) need "$@"; lora_modules="$2"; shift 2 ;;
     --max-loras-per-batch) need "$@"; max_loras="$2"; shift 2 ;;
     --max-lora-rank) need "$@"; max_lora_rank="$2"; shift 2 ;;
     --schedule-policy) need "$@"; policy="$2"; shift 2 ;;
@@ -82,12 +90,21 @@ cmd=("$python" -m sglang.launch_server
   --mem-fraction-static "$mem_fraction"
   --grammar-backend "$grammar_backend"
   --host "$host" --port "$port")
-if [[ ${#loras[@]} -gt 0 ]]; then
-  for l in "${loras[@]}"; do
-    [[ "$l" == *=* ]] || { echo "error: --lora expects NAME=PATH, got '$l'" >&2; exit 2; }
-  done
-  cmd+=(--enable-lora --lora-paths "${loras[@]}" --max-loras-per-batch "$max_loras")
+if [[ ${#loras[@]} -gt 0 || $enable_lora -eq 1 ]]; then
+  cmd+=(--enable-lora)
+  if [[ ${#loras[@]} -gt 0 ]]; then
+    for l in "${loras[@]}"; do
+      [[ "$l" == *=* ]] || { echo "error: --lora expects NAME=PATH, got '$l'" >&2; exit 2; }
+    done
+    cmd+=(--lora-paths "${loras[@]}")
+  elif [[ -z "$max_lora_rank" || -z "$lora_modules" ]]; then
+    echo "error: --enable-lora without --lora needs --max-lora-rank and --lora-target-modules" >&2
+    exit 2
+  fi
+  cmd+=(--max-loras-per-batch "$max_loras")
   [[ -n "$max_lora_rank" ]] && cmd+=(--max-lora-rank "$max_lora_rank")
+  # shellcheck disable=SC2206  # the module list is split on purpose
+  [[ -n "$lora_modules" ]] && cmd+=(--lora-target-modules $lora_modules)
 fi
 [[ -n "$context_length" ]] && cmd+=(--context-length "$context_length")
 [[ -n "$served_name" ]] && cmd+=(--served-model-name "$served_name")

@@ -43,6 +43,16 @@ def test_dry_run_builds_the_sglang_command():
   assert argv[-2:] == ["--random-seed", "7"]
 
 
+def test_lora_enabled_for_run_time_loading():
+  out = launch("--model-path", "m", "--enable-lora", "--max-lora-rank", "64",
+               "--lora-target-modules", "q_proj v_proj", "--dry-run")
+  assert out.returncode == 0, out.stderr
+  argv = shlex.split(out.stdout)
+  assert "--enable-lora" in argv and "--lora-paths" not in argv
+  assert flag_values(argv, "--max-lora-rank") == ["64"]
+  assert flag_values(argv, "--lora-target-modules") == ["q_proj", "v_proj"]
+
+
 def test_no_lora_flags_without_adapters():
   out = launch("--model-path", "m", "--dry-run")
   assert out.returncode == 0
@@ -56,6 +66,7 @@ def test_no_lora_flags_without_adapters():
     (("--model-path", "m", "--mem-fraction-static", "1.5"), "in (0, 1)"),
     (("--model-path", "m", "--schedule-policy", "fastest"), "unknown --schedule-policy"),
     (("--model-path", "m", "--bogus"), "unknown option --bogus"),
+    (("--model-path", "m", "--enable-lora"), "needs --max-lora-rank and --lora-target-modules"),
 ])
 def test_bad_arguments_fail_with_a_message(args, message):
   out = launch(*args, "--dry-run")
