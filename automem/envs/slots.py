@@ -87,13 +87,14 @@ class SlotBook:
   def triage(self, actions: Sequence[str | None]) -> tuple[list[StepResult | None], list[int]]:
     """Answers what needs no env; returns (results so far, slots to step)."""
     check_batch(actions, self.num_envs)
+    unstarted = [s for s, a in enumerate(actions) if a is not None and self.stats[s] is None]
+    if unstarted:  # checked before anything changes, so a bad call loses nothing
+      raise RuntimeError(f"slots {unstarted} were stepped before they were reset")
     results: list[StepResult | None] = [None] * self.num_envs
     todo = []
     for slot, action in enumerate(actions):
       if action is None:
         continue
-      if self.stats[slot] is None:
-        raise RuntimeError(f"slot {slot} was stepped before it was reset")
       if self.lost[slot] is not None:
         results[slot] = self.error(slot, self.lost[slot])
       elif self.done[slot]:

@@ -76,6 +76,12 @@ def test_bad_calls_are_clear_errors(pool):
     pool.step(["east"])
   with pytest.raises(ValueError, match="out of range"):
     pool.reset([1], indices=[9])
+  fresh = SerialEnv(minihack_slot_factory("Corridor-R3"), 2)
+  fresh.reset([1], indices=[0])
+  with pytest.raises(RuntimeError, match=r"slots \[1\] were stepped before they were reset"):
+    fresh.step(["east", "east"])
+  assert fresh.step(["east", None])[0].stats.length == 1  # the failed call changed nothing
+  fresh.close()
 
 
 def _check_failure(pool, fault, reason):
