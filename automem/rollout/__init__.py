@@ -1,1 +1,32 @@
-"""rollout package (see DESIGN.md)."""
+"""Rollouts: many LOG/PLAN episodes at once, resumable run directories, metrics.
+
+Public API::
+
+  Runner(run_dir, setups, plans, clients, agent_config).run() -> summary
+  GameSetup(game, structure, env_kwargs, envs_per_task);  EpisodePlan(episode_id, game, task, seed)
+  RunDir(root): config.json, structures/, trajectories/, memory/, metrics/, summary.json, tb/
+  episode_id(game, task, seed)
+  seeds(name, num, offset=0), seed_set_of(seed), SEED_SETS   named disjoint seed sets
+  EpisodeMetrics, summarize(records), format_summary(summary), mean_ci95(values)
+  evaluate(config, workdir) -> summary     the whole evaluation job (experiments/evaluate.py)
+"""
+
+from automem.rollout.metrics import EpisodeMetrics, format_summary, mean_ci95, summarize
+from automem.rollout.rundir import RunDir, episode_id
+from automem.rollout.runner import EpisodePlan, GameSetup, Runner
+from automem.rollout.seeds import SEED_SETS, seed_set_of, seeds
+
+__all__ = [
+    "SEED_SETS",
+    "EpisodeMetrics",
+    "EpisodePlan",
+    "GameSetup",
+    "RunDir",
+    "Runner",
+    "episode_id",
+    "format_summary",
+    "mean_ci95",
+    "seed_set_of",
+    "seeds",
+    "summarize",
+]

@@ -1,0 +1,506 @@
+"""The LOG/PLAN memory agent of one episode, driven as a state machine.
+
+Per env step, as the episode's `MemoryStructure` defines:
+
+- LOG: the model sees the outcome of the previous action and the new
+  observation and may run the phase's memory commands, turn after turn,
+  until `<|DONE|>` or `log.max_iterations`; each turn's command results come
+  back as the next user message (the `follow_up` template).
+- PLAN: it may run the phase's (read-only) commands and must commit one
+  `<|ACTION|>name<|END|>`; an unknown action name is refused and PLAN goes
+  on; without a valid action after `plan.max_iterations` turns the
+  structure's fallback action is taken.
+
+Two-model mode: LOG and PLAN's memory consultation are "specialist" turns
+(the tuned memory model; an adapter name or a second client) and one final
+"commit" turn goes to the untouched "base" model, which writes the ACTION.
+
+The agent never calls the LLM or the env. The runner asks every live agent
+for `pending_request()`, sends them all in one concurrent `generate` call,
+hands each result back with `on_llm_result`; once every live agent has an
+`action` it steps the env batch and calls `on_env_step`. Trajectory records
+accumulate in the agent; the runner takes them with `drain_records()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from automem.agent import prompts
+from automem.agent.metrics import EpisodeMetrics
+from automem.agent.observers import StepView, run_observers
+from automem.envs.base import EpisodeStats, Observation, StepResult, normalize_action_name
+from automem.llm.types import LLMRequest, LLMResult
+from automem.memory import (
+  Command,
+  CommandResult,
+  MemoryStore,
+  ParseError,
+  diff_snapshots,
+  execute,
+  format_results,
+  parse_commands,
+)
+
+# The commit turn of two-model mode (the structure has no template for it: it
+# exists only when the action is split off to the base model).
+COMMIT_PROMPT = (
+    "Now commit the game action for this step. Reply with exactly one "
+    "<|ACTION|>name<|END|> using one of the action names listed in the instructions."
+)
+
+
+class Phase(enum.Enum):
+  LOG = "log"
+  PLAN = "plan"
+  COMMIT = "commit"  # two-model mode: the base model writes the action
+  ACT = "act"  # an action is committed; waiting for the env step
+  DONE = "done"
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """Sampling parameters of one kind of turn."""
+
+  temperature: float = 0.7
+  top_p: float = 1.0
+  top_k: int = -1
+  max_new_tokens: int = 256
+  stop: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+  """How the agent talks to the model(s); the structure says what it says.
+
+  Attributes:
+    layout: prompt layout, "cached" (ours) or "paper" (for comparison).
+    two_model: memory turns to the specialist, the action commit to the base
+      model; False sends every turn to one model.
+    specialist_adapter: LoRA adapter name put on specialist requests (None:
+      the specialist is a separate client, or the base model itself).
+    memory_sampling: sampling of LOG and memory-consultation turns.
+    action_sampling: sampling of PLAN (one-model) and commit turns.
+    seed: base of the per-request sampling seeds (None: unseeded).
+    max_prompt_chars: when a prompt grows past this many characters, the
+      phase's further turns are cut short (LOG moves on to PLAN, PLAN takes
+      the fallback action); 0 = no cap. Keeps small-context models in bounds.
+  """
+
+  layout: str = "cached"
+  two_model: bool = False
+  specialist_adapter: str | None = None
+  memory_sampling: SamplingConfig = SamplingConfig()
+  action_sampling: SamplingConfig = SamplingConfig()
+  seed: int | None = None
+  max_prompt_chars: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentRequest:
+  """A request of one agent with the role that should serve it."""
+
+  role: str  # "specialist" | "base"
+  request: LLMRequest
+
+
+class EpisodeAgent:
+  """One episode's LOG/PLAN loop. See the module docstring for the protocol.
+
+  Args:
+    episode_id, game, task, seed: what is played (ids go into records).
+    structure: the `MemoryStructure` (templates, ops, limits, observers).
+    store: the episode's `MemoryStore`, already reset.
+    action_names: the env's action names (exactly the ones accepted).
+    config: prompt layout, model routing and sampling.
+  """
+
+  def __init__(
+      self,
+      *,
+      episode_id: str,
+      game: str,
+      task: str,
+      seed: int,
+      structure: Any,
+      store: MemoryStore,
+      action_names: Sequence[str],
+      config: AgentConfig | None = None,
+  ):
+    self.episode_id = episode_id
+    self.game, self.task, self.seed = game, task, seed
+    self.structure = structure
+    self.store = store
+    self.config = config or AgentConfig()
+    if self.config.layout not in prompts.LAYOUTS:
+      raise ValueError(f"unknown prompt layout {self.config.layout!r}")
+    self.action_names = tuple(action_names)
+    self._actions = {normalize_action_name(a): a for a in self.action_names}
+    fallback = self._actions.get(normalize_action_name(structure.fallback_action))
+    if fallback is None:
+      raise ValueError(f"the structure's fallback action {structure.fallback_action!r} is not "
+                       f"an action of {game}/{task}: {', '.join(self.action_names)}")
+    self.fallback_action = fallback
+    self.metrics = EpisodeMetrics(episode_id=episode_id, game=game, task=task, seed=seed)
+    self.phase = Phase.DONE
+    self.step = 0
+    self.turn = 0  # LLM turn index within the current phase
+    self.action: str | None = None
+    self.stats = EpisodeStats(game=game, task=task, seed=seed)
+    self.error: str | None = None
+    self._system = ""
+    self._history: list[prompts.HistoryEntry] = []
+    self._views: list[StepView] = []
+    self._turns: list[dict[str, str]] = []  # the current step's messages
+    self._step_records: list[dict[str, Any]] = []
+    self._records: list[dict[str, Any]] = []
+    self._last_action = "none"
+    self._last_outcome = "The episode has just started; no action has been taken yet."
+    self._observation = ""
+    self._log_ran = False
+    self._fallback = False
+    self._pending: AgentRequest | None = None
+    self._start_time = 0.0
+    self._num_requests = 0
+
+  # --- driving the agent ---------------------------------------------------------------------
+
+  def start(self, observation: Observation) -> None:
+    """Begins the episode on the env's first observation."""
+    self._start_time = time.monotonic()
+    self._system = prompts.system_text(self.structure, self.action_names, self.task)
+    self._observation = observation.text
+    self._views.append(StepView(None, 0.0, observation.text, dict(observation.info)))
+    self._begin_step(log=bool(self.structure.log_first_step))
+
+  @property
+  def live(self) -> bool:
+    return self.phase is not Phase.DONE
+
+  def pending_request(self) -> AgentRequest | None:
+    """The request this agent waits on, or None (waiting for the env, or done)."""
+    if self.phase not in (Phase.LOG, Phase.PLAN, Phase.COMMIT):
+      return None
+    if self._pending is None:
+      if self.turn > 0 and self.phase is not Phase.COMMIT and self._over_budget():
+        self._cut_phase()
+        if self.phase is Phase.ACT:
+          return None
+      self._pending = self._make_request()
+    return self._pending
+
+  def on_llm_result(self, result: LLMResult) -> None:
+    """Consumes the result of `pending_request()` and advances the state machine."""
+    pending = self._pending
+    if pending is None:
+      raise RuntimeError(f"{self.episode_id}: an LLM result without a pending request")
+    self._pending = None
+    m = self.metrics
+    m.llm_calls += 1
+    m.prompt_tokens += int(result.prompt_tokens)
+    m.completion_tokens += int(result.completion_tokens)
+    m.cached_tokens += int(result.cached_tokens)
+    record = self._turn_record(pending, result)
+    if not result.ok:
+      m.failed_llm_calls += 1
+      self._step_records.append(record)
+      self.fail(f"LLM request failed: {result.error}")
+      return
+    before = self.store.snapshot()
+    parsed = parse_commands(result.text)
+    self._turns.append({"role": "assistant", "content": result.text})
+    self.turn += 1
+    if self.phase is Phase.LOG:
+      self._log_turn(parsed.items, record)
+    elif self.phase is Phase.PLAN:
+      self._plan_turn(parsed.items, record)
+    else:
+      self._commit_turn(parsed.items, record)
+    record["memory_diff"] = diff_snapshots(before, self.store.snapshot())
+    self._step_records.append(record)
+
+  def on_env_step(self, result: StepResult) -> None:
+    """Takes the outcome of the committed action; starts the next step or ends."""
+    if self.phase is not Phase.ACT or self.action is None:
+      raise RuntimeError(f"{self.episode_id}: an env step without a committed action")
+    m = self.metrics
+    m.env_steps += 1
+    if not result.valid_action:
+      m.invalid_actions += 1
+    for rec in reversed(self._step_records):
+      if rec["action"] is not None:
+        rec["reward"] = float(result.reward)
+        break
+    outcome = f"reward {float(result.reward):g}"
+    if result.feedback:
+      outcome += f"; {result.feedback}"
+    if result.done:
+      outcome += f"; the episode ended ({result.stats.end_reason})"
+    self._history.append(prompts.HistoryEntry(self.step, self.action, outcome))
+    self._views.append(StepView(self.action, float(result.reward), result.observation.text,
+                                dict(result.observation.info), result.valid_action))
+    self._step_records.append({
+        "type": "step", "episode_id": self.episode_id, "step": self.step,
+        "action": self.action, "fallback": self._fallback, "reward": float(result.reward),
+        "done": bool(result.done), "valid_action": bool(result.valid_action),
+        "feedback": result.feedback, "progression": result.stats.progression,
+        "achievements": list(result.stats.achievements),
+    })
+    self._records.extend(self._step_records)
+    self._step_records = []
+    self.stats = result.stats
+    self._last_action, self._last_outcome = self.action, outcome
+    self._observation = result.observation.text
+    self.action = None
+    if result.done:
+      self._finish(result.stats)
+      return
+    self.step += 1
+    self._begin_step(log=True)
+
+  def fail(self, reason: str) -> None:
+    """Ends the episode with an error (failed LLM request, crashed env)."""
+    if self.phase is Phase.DONE:
+      return
+    self.error = reason
+    self._records.extend(self._step_records)
+    self._step_records = []
+    self._finish(dataclasses.replace(self.stats, end_reason="error", error=reason))
+
+  def drain_records(self) -> list[dict[str, Any]]:
+    """Trajectory lines produced since the last call (turns, step lines, the end line)."""
+    out, self._records = self._records, []
+    return out
+
+  # --- phases -----------------------------------------------------------------------------
+
+  def _begin_step(self, *, log: bool) -> None:
+    self._turns, self._step_records = [], []
+    self._log_ran, self._fallback = False, False
+    self.turn = 0
+    self.phase = Phase.LOG if log else Phase.PLAN
+    self._turns.append({"role": "user", "content": self._user_prompt(self.phase.value)})
+
+  def _user_prompt(self, phase: str) -> str:
+    paper = self.config.layout == "paper"
+    shown = phase == "plan" and self._log_ran
+    observation = prompts.SEE_SYSTEM if paper else (
+        prompts.SEE_ABOVE if shown else self._observation)
+    history = "(shown above)" if shown else prompts.history_text(
+        self._history, self.structure.history_length)
+    return self.structure.user_prompt(
+        phase,
+        file_index=prompts.SEE_SYSTEM if paper else self._file_index(),
+        history=history,
+        step=self.step,
+        helpers=self._helpers(phase),
+        last_action=self._last_action,
+        last_outcome=self._last_outcome,
+        observation=observation,
+    )
+
+  def _follow_up(self, phase: str, results: Sequence[CommandResult]) -> str:
+    return self.structure.follow_up_prompt(
+        phase, results=format_results(results),
+        file_index=prompts.SEE_SYSTEM if self.config.layout == "paper" else self._file_index(),
+        helpers=self._helpers(phase), step=self.step)
+
+  def _file_index(self) -> str:
+    return prompts.file_index_text(self.store, sizes=False)
+
+  def _helpers(self, phase: str) -> str:
+    return run_observers(self.structure.observers_for(phase), self._views)
+
+  def _run(self, items: Sequence[Command | ParseError], phase: str,
+           record: dict[str, Any]) -> list[CommandResult]:
+    results = execute(self.store, list(items), phase=phase, structure=self.structure)
+    allowed = set(self.structure.phase(phase).allowed_ops)
+    m = self.metrics
+    for item, res in zip(items, results):
+      record["commands"].append(res.to_record())
+      if isinstance(item, ParseError):
+        m.invalid_commands += 1
+        continue
+      m.commands[item.op] = m.commands.get(item.op, 0) + 1
+      if item.op not in allowed:
+        m.invalid_commands += 1
+      elif not res.ok:
+        m.failed_commands[item.op] = m.failed_commands.get(item.op, 0) + 1
+    return results
+
+  def _log_turn(self, items: Sequence[Command | ParseError], record: dict[str, Any]) -> None:
+    items = _cut_after(items, "DONE")
+    results = self._run(items, "log", record)
+    done = any(r.ok and r.op == "DONE" for r in results)
+    limit = self.structure.log.max_iterations
+    if not done and self.turn < limit:
+      self._turns.append({"role": "user", "content": self._follow_up("log", results)})
+      return
+    self._log_ran = True
+    self.phase, self.turn = Phase.PLAN, 0
+    note = "" if done else f"(The LOG phase is over: {limit} turn limit reached.)\n\n"
+    text = f"{format_results(results)}\n\n{note}{self._user_prompt('plan')}"
+    self._turns.append({"role": "user", "content": text})
+
+  def _plan_turn(self, items: Sequence[Command | ParseError], record: dict[str, Any]) -> None:
+    two_model = self.config.two_model
+    if two_model:
+      cut = [i for i in items if isinstance(i, Command) and i.op == "ACTION"]
+      items = items[: items.index(cut[0])] if cut else items
+      over = bool(cut) or not any(isinstance(i, Command) for i in items)
+    else:
+      items = _cut_after(items, "ACTION")
+    results = self._run(items, "plan", record)
+    action = None
+    if not two_model and items and isinstance(items[-1], Command) and items[-1].op == "ACTION":
+      action = self._check_action(items[-1], results[-1], record)
+    if action is not None:
+      self._commit(action, fallback=False)
+      return
+    limit = self.structure.plan.max_iterations
+    if self.turn >= limit or (two_model and over):
+      if two_model:
+        self.phase, self.turn = Phase.COMMIT, 0
+        self._turns.append({"role": "user",
+                            "content": f"{format_results(results)}\n\n{COMMIT_PROMPT}"})
+      else:
+        self._commit(self.fallback_action, fallback=True)
+      return
+    text = self._follow_up("plan", results)
+    if not two_model and not any(isinstance(i, Command) and i.op == "ACTION" for i in items):
+      text += "\n\nNo action committed yet: end with <|ACTION|>name<|END|>."
+    self._turns.append({"role": "user", "content": text})
+
+  def _commit_turn(self, items: Sequence[Command | ParseError], record: dict[str, Any]) -> None:
+    actions = [i for i in items if isinstance(i, Command) and i.op == "ACTION"]
+    action = None
+    if actions:
+      results = self._run(actions[:1], "plan", record)
+      action = self._check_action(actions[0], results[0], record)
+    self._commit(action or self.fallback_action, fallback=action is None)
+
+  def _check_action(self, item: Command, result: CommandResult,
+                    record: dict[str, Any]) -> str | None:
+    """The env's name for a committed action, or None (the record says why)."""
+    if not result.ok:
+      return None
+    name = self._actions.get(normalize_action_name(item.args[0]))
+    if name is None:
+      self.metrics.invalid_commands += 1
+      record["commands"][-1].update(
+          ok=False, result=f"[ERROR ACTION] unknown action {item.args[0]!r}; choose one of: "
+                           f"{', '.join(self.action_names)}")
+      return None
+    record["action"] = name
+    return name
+
+  def _over_budget(self) -> bool:
+    limit = self.config.max_prompt_chars
+    return limit > 0 and len(self._system) + sum(len(t["content"]) for t in self._turns) > limit
+
+  def _cut_phase(self) -> None:
+    """Ends the phase early because the prompt is too long (see `max_prompt_chars`)."""
+    note = f"(This phase is over: the prompt reached {self.config.max_prompt_chars} characters.)"
+    if self.phase is Phase.LOG:
+      self._log_ran = True
+      self.phase, self.turn = Phase.PLAN, 0
+      last = self._turns.pop()  # the follow-up with the last results
+      self._turns.append({"role": "user",
+                          "content": f"{last['content']}\n\n{note}\n\n{self._user_prompt('plan')}"})
+    elif self.config.two_model:
+      self.phase, self.turn = Phase.COMMIT, 0
+      last = self._turns.pop()
+      self._turns.append({"role": "user", "content": f"{last['content']}\n\n{COMMIT_PROMPT}"})
+    else:
+      self._commit(self.fallback_action, fallback=True)
+
+  def _commit(self, action: str, *, fallback: bool) -> None:
+    if fallback:
+      self.metrics.fallback_actions += 1
+    self._fallback = fallback
+    self.action = action
+    self.phase = Phase.ACT
+
+  # --- requests and records -------------------------------------------------------------------
+
+  def _role(self) -> str:
+    if self.phase is Phase.COMMIT:
+      return "base"
+    if self.phase is Phase.LOG or self.config.two_model:
+      return "specialist"
+    return "base"
+
+  def _make_request(self) -> AgentRequest:
+    role = self._role()
+    messages = prompts.build_messages(
+        layout=self.config.layout, system=self._system, turns=self._turns,
+        observation=self._observation,
+        file_index=self.store.index_text() if self.config.layout == "paper" else "")
+    memory_turn = role == "specialist"
+    sampling = self.config.memory_sampling if memory_turn else self.config.action_sampling
+    adapter = self.config.specialist_adapter if memory_turn and self.config.two_model else None
+    seed = None
+    if self.config.seed is not None:
+      seed = (self.config.seed * 1_000_003 + self.seed * 7919 + self._num_requests) % (2**31 - 1)
+    self._num_requests += 1
+    request = LLMRequest(
+        messages=messages, temperature=sampling.temperature, top_p=sampling.top_p,
+        top_k=sampling.top_k, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
+        seed=seed, adapter=adapter,
+        request_id=f"{self.episode_id}/{self.step}/{self.phase.value}/{self.turn}",
+        metadata={"episode_id": self.episode_id, "role": role})
+    return AgentRequest(role, request)
+
+  def _turn_record(self, pending: AgentRequest, result: LLMResult) -> dict[str, Any]:
+    return {
+        "type": "turn",
+        "episode_id": self.episode_id,
+        "step": self.step,
+        "phase": "log" if self.phase is Phase.LOG else "plan",
+        "subphase": self.phase.value,
+        "turn": self.turn,
+        "role": pending.role,
+        "adapter": pending.request.adapter,
+        "messages": [dict(m) for m in pending.request.messages],
+        "completion": result.text,
+        "finish_reason": result.finish_reason,
+        "error": result.error,
+        "prompt_tokens": int(result.prompt_tokens),
+        "completion_tokens": int(result.completion_tokens),
+        "cached_tokens": int(result.cached_tokens),
+        "commands": [],
+        "action": None,
+        "reward": None,
+        "memory_diff": {},
+    }
+
+  def _finish(self, stats: EpisodeStats) -> None:
+    self.stats = stats
+    self.phase = Phase.DONE
+    self._pending = None
+    self.action = None
+    self.metrics.stats = stats.to_dict()
+    self.metrics.wall_s = time.monotonic() - self._start_time
+    self._records.append({
+        "type": "end",
+        "episode_id": self.episode_id,
+        "stats": stats.to_dict(),
+        "metrics": self.metrics.to_dict(),
+        "error": self.error,
+        "final_memory": self.store.snapshot(),
+    })
+
+
+def _cut_after(items: Sequence[Command | ParseError], op: str) -> list[Command | ParseError]:
+  """`items` up to and including the first command `op` (later ones are not run)."""
+  out = []
+  for item in items:
+    out.append(item)
+    if isinstance(item, Command) and item.op == op:
+      break
+  return out
+

@@ -1,0 +1,136 @@
+"""Prompt assembly laid out for prefix caching.
+
+The structure's templates (`MemoryStructure`: per phase a static `system`,
+a `user` message with {file_index} {history} before the per-step
+placeholders, and a `follow_up` with {results}) are assembled into one chat
+per env step, in the order a prefix cache rewards:
+
+1. system: the fixed text of both phases (static placeholders only), the
+   same for every request of the episode;
+2. the step's LOG user message: {file_index} (names and descriptions, no
+   sizes, so it changes only when a file is created, deleted or renamed),
+   then {history} (one line per past step, append-only inside a window that
+   moves in blocks of half its length), then the per-step values and the
+   newest observation last;
+3. the turns of the step, appended: completion, follow-up with the command
+   results, ..., the PLAN user message (the observation is not repeated: it
+   is already above), its turns.
+
+So within a step each request repeats the previous one entirely, and the
+first request of a step repeats the previous step's up to the end of the
+history lines.
+
+`layout="paper"` rebuilds the layout of the paper's agent for comparison:
+the system prompt holds the current observation and the file index (with
+sizes), so it changes at every step and every write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+LAYOUTS = ("cached", "paper")
+SEE_ABOVE = "(the current observation is shown above)"
+SEE_SYSTEM = "(see the system prompt)"
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryEntry:
+  """One finished env step as a history line."""
+
+  step: int
+  action: str
+  outcome: str
+
+  def line(self) -> str:
+    return f"step {self.step}: {self.action} -> {self.outcome}"
+
+
+def history_window_start(num_steps: int, history_length: int) -> int:
+  """First history entry shown when `num_steps` are available.
+
+  The window holds at most `history_length` entries; its start moves in
+  blocks of `max(history_length // 2, 1)`, so the text before the newest
+  line stays the same for that many steps in a row.
+  """
+  if history_length <= 0:
+    return num_steps
+  if num_steps <= history_length:
+    return 0
+  block = max(history_length // 2, 1)
+  return -(-(num_steps - history_length) // block) * block
+
+
+def history_text(entries: Sequence[HistoryEntry], history_length: int) -> str:
+  window = entries[history_window_start(len(entries), history_length):]
+  return "\n".join(e.line() for e in window) if window else "(no steps yet)"
+
+
+def file_index_text(store: Any, *, sizes: bool) -> str:
+  """The memory file index; without sizes it is stable while files only grow."""
+  if sizes:
+    return store.index_text()
+  rows = []
+  for f in store.index():
+    ro = " (read-only)" if store.is_read_only(f.name) else ""
+    rows.append(f"- {f.name}{ro}: {f.description}" if f.description else f"- {f.name}{ro}")
+  return "\n".join(rows) if rows else "(no files)"
+
+
+def system_text(structure: Any, actions: Sequence[str], task: str) -> str:
+  """The fixed instructions of both phases in one system message.
+
+  The phases' system templates usually share a long head (game knowledge,
+  actions) and differ in their commands and routine; the shared
+  paragraphs are written once, then the LOG part, then the PLAN part.
+  """
+  log = structure.system_prompt("log", actions=actions, task=task).strip().split("\n")
+  plan = structure.system_prompt("plan", actions=actions, task=task).strip().split("\n")
+  if log == plan:
+    return "\n".join(log)
+  n = 0
+  while n < min(len(log), len(plan)) and log[n] == plan[n]:
+    n += 1
+  while n > 0 and log[n - 1].strip():  # split at a paragraph break
+    n -= 1
+  head = "\n".join(log[:n]).strip()
+  log_tail, plan_tail = "\n".join(log[n:]).strip(), "\n".join(plan[n:]).strip()
+  parts = [head, f"=== In the LOG phase ===\n{log_tail}", f"=== In the PLAN phase ===\n{plan_tail}"]
+  return "\n\n".join(p for p in parts if p.strip())
+
+
+def build_messages(
+    *,
+    layout: str,
+    system: str,
+    turns: Sequence[dict[str, str]],
+    observation: str,
+    file_index: str,
+) -> list[dict[str, str]]:
+  """The chat messages of one request: system, then the step's turns.
+
+  Args:
+    layout: "cached" (ours) or "paper".
+    system: the fixed system text.
+    turns: the step's messages so far (user first, user last).
+    observation: the newest observation (put into the system prompt by
+      the "paper" layout).
+    file_index: the file index with sizes (used by the "paper" layout).
+  """
+  if layout not in LAYOUTS:
+    raise ValueError(f"unknown prompt layout {layout!r}; known: {', '.join(LAYOUTS)}")
+  if layout == "paper":
+    system = (f"{system}\n\nMemory files:\n{file_index}\n\n"
+              f"Current observation:\n{observation}")
+  return [{"role": "system", "content": system}, *(dict(t) for t in turns)]
+
+
+def shared_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+  """Length of the longest common prefix of two token sequences."""
+  n = min(len(a), len(b))
+  i = 0
+  while i < n and a[i] == b[i]:
+    i += 1
+  return i

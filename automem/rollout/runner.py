@@ -1,0 +1,380 @@
+"""Plays many episodes of one or more games at once, LOG/PLAN agent per episode.
+
+Every (game, task) pair gets one batched env with `envs_per_task` slots.
+The loop is lock-step: first every live agent's pending LLM request is
+gathered and all of them go out in one concurrent `generate` call per
+client (so the server batches them), again and again until every live
+agent has committed an action; then each env batch takes one step with all
+committed actions (the envs of different games step in parallel threads).
+Finished slots are refilled with the next episode of their task.
+
+A failed LLM request or a crashed env ends only the affected episodes, with
+the reason in their end record; the run goes on. Every env step flushes the
+trajectories; a run started again on the same directory skips finished
+episodes and replays unfinished ones from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import tqdm
+from absl import logging
+
+from automem.agent import AgentConfig, EpisodeAgent, Phase, TrajectoryWriter
+from automem.envs import TextEnv, available_games, make_env, register_env
+from automem.llm.types import LLMRequest, LLMResult
+from automem.memory import MemoryStore
+from automem.rollout.metrics import EpisodeMetrics, format_summary, summarize
+from automem.rollout.rundir import RunDir
+
+# Env modules registered here if `automem.envs` has not registered them itself (a thin
+# adapter for the registry; a no-op once the envs package lists these games).
+_KNOWN_ENVS = {
+    "minihack": "automem.envs.minihack:MiniHackEnv",
+    "nethack": "automem.envs.nethack:NetHackEnv",
+}
+
+
+def default_env_factory(game: str, num_envs: int, **kwargs: Any) -> TextEnv:
+  """`automem.envs.make_env`, registering the NLE games first if needed."""
+  if game not in available_games() and game in _KNOWN_ENVS:
+    register_env(game, _KNOWN_ENVS[game])
+  return make_env(game, num_envs, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodePlan:
+  """One episode to play."""
+
+  episode_id: str
+  game: str
+  task: str
+  seed: int
+  seed_set: str = ""
+
+
+@dataclasses.dataclass
+class GameSetup:
+  """What a game is played with.
+
+  Attributes:
+    game: env registry name.
+    structure: its `MemoryStructure`.
+    env_kwargs: extra keyword arguments of `make_env` (step caps, ...);
+      `task=` is added per task unless the task is the game's name.
+    envs_per_task: env slots (concurrent episodes) per task.
+  """
+
+  game: str
+  structure: Any
+  env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+  envs_per_task: int = 4
+
+
+@dataclasses.dataclass
+class _Slot:
+  plan: EpisodePlan
+  agent: EpisodeAgent
+  writer: TrajectoryWriter
+
+
+class _Group:
+  """The env of one (game, task) with its slots and queue of episodes."""
+
+  def __init__(self, setup: GameSetup, task: str, plans: Sequence[EpisodePlan],
+               env_factory: Callable[..., TextEnv]):
+    self.setup, self.task = setup, task
+    self.queue = collections.deque(plans)
+    self.env_factory = env_factory
+    self.num_envs = max(1, min(setup.envs_per_task, len(plans)))
+    self.env: TextEnv | None = None
+    self.slots: list[_Slot | None] = [None] * self.num_envs
+
+  def make_env(self) -> TextEnv:
+    kwargs = dict(self.setup.env_kwargs)
+    if self.task != self.setup.game:
+      kwargs["task"] = self.task
+    return self.env_factory(self.setup.game, self.num_envs, **kwargs)
+
+  @property
+  def busy(self) -> bool:
+    return bool(self.queue) or any(s is not None for s in self.slots)
+
+  def close(self) -> None:
+    if self.env is not None:
+      self.env.close()
+      self.env = None
+
+
+def plan_groups(plans: Sequence[EpisodePlan]) -> dict[tuple[str, str], list[EpisodePlan]]:
+  out: dict[tuple[str, str], list[EpisodePlan]] = collections.defaultdict(list)
+  for p in plans:
+    out[(p.game, p.task)].append(p)
+  return out
+
+
+class Runner:
+  """Plays `plans` into `run_dir`; see the module docstring.
+
+  Args:
+    run_dir: the run directory.
+    setups: one `GameSetup` per game in `plans`.
+    plans: the episodes (finished ones in `run_dir` are skipped).
+    clients: role -> LLM client; "base" is required, "specialist" defaults
+      to the base client (with the agent config's adapter name).
+    agent_config: how agents talk to the models.
+    env_factory: `make_env`-like factory (tests pass wrappers).
+    progress: show a tqdm progress bar.
+    header_extra: JSON facts added to every trajectory header.
+  """
+
+  def __init__(
+      self,
+      run_dir: RunDir,
+      setups: Mapping[str, GameSetup],
+      plans: Sequence[EpisodePlan],
+      clients: Mapping[str, Any],
+      agent_config: AgentConfig,
+      *,
+      env_factory: Callable[..., TextEnv] = default_env_factory,
+      progress: bool = True,
+      header_extra: Mapping[str, Any] | None = None,
+  ):
+    if "base" not in clients:
+      raise ValueError("clients needs a 'base' client")
+    ids = [p.episode_id for p in plans]
+    if len(set(ids)) != len(ids):
+      raise ValueError("episode ids must be unique")
+    missing = {p.game for p in plans} - set(setups)
+    if missing:
+      raise ValueError(f"no GameSetup for games {sorted(missing)}")
+    self.run_dir = run_dir
+    self.setups = dict(setups)
+    self.plans = list(plans)
+    self.clients = {"specialist": clients["base"], **clients}
+    self.agent_config = agent_config
+    self.env_factory = env_factory
+    self.progress = progress
+    self.header_extra = dict(header_extra or {})
+    self._tb = None
+    self._done_count = 0
+
+  # --- public -----------------------------------------------------------------------------
+
+  def run(self) -> dict[str, Any]:
+    """Plays every unfinished episode, writes metrics and the summary, returns the summary."""
+    return asyncio.run(self.arun())
+
+  async def arun(self) -> dict[str, Any]:
+    finished = self.run_dir.finished(p.episode_id for p in self.plans)
+    todo = [p for p in self.plans if p.episode_id not in finished]
+    if finished:
+      logging.info("resuming: %d of %d episodes already finished", len(finished), len(self.plans))
+    groups = [_Group(self.setups[g], t, ps, self.env_factory)
+              for (g, t), ps in plan_groups(todo).items()]
+    bar = tqdm.tqdm(total=len(self.plans), initial=len(finished), desc="episodes",
+                    disable=not self.progress, dynamic_ncols=True)
+    self._bar, self._live_prog = bar, collections.defaultdict(list)
+    for m in self.run_dir.episode_metrics(p.episode_id for p in self.plans):
+      self._live_prog[m.game].append(m.progression)
+    try:
+      await self._loop(groups)
+    finally:
+      for g in groups:
+        for slot in g.slots:
+          if slot is not None:
+            slot.writer.close()  # unfinished: no end line, replayed on resume
+        g.close()
+      bar.close()
+    return self.write_summary()
+
+  def write_summary(self) -> dict[str, Any]:
+    records = self.run_dir.episode_metrics(p.episode_id for p in self.plans)
+    self.run_dir.write_metrics(records)
+    summary = summarize(records)
+    summary["episodes_planned"] = len(self.plans)
+    summary["episodes_finished"] = len(records)
+    usage = {}
+    for role, client in self.clients.items():
+      u = getattr(client, "usage", None)
+      if u is not None and hasattr(u, "summary"):
+        usage[role] = u.summary()
+    summary["llm_usage_this_session"] = usage
+    self.run_dir.write_summary(summary)
+    self._write_tb_summary(summary)
+    logging.info("summary:\n%s", format_summary(summary))
+    return summary
+
+  # --- the loop ---------------------------------------------------------------------------
+
+  async def _loop(self, groups: list[_Group]) -> None:
+    while any(g.busy for g in groups):
+      await asyncio.gather(*(self._fill(g) for g in groups if g.queue))
+      await self._llm_rounds(groups)
+      await asyncio.gather(*(self._step(g) for g in groups))
+      for g in groups:
+        self._collect(g)
+
+  async def _fill(self, group: _Group) -> None:
+    free = [i for i, s in enumerate(group.slots) if s is None]
+    if not free:
+      return
+    take = [group.queue.popleft() for _ in range(min(len(free), len(group.queue)))]
+    free = free[: len(take)]
+    try:
+      if group.env is None:
+        group.env = await asyncio.to_thread(group.make_env)
+      observations = await asyncio.to_thread(group.env.reset, [p.seed for p in take], free)
+    except Exception as e:  # a broken env ends its episodes, not the run
+      logging.exception("env reset failed for %s/%s", group.setup.game, group.task)
+      for plan in take:
+        self._write_failed_episode(plan, f"env reset failed: {type(e).__name__}: {e}")
+      group.close()
+      return
+    for idx, plan, obs in zip(free, take, observations):
+      group.slots[idx] = self._start_episode(group, plan, obs)
+
+  def _start_episode(self, group: _Group, plan: EpisodePlan, obs: Any) -> _Slot:
+    setup = group.setup
+    store = MemoryStore.from_structure(self.run_dir.memory_dir(plan.episode_id), setup.structure)
+    store.reset()
+    agent = EpisodeAgent(
+        episode_id=plan.episode_id, game=plan.game, task=plan.task, seed=plan.seed,
+        structure=setup.structure, store=store,
+        action_names=group.env.action_names, config=self.agent_config)
+    header = {
+        "episode_id": plan.episode_id, "game": plan.game, "task": plan.task,
+        "seed": plan.seed, "seed_set": plan.seed_set,
+        "structure_version": setup.structure.version,
+        "structure_label": setup.structure.label,
+        "layout": self.agent_config.layout, "two_model": self.agent_config.two_model,
+        "specialist_adapter": self.agent_config.specialist_adapter,
+        "action_names": list(agent.action_names),
+        "initial_memory": store.snapshot(),
+        "started_at": time.time(),
+        **self.header_extra,
+    }
+    writer = TrajectoryWriter(self.run_dir.trajectory_path(plan.episode_id), header)
+    agent.start(obs)
+    return _Slot(plan, agent, writer)
+
+  def _write_failed_episode(self, plan: EpisodePlan, reason: str) -> None:
+    from automem.envs import EpisodeStats
+
+    stats = EpisodeStats(game=plan.game, task=plan.task, seed=plan.seed, end_reason="error",
+                         error=reason)
+    metrics = EpisodeMetrics(plan.episode_id, plan.game, plan.task, plan.seed,
+                             stats=stats.to_dict())
+    writer = TrajectoryWriter(self.run_dir.trajectory_path(plan.episode_id), {
+        "episode_id": plan.episode_id, "game": plan.game, "task": plan.task, "seed": plan.seed,
+        "seed_set": plan.seed_set, **self.header_extra})
+    writer.write([{"type": "end", "episode_id": plan.episode_id, "stats": stats.to_dict(),
+                   "metrics": metrics.to_dict(), "error": reason, "final_memory": None}])
+    writer.close()
+    self._episode_done(metrics)
+
+  async def _llm_rounds(self, groups: list[_Group]) -> None:
+    agents = [s.agent for g in groups for s in g.slots if s is not None]
+    while True:
+      pending = [(a, a.pending_request()) for a in agents if a.live]
+      pending = [(a, r) for a, r in pending if r is not None]
+      if not pending:
+        return
+      by_role: dict[str, list[tuple[EpisodeAgent, LLMRequest]]] = collections.defaultdict(list)
+      for agent, req in pending:
+        by_role[req.role].append((agent, req.request))
+      roles = list(by_role)
+      outs = await asyncio.gather(*(self._generate(role, [r for _, r in by_role[role]])
+                                    for role in roles))
+      for role, results in zip(roles, outs):
+        for (agent, _), result in zip(by_role[role], results):
+          agent.on_llm_result(result)
+
+  async def _generate(self, role: str, requests: list[LLMRequest]) -> list[LLMResult]:
+    try:
+      results = await self.clients[role].generate(requests)
+      if len(results) != len(requests):
+        raise RuntimeError(f"client returned {len(results)} results for {len(requests)} requests")
+      return list(results)
+    except Exception as e:  # clients should not raise; if one does, fail its turns
+      logging.exception("LLM client for role %s raised", role)
+      return [LLMResult(text="", finish_reason="error", error=f"client raised: {e!r}")
+              for _ in requests]
+
+  async def _step(self, group: _Group) -> None:
+    if group.env is None:
+      return
+    actions = [s.agent.action if s is not None and s.agent.phase is Phase.ACT else None
+               for s in group.slots]
+    if not any(a is not None for a in actions):
+      return
+    try:
+      results = await asyncio.to_thread(group.env.step, actions)
+    except Exception as e:  # the env is rebuilt; its episodes end with the error
+      logging.exception("env step failed for %s/%s", group.setup.game, group.task)
+      for s in group.slots:
+        if s is not None:
+          s.agent.fail(f"env step failed: {type(e).__name__}: {e}")
+      group.close()
+      return
+    for s, res in zip(group.slots, results):
+      if s is None or res is None:
+        continue
+      s.agent.on_env_step(res)
+
+  def _collect(self, group: _Group) -> None:
+    for i, s in enumerate(group.slots):
+      if s is None:
+        continue
+      s.writer.write(s.agent.drain_records())
+      s.writer.flush()
+      if not s.agent.live:
+        s.writer.close()
+        group.slots[i] = None
+        self._episode_done(s.agent.metrics)
+
+  def _episode_done(self, metrics: EpisodeMetrics) -> None:
+    self._done_count += 1
+    self._live_prog[metrics.game].append(metrics.progression)
+    self._bar.update(1)
+    self._bar.set_postfix({g: f"{sum(v) / len(v):.1f}" for g, v in self._live_prog.items()})
+    tb = self._tensorboard()
+    if tb is not None:
+      tb.add_scalar(f"episode/{metrics.game}/{metrics.task}/progression", metrics.progression,
+                    self._done_count)
+      tb.add_scalar(f"episode/{metrics.game}/length", metrics.env_steps, self._done_count)
+      tb.flush()
+    if metrics.stats.get("end_reason") == "error":
+      logging.warning("episode %s ended with an error: %s", metrics.episode_id,
+                      metrics.stats.get("error"))
+
+  def _tensorboard(self):
+    if self._tb is None:
+      try:
+        from tensorboardX import SummaryWriter
+
+        self._tb = SummaryWriter(self.run_dir.path("tb"))
+      except Exception:  # metrics stay in JSON when TensorBoard is missing
+        logging.warning("tensorboardX unavailable; no TensorBoard events")
+        self._tb = False
+    return self._tb or None
+
+  def _write_tb_summary(self, summary: Mapping[str, Any]) -> None:
+    tb = self._tensorboard()
+    if tb is None:
+      return
+    for game, g in summary.get("games", {}).items():
+      tb.add_scalar(f"summary/{game}/progression", g["progression_mean"], 0)
+      tb.add_scalar(f"summary/{game}/llm_calls_per_step", g["llm_calls_per_step"], 0)
+      tb.add_scalar(f"summary/{game}/fallback_rate", g["fallback_rate"], 0)
+      for task, t in g["tasks"].items():
+        tb.add_scalar(f"summary/{game}/{task}/progression", t["progression_mean"], 0)
+    tb.flush()
+    tb.close()
+    self._tb = None

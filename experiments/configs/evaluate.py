@@ -1,0 +1,113 @@
+"""Evaluation: the LOG/PLAN memory agent playing episodes of every game.
+
+Default (the embedded main job; offline, CPU, a few minutes): two short
+episodes each of Crafter, MiniHack Corridor-R3 and NetHack with the tiny
+random local model; the scores are meaningless, the pipeline is real. It
+writes a complete run directory (config, structures, trajectories, memory,
+metrics, summary, TensorBoard events).
+
+  python -m experiments.evaluate --config=experiments/configs/evaluate.py --workdir=runs/eval
+
+Variants (after `evaluate.py:`, comma-separated):
+  full                 paper-scale: all eight BALROG MiniHack tasks, BALROG step caps,
+                       5 episodes per task, an SGLang server (`--config.llm.base_url=...`)
+  games=G1;G2          games to play (crafter, minihack, nethack, crafter_original)
+  episodes=N           episodes per task
+  steps=N              step cap per episode for every game (0 = the game's default)
+  seed_set=NAME        train | selection | test (named disjoint seed sets)
+  backend=NAME         local | sglang | openai
+  two_model            memory turns to the specialist, the action commit to the base model
+  adapter=NAME         the specialist's LoRA adapter name (two-model mode)
+  layout=NAME          cached (ours) | paper (the paper's layout, for comparison)
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from automem.llm import default_llm_config
+from automem.utils import parse_arg
+
+VARIANTS = ("full", "games=minihack,episodes=1,steps=3", "two_model,adapter=memory",
+            "layout=paper,backend=sglang")
+
+# The eight MiniHack tasks of BALROG and the paper.
+BALROG_MINIHACK = (
+    "MiniHack-Boxoban-Hard-v0", "MiniHack-Boxoban-Medium-v0", "MiniHack-MazeWalk-9x9-v0",
+    "MiniHack-MazeWalk-15x15-v0", "MiniHack-Corridor-R3-v0", "MiniHack-CorridorBattle-Dark-v0",
+    "MiniHack-Quest-Easy-v0", "MiniHack-Quest-Medium-v0",
+)
+
+
+def _game(tasks: tuple[str, ...], max_steps: int, envs: int, episodes: int) -> ml_collections.ConfigDict:
+  g = ml_collections.ConfigDict()
+  g.tasks = tasks  # task ids; () = the game itself (one task named after the game)
+  g.episodes = episodes  # episodes per task (-1 = config.episodes_per_task)
+  g.max_steps = max_steps  # env step cap per episode
+  g.envs_per_task = envs  # env slots (concurrent episodes) per task
+  g.structure = ""  # a MemoryStructure JSON file ("" = the game's v0 structure)
+  # Changes applied to the structure as a revision (MemoryStructure.revise), nested by
+  # path, e.g. {"log": {"max_iterations": 2}}; recorded in the run's structure file.
+  g.structure_overrides = ml_collections.ConfigDict()
+  g.env_kwargs = ml_collections.ConfigDict()  # extra make_env keyword arguments
+  return g
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  a = parse_arg(arg, full=False, games="", episodes=-1, steps=0, seed_set="test", backend="",
+                two_model=False, adapter="", layout="cached")
+  full = a["full"]
+  c = ml_collections.ConfigDict()
+  games = a["games"].replace(";", ",") or "crafter,minihack,nethack"
+  c.games = games  # comma-separated games to play, each configured under config.game.<name>
+  c.seed_set = a["seed_set"]  # named seed set: train | selection | test (automem.rollout.seeds)
+  c.seed_offset = 0  # first seed's index within the set
+  c.episodes_per_task = a["episodes"] if a["episodes"] > 0 else (5 if full else 2)  # default count
+  c.progress = True  # tqdm progress bar with live progression
+
+  steps = a["steps"]
+  c.game = ml_collections.ConfigDict()
+  # Step caps: `full` uses the env defaults (Crafter 2000, BALROG's MiniHack 100, NetHack
+  # 100k with its no-progress timeout); the embedded default plays a handful of steps.
+  c.game.crafter = _game((), steps or (2000 if full else 4), 4 if full else 2, -1)
+  c.game.crafter_original = _game((), steps or (2000 if full else 4), 4 if full else 2, -1)
+  c.game.minihack = _game(BALROG_MINIHACK if full else ("MiniHack-Corridor-R3-v0",),
+                          steps or (100 if full else 4), 4 if full else 2, -1)
+  c.game.nethack = _game(("NetHackChallenge-v0",), steps or (100_000 if full else 3),
+                         4 if full else 2, -1)
+  if not full:
+    # The tiny random model never writes DONE or ACTION: cap the turns so the CPU run is short.
+    for name in ("crafter", "crafter_original", "minihack", "nethack"):
+      g = c.game[name]
+      g.structure_overrides = ml_collections.ConfigDict(
+          {"log": {"max_iterations": 2}, "plan": {"max_iterations": 1}})
+
+  c.agent = ml_collections.ConfigDict()
+  c.agent.layout = a["layout"]  # prompt layout: "cached" (prefix-cache friendly) | "paper"
+  c.agent.two_model = a["two_model"]  # memory turns -> specialist, action commit -> base model
+  c.agent.specialist_adapter = a["adapter"]  # LoRA adapter of the specialist ("" = none)
+  # Use `specialist_llm` as a second endpoint for the specialist (else the base client serves
+  # both, with `specialist_adapter` on memory requests).
+  c.agent.specialist_endpoint = False
+  c.agent.seed = 0  # base of per-request sampling seeds (reproducible sampling)
+  # Longest prompt (characters) before further turns of a phase are cut short (0 = no cap):
+  # the tiny model reads ~1.7 characters per token (llm.local.tiny_context window).
+  c.agent.max_prompt_chars = 0 if full else 16000
+  for name, new_tokens, temp in (("memory_sampling", 512 if full else 24, 0.7),
+                                 ("action_sampling", 256 if full else 16, 0.7)):
+    s = ml_collections.ConfigDict()
+    s.temperature = temp  # sampling temperature (0 = greedy)
+    s.top_p = 1.0  # nucleus sampling mass
+    s.top_k = -1  # top-k (-1 = off)
+    s.max_new_tokens = new_tokens  # completion length cap
+    s.stop = ()  # stop strings
+    c.agent[name] = s
+
+  backend = a["backend"] or ("sglang" if full else "local")
+  c.llm = default_llm_config(backend)  # the base model's endpoint (see automem.llm.config)
+  if backend == "local":
+    c.llm.local.tiny_context = 16384  # NetHack prompts exceed the default 4096 tokens
+    # Small engine batches of similar length: a Crafter prompt is not padded to NetHack's.
+    c.llm.local.max_batch_size = 2
+  c.specialist_llm = default_llm_config("sglang")  # second endpoint when specialist_endpoint
+  return c

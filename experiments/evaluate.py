@@ -1,0 +1,55 @@
+"""Evaluates the LOG/PLAN memory agent: episodes of every configured game into a run dir.
+
+  python -m experiments.evaluate                      # embedded default, CPU, a few minutes
+  python -m experiments.evaluate --config=experiments/configs/evaluate.py:full \
+      --config.llm.base_url=http://127.0.0.1:30000 --workdir=runs/eval_32b
+
+Re-running with the same --workdir resumes: finished episodes are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from automem.rollout.evaluate import evaluate
+from automem.rollout.metrics import format_summary
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(__file__), "configs", "evaluate.py"),
+    "Evaluation config (experiments/configs/evaluate.py[:variant]).", lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory (default runs/eval-<UTC timestamp>); an existing one resumes.")
+
+
+def _persistent_compile_cache() -> None:
+  """Keeps the local engine's XLA compilations across runs (a rerun starts in seconds)."""
+  import jax
+
+  from automem.models.tiny import default_cache_dir
+
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.path.join(default_cache_dir(), "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or os.path.join("runs", time.strftime("eval-%Y%m%d-%H%M%S", time.gmtime()))
+  logging.info("python %s on %s; workdir %s", platform.python_version(), platform.node(), workdir)
+  logging.info("config:\n%s", config)
+  if config.llm.backend == "local":
+    _persistent_compile_cache()
+  summary = evaluate(config, workdir)
+  print(format_summary(summary))
+  print(f"run directory: {os.path.abspath(workdir)}")
+
+
+if __name__ == "__main__":
+  app.run(main)
