@@ -121,6 +121,7 @@ class GenerationEngine:
       training steps).
     tokenizer: for EOS ids, stop strings and output text.
     max_batch_size: larger request lists are split into batches of at most this size.
+    min_batch_bucket: smallest batch bucket (batch sizes are padded to powers of two).
     min_prompt_bucket: smallest prompt-length bucket (buckets are powers of two).
     decode_chunk: decode steps per dispatch (stop strings are checked between chunks).
     max_seq_len: longest prompt + completion accepted.
@@ -133,6 +134,7 @@ class GenerationEngine:
       tokenizer: Tokenizer,
       *,
       max_batch_size: int = 32,
+      min_batch_bucket: int = 1,
       min_prompt_bucket: int = 32,
       decode_chunk: int = 32,
       max_seq_len: int | None = None,
@@ -142,6 +144,7 @@ class GenerationEngine:
     self.config = model.config
     self.graphdef, self.state = nnx.split(model)
     self.max_batch_size = max_batch_size
+    self.min_batch_bucket = min_batch_bucket
     self.min_prompt_bucket = min_prompt_bucket
     self.decode_chunk = decode_chunk
     self.max_seq_len = max_seq_len or model.config.max_position_embeddings
@@ -190,10 +193,13 @@ class GenerationEngine:
 
   def _generate_batch(self, prompts, params, seeds) -> list[GenerationOutput]:
     n = len(prompts)
-    b = _bucket(n, 1)
+    b = _bucket(n, self.min_batch_bucket)
     t = _bucket(max(len(p) for p in prompts), self.min_prompt_bucket)
     max_new = max(p.max_new_tokens for p in params)
-    n_new = _bucket(max_new, self.decode_chunk)
+    # The cache length (prompt bucket + room for new tokens) is itself a power of two, so
+    # nearby max_new_tokens values share one compiled prefill and decode.
+    cache_len = _bucket(t + max_new, 2 * self.min_prompt_bucket)
+    n_new = cache_len - t
     tokens = np.full((b, t), self.pad_id, np.int32)
     seg = np.zeros((b, t), np.int32)
     for i, p in enumerate(prompts):
@@ -210,7 +216,7 @@ class GenerationEngine:
     greedy_only = bool(np.all(temp[:n] == 0))
     first, pos, cache = _prefill(
         self.graphdef, self.state, jnp.asarray(tokens), jnp.asarray(seg), temp, top_k, top_p, keys,
-        cache_len=t + n_new, greedy_only=greedy_only)
+        cache_len=cache_len, greedy_only=greedy_only)
     self.num_forward_passes += 1
     out = jnp.zeros((b, n_new), jnp.int32).at[:, 0].set(first)
     count = jnp.ones((b,), jnp.int32)

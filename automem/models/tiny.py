@@ -143,8 +143,8 @@ def train_tiny_tokenizer(vocab_size: int = 1024) -> Tokenizer:
                    extra_eos_ids=[tok.token_to_id("<|endoftext|>")])
 
 
-def tiny_tokenizer(vocab_size: int = 1024, cache_dir: str | None = None) -> Tokenizer:
-  """The tiny tokenizer, trained once and cached under `<cache>/tokenizers/<recipe hash>`."""
+def tiny_tokenizer_dir(vocab_size: int = 1024, cache_dir: str | None = None) -> str:
+  """Directory holding the tiny tokenizer, trained once and cached by its recipe's hash."""
   key = hashlib.sha256(json.dumps(_recipe(vocab_size), sort_keys=True).encode()).hexdigest()[:16]
   root = os.path.join(cache_dir or default_cache_dir(), "tokenizers")
   path = os.path.join(root, f"tiny-bpe-{vocab_size}-{key}")
@@ -157,7 +157,12 @@ def tiny_tokenizer(vocab_size: int = 1024, cache_dir: str | None = None) -> Toke
         os.rename(tmp, path)
     finally:
       shutil.rmtree(tmp, ignore_errors=True)
-  return Tokenizer.from_pretrained(path)
+  return path
+
+
+def tiny_tokenizer(vocab_size: int = 1024, cache_dir: str | None = None) -> Tokenizer:
+  """The tiny tokenizer (see `tiny_tokenizer_dir`)."""
+  return Tokenizer.from_pretrained(tiny_tokenizer_dir(vocab_size, cache_dir))
 
 
 def tiny_config(family: str = "qwen2", vocab_size: int = 1024, **kw: Any) -> ModelConfig:

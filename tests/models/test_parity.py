@@ -14,7 +14,7 @@ from automem.models import (
     save_hf_checkpoint,
 )
 from automem.models.checkpoint import CheckpointError
-from tests.support.models import torch_model
+from tests.support.models import forward, torch_model
 
 # Three rows: left-padded, right-padded, full (0 in `valid` = padding).
 LENGTHS = [(3, 9), (0, 7), (0, 12)]  # (left pad, real tokens); width 12
@@ -40,7 +40,7 @@ def _torch_logits(model, tokens, pos, seg):
 
 
 def _ours(model, tokens, pos, seg):
-  logits, _ = model(tokens, pos, seg)
+  logits = forward(model, tokens, pos, seg)
   assert logits.dtype == np.float32
   return np.asarray(logits)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from flax import nnx
 
 from automem.models import generate as gen_lib
 from automem.models import tiny as tiny_lib
@@ -75,7 +76,8 @@ def tiny_model(tiny_checkpoint_dir):
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_model, tiny_checkpoint_dir):
   tok = Tokenizer.from_pretrained(tiny_checkpoint_dir)
-  return gen_lib.GenerationEngine(tiny_model, tok, max_batch_size=8, min_prompt_bucket=32,
+  return gen_lib.GenerationEngine(tiny_model, tok, max_batch_size=8, min_batch_bucket=4,
+                                  min_prompt_bucket=32,
                                   decode_chunk=8)
 
 
@@ -89,6 +91,12 @@ def hf_qwen3_dir(tmp_path_factory) -> str:
   return write_hf_checkpoint(str(tmp_path_factory.mktemp("hf_qwen3")), "qwen3", seed=2)
 
 
+@nnx.jit
+def forward(model, tokens, positions, segment_ids):
+  """Jitted `model(tokens, positions, segment_ids)[0]` (one compile per shape, shared)."""
+  return model(tokens, positions, segment_ids)[0]
+
+
 def torch_model(path: str):
   """The transformers model in `path`, fp32, eval mode (sdpa-free "eager" attention)."""
   import transformers
@@ -99,7 +107,7 @@ def torch_model(path: str):
 
 
 __all__ = [
-    "hf_qwen2_dir", "hf_qwen3_dir", "tiny_checkpoint_dir", "tiny_engine", "tiny_model",
+    "forward", "hf_qwen2_dir", "hf_qwen3_dir", "tiny_checkpoint_dir", "tiny_engine", "tiny_model",
     "tiny_tokenizer", "torch_model", "write_hf_checkpoint",
 ]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,123 @@
+"""Generation engine: greedy == argmax of the full forward, seeds, stops, EOS, bucketing."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from automem.models import GenerationEngine, SamplingParams
+from automem.models import generate as gen_lib
+from tests.support.models import forward
+
+GREEDY = SamplingParams(temperature=0.0, max_new_tokens=6)
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny_engine):
+  tok = tiny_engine.tokenizer
+  return [
+      tok.apply_chat_template([{"role": "user", "content": "You see a tree."}]),
+      tok.apply_chat_template([{"role": "system", "content": "Keep notes."},
+                               {"role": "user", "content": "<|READ|>notes.md<|END|> wood: 3"}]),
+      tok.encode("Step 12: move_left -> grass"),
+  ]
+
+
+def test_greedy_equals_argmax_of_full_forward(tiny_engine, tiny_model, prompts):
+  outs = tiny_engine.generate(prompts, GREEDY)
+  # One right-padded batch through the plain forward pass (no cache).
+  width = 64
+  seqs = np.zeros((len(prompts), width), np.int32)
+  seg = np.zeros_like(seqs)
+  for i, (p, o) in enumerate(zip(prompts, outs)):
+    assert o.prompt_tokens == len(p)
+    assert o.completion_tokens == len(o.token_ids) > 0
+    seqs[i, : len(p) + len(o.token_ids)] = p + o.token_ids
+    seg[i, : len(p) + len(o.token_ids)] = 1
+  pos = np.broadcast_to(np.arange(width, dtype=np.int32), seqs.shape)
+  argmax = np.argmax(np.asarray(forward(tiny_model, seqs, pos, seg)), -1)
+  for i, (p, o) in enumerate(zip(prompts, outs)):
+    n = len(p) + len(o.token_ids)
+    assert o.token_ids == argmax[i, len(p) - 1 : n - 1].tolist()
+    if o.finish_reason == "length":
+      assert o.completion_tokens == GREEDY.max_new_tokens
+
+
+def test_forward_pass_counter_and_length(tiny_engine, prompts):
+  before = tiny_engine.num_forward_passes
+  (o,) = tiny_engine.generate([prompts[0]], SamplingParams(temperature=0.0, max_new_tokens=5))
+  if o.finish_reason == "length":
+    assert o.completion_tokens == 5
+    # One prefill pass (which samples the first token) + 4 decode passes.
+    assert tiny_engine.num_forward_passes - before == 5
+
+
+def test_seeded_sampling_independent_of_batch(tiny_engine, prompts):
+  p = SamplingParams(temperature=1.0, top_p=0.95, top_k=50, max_new_tokens=12, seed=7)
+  alone = tiny_engine.generate([prompts[1]], p)[0]
+  mixed = tiny_engine.generate(prompts, [GREEDY, p, SamplingParams(seed=8, max_new_tokens=3)])
+  assert mixed[1].token_ids == alone.token_ids
+  other = tiny_engine.generate([prompts[1]], SamplingParams(temperature=1.0, max_new_tokens=12,
+                                                            seed=9))[0]
+  assert other.token_ids != alone.token_ids
+  # top_k=1 is greedy whatever the temperature.
+  k1 = tiny_engine.generate([prompts[1]], SamplingParams(temperature=1.5, top_k=1,
+                                                         max_new_tokens=6, seed=3))[0]
+  assert k1.token_ids == tiny_engine.generate([prompts[1]], GREEDY)[0].token_ids
+
+
+def test_stop_strings(tiny_engine, prompts):
+  p = SamplingParams(temperature=1.0, max_new_tokens=24, seed=11)
+  full = tiny_engine.generate([prompts[2]], p)[0]
+  text = full.text
+  assert len(text) >= 6
+  stop = text[4:6]
+  first = text.find(stop)
+  cut = tiny_engine.generate([prompts[2]], SamplingParams(
+      temperature=1.0, max_new_tokens=24, seed=11, stop=("never-there", stop)))[0]
+  assert cut.finish_reason == "stop"
+  assert cut.stop_reason == stop
+  assert cut.text == text[:first]
+  assert cut.token_ids == full.token_ids[: len(cut.token_ids)]
+  assert len(cut.token_ids) < len(full.token_ids) or full.finish_reason == "stop"
+
+
+def test_eos_ends_generation(tiny_engine, prompts):
+  first_tok = tiny_engine.generate([prompts[0]], GREEDY)[0].token_ids[1]
+  tok = copy.copy(tiny_engine.tokenizer)
+  tok.eos_token_ids = [first_tok]
+  eng = GenerationEngine.__new__(GenerationEngine)
+  eng.__dict__.update(tiny_engine.__dict__)
+  eng.tokenizer = tok
+  eng.eos_ids = np.asarray([first_tok], np.int32)
+  o = eng.generate([prompts[0]], GREEDY)[0]
+  assert o.finish_reason == "stop"
+  assert o.token_ids[-1] == first_tok
+  assert o.stop_reason == first_tok
+  assert len(o.token_ids) <= 2
+  assert o.text == tok.decode(o.token_ids[:-1])
+
+
+def test_bucketing_bounds_compiles(tiny_engine, prompts):
+  tiny_engine.generate(prompts, GREEDY)
+  n_prefill = gen_lib._prefill._cache_size()
+  n_decode = gen_lib._decode._cache_size()
+  # Other prompt lengths, same batch bucket: no new compiles.
+  tok = tiny_engine.tokenizer
+  more = [tok.encode("wood " * k) for k in (1, 2, 3)]
+  tiny_engine.generate(more, GREEDY)
+  assert gen_lib._prefill._cache_size() == n_prefill
+  assert gen_lib._decode._cache_size() == n_decode
+
+
+def test_bad_requests(tiny_engine, prompts):
+  with pytest.raises(ValueError, match="empty"):
+    tiny_engine.generate([[]], GREEDY)
+  with pytest.raises(ValueError, match="sampling params"):
+    tiny_engine.generate(prompts, [GREEDY])
+  with pytest.raises(ValueError, match="top_p"):
+    SamplingParams(top_p=0.0)
+  with pytest.raises(ValueError, match="max_seq_len"):
+    tiny_engine.generate([prompts[0]], SamplingParams(max_new_tokens=10**6))
