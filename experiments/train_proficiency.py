@@ -15,7 +15,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from automem.proficiency import train
+from automem.proficiency import initialize_distributed, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/train_proficiency.py", "Training config file.", lock_config=True)
@@ -25,6 +25,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  initialize_distributed(_CONFIG.value.distributed)  # before anything touches the backend
   logging.info("jax %s, backend %s, %d devices", jax.__version__, jax.default_backend(),
                jax.device_count())
   logging.info("config:\n%s", _CONFIG.value)

@@ -23,7 +23,7 @@ from automem.proficiency.dataset import (
     tokenize_turn,
 )
 from automem.proficiency.metrics import MetricsWriter, read_metrics
-from automem.proficiency.run import train
+from automem.proficiency.run import initialize_distributed, train
 from automem.proficiency.selection import (
     SELECTION_FILE,
     TurnRecord,
@@ -47,7 +47,7 @@ __all__ = [
     "SELECTION_FILE", "BatchSource", "Checkpointer", "DataPosition", "DatasetConfig",
     "MetricsWriter", "ModelChatTokenizer", "OptimConfig", "PreemptionFlag", "TrainState",
     "Trainer", "TurnRecord", "TurnRef", "build_dataset", "eval_batches", "eval_step",
-    "load_split", "load_turns", "make_optimizer", "read_metrics", "read_selected_turns",
+    "initialize_distributed",    "load_split", "load_turns", "make_optimizer", "read_metrics", "read_selected_turns",
     "select_log_turns", "tokenize_turn", "train", "train_step", "write_selected_turns",
     "write_synthetic_trajectories",
 ]

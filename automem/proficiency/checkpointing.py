@@ -28,10 +28,11 @@ class Checkpointer:
   def __init__(self, directory: str, *, max_to_keep: int = 3, save_every: int = 100,
                async_save: bool = True):
     self.directory = os.path.abspath(directory)
+    self.save_every = max(1, save_every)
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, save_interval_steps=max(1, save_every),
+            max_to_keep=max_to_keep,
             enable_async_checkpointing=async_save, create=True),
         item_names=ITEMS)
 
@@ -44,13 +45,11 @@ class Checkpointer:
   def save(self, step: int, params: Any, opt_state: Any, data: dict[str, Any], *,
            force: bool = False) -> bool:
     """Starts a save when `step` is due (or `force`); returns whether one was started."""
-    if not force and not self.manager.should_save(step):
-      return False
-    if step in self.manager.all_steps():
+    if (not force and step % self.save_every) or step in self.manager.all_steps():
       return False
     return self.manager.save(step, args=ocp.args.Composite(
         params=ocp.args.StandardSave(params), optimizer=ocp.args.StandardSave(opt_state),
-        data=ocp.args.JsonSave(data)), force=force)
+        data=ocp.args.JsonSave(data)), force=True)
 
   def restore(self, step: int, abstract_params: Any, abstract_opt_state: Any
               ) -> tuple[Any, Any, dict[str, Any]]:

@@ -241,7 +241,7 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None) -> dict[s
       ckpt.wait()
   bar.close()
   finished = step >= total
-  if finished and (not eval_res or not config.eval_every or total % config.eval_every):
+  if finished:
     eval_res = evaluate(step)
   exported = None
   if finished and config.export.kind != "none":

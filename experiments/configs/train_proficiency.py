@@ -75,7 +75,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.batch.eval_batch = 8  # rows per eval batch (global)
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.learning_rate = a["lr"] or (1e-3 if a["full"] else 3e-3)  # peak learning rate
+  # Peak learning rate; the tiny random model needs far larger steps than a real one.
+  c.optim.learning_rate = a["lr"] or (
+      (1e-5 if a["full"] else 2e-4) if a["checkpoint"] else (1e-2 if a["full"] else 3e-2))
   c.optim.warmup_steps = 5  # linear warmup steps
   c.optim.end_lr_ratio = 0.1  # final lr / peak lr of the cosine decay
   c.optim.weight_decay = 0.0  # AdamW weight decay on matrices
