@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from absl import logging
 
 from automem.llm.client import LLMClient
-from automem.llm.retry import LLMCallError
+from automem.llm.retry import LLMCallError, RetryPolicy
 from automem.llm.sglang_backend import ChatTokenizer
 from automem.llm.types import LLMRequest, LLMResult
 
@@ -194,6 +194,8 @@ class LocalClient(LLMClient):
                max_batch_size: int = 64, batch_wait_s: float = 0.005,
                engine_kwargs: dict[str, Any] | None = None,
                sampling_params_cls: type | None = None, **kwargs):
+    # An in-process engine that failed or timed out rarely does better on a second try.
+    kwargs.setdefault("retry", RetryPolicy(max_retries=0))
     super().__init__(**kwargs)
     if engine is None and not checkpoint:
       raise ValueError("LocalClient needs an engine or a checkpoint directory")

@@ -166,3 +166,21 @@ def test_batcher_stopped_mid_call_fails_waiting_requests():
   batcher.close()
   assert len(outcomes) == 4
   assert all(isinstance(o, RuntimeError) and "stopped" in str(o) for o in outcomes)
+
+
+def test_local_timeout_gives_an_error_result(tiny_tokenizer):
+  release = threading.Event()
+
+  class StuckEngine:  # stands in for an engine that never finishes (cannot be made slow)
+    def generate(self, prompts, params):
+      release.wait(5)
+      raise RuntimeError("released")
+
+  client = LocalClient(StuckEngine(), tiny_tokenizer, sampling_params_cls=SamplingParams,
+                       timeout_s=0.2)
+  try:
+    results = asyncio.run(client.generate([LLMRequest(prompt="hi", max_new_tokens=2)] * 3))
+  finally:
+    release.set()
+  assert [r.error_cause for r in results] == ["timeout"] * 3
+  assert all(r.latency_s < 2 for r in results)
