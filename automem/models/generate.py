@@ -35,6 +35,7 @@ class SamplingParams:
   max_new_tokens: int = 256
   stop: tuple[str, ...] = ()
   seed: int | None = None  # None: derived from the engine's seed and a request counter
+  ignore_eos: bool = False  # keep generating past EOS (benchmarks)
 
   def __post_init__(self):
     if isinstance(self.stop, str):
@@ -85,7 +86,7 @@ def _prefill(graphdef, state, tokens, segment_ids, temperature, top_k, top_p, ke
 @functools.partial(jax.jit, static_argnames=("graphdef", "chunk", "greedy_only"),
                    donate_argnames=("cache", "out"))
 def _decode(graphdef, state, cache, out, token, pos, count, done, max_new, eos_ids,
-            temperature, top_k, top_p, keys, *, chunk: int, greedy_only: bool):
+            ignore_eos, temperature, top_k, top_p, keys, *, chunk: int, greedy_only: bool):
   """Runs up to `chunk` decode steps. `out[b, count[b]-1]` holds the last sampled token."""
   model = nnx.merge(graphdef, state)
 
@@ -104,7 +105,7 @@ def _decode(graphdef, state, cache, out, token, pos, count, done, max_new, eos_i
     out = out.at[jnp.arange(out.shape[0]), jnp.where(done, out.shape[1] - 1, count)].set(
         jnp.where(done, out[:, -1], nxt))
     count = jnp.where(done, count, count + 1)
-    is_eos = jnp.any(nxt[:, None] == eos_ids[None, :], axis=-1)
+    is_eos = jnp.any(nxt[:, None] == eos_ids[None, :], axis=-1) & ~ignore_eos
     done = done | is_eos | (count >= max_new)
     return i + 1, cache, out, nxt, pos + 1, count, done, steps + 1
 
@@ -209,8 +210,10 @@ class GenerationEngine:
     top_k = np.zeros((b,), np.int32)
     top_p = np.ones((b,), np.float32)
     mx = np.ones((b,), np.int32)
+    no_eos = np.zeros((b,), bool)
     for i, p in enumerate(params):
       temp[i], top_k[i], top_p[i], mx[i] = p.temperature, p.top_k, p.top_p, p.max_new_tokens
+      no_eos[i] = p.ignore_eos
     keys = jax.vmap(jax.random.key)(
         jnp.asarray([s % (2**32) for s in seeds] + [0] * (b - n), jnp.uint32))
     greedy_only = bool(np.all(temp[:n] == 0))
@@ -222,7 +225,7 @@ class GenerationEngine:
     count = jnp.ones((b,), jnp.int32)
     eos = np.asarray(self.eos_ids)
     first_np = np.asarray(first)
-    done_np = np.isin(first_np, eos) | (mx <= 1)
+    done_np = (np.isin(first_np, eos) & ~no_eos) | (mx <= 1)
     done_np[n:] = True
     done = jnp.asarray(done_np)
     token = first
@@ -235,7 +238,7 @@ class GenerationEngine:
       done = jnp.asarray(done_np)
       cache, out, token, pos, count, done, steps = _decode(
           self.graphdef, self.state, cache, out, token, pos, count, done, jnp.asarray(mx),
-          self.eos_ids, temp, top_k, top_p, keys, chunk=self.decode_chunk,
+          self.eos_ids, jnp.asarray(no_eos), temp, top_k, top_p, keys, chunk=self.decode_chunk,
           greedy_only=greedy_only)
       self.num_forward_passes += int(steps)
       done_np = np.asarray(done)
@@ -275,7 +278,7 @@ class GenerationEngine:
       text = self.tokenizer.decode([x for x in ids if x not in eos])
       text = text[: text.find(s)]
       return GenerationOutput(ids, text, "stop", n_prompt, len(ids), s)
-    if ids and ids[-1] in eos:
+    if ids and ids[-1] in eos and not p.ignore_eos:
       text = self.tokenizer.decode(ids[:-1])
       return GenerationOutput(ids, text, "stop", n_prompt, len(ids), ids[-1])
     text = self.tokenizer.decode(ids)
