@@ -358,6 +358,9 @@ class EpisodeAgent:
     action = None
     if not two_model and items and isinstance(items[-1], Command) and items[-1].op == "ACTION":
       action = self._check_action(items[-1], results[-1], record)
+      if action is None and results[-1].ok:  # an unknown name: say so in the next turn
+        c = record["commands"][-1]
+        results[-1] = dataclasses.replace(results[-1], ok=False, text=c["result"])
     if action is not None:
       self._commit(action, fallback=False)
       return
