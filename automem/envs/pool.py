@@ -21,15 +21,20 @@ worker that failed:
 exception or KeyboardInterrupt inside a pool call) stops and reaps every
 worker, so no orphan or zombie processes are left. Workers ignore SIGINT (a
 Ctrl-C reaches the whole process group; the parent decides) and exit by
-themselves when the parent goes away.
+themselves when the parent goes away, even if killed: at EOF on their pipe,
+and on Linux through the kernel's parent-death signal, which also ends a
+worker stuck inside a step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing as mp
 import os
 import signal
+import sys
+import threading
 import time
 import traceback
 import weakref
@@ -43,9 +48,25 @@ from automem.envs.base import Observation, StepResult, TextEnv
 from automem.envs.slots import SlotBook, SlotFactory
 
 
-def _worker_main(conn: Connection, factory: SlotFactory, slots: list[int]) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+  """Linux: have the kernel SIGKILL this process when its parent dies.
+
+  A worker blocked in `recv` notices a dead parent by itself (EOF); this also
+  covers one stuck inside a step when the parent is killed.
+  """
+  if not sys.platform.startswith("linux"):
+    return
+  with contextlib.suppress(Exception):
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  if os.getppid() != parent_pid:  # the parent died before prctl took effect
+    os._exit(0)
+
+
+def _worker_main(conn: Connection, factory: SlotFactory, slots: list[int], parent_pid: int | None = None) -> None:
   """Worker process: builds its slot envs, then serves requests until told to stop."""
   signal.signal(signal.SIGINT, signal.SIG_IGN)
+  if parent_pid is not None:
+    _die_with_parent(parent_pid)
   envs: dict[int, Any] = {}
   try:
     for s in slots:
@@ -99,8 +120,11 @@ class _Worker:
     self.slots = slots
     self.index = index
     self.conn, child = ctx.Pipe(duplex=True)
+    # The kernel's parent-death signal follows the thread that started the child, so
+    # it is only armed for pools made on the main thread (a helper thread may end early).
+    parent = os.getpid() if threading.current_thread() is threading.main_thread() else None
     self.proc = ctx.Process(
-        target=_worker_main, args=(child, factory, slots), name=f"automem-env-worker-{index}", daemon=True
+        target=_worker_main, args=(child, factory, slots, parent), name=f"automem-env-worker-{index}", daemon=True
     )
     self.proc.start()
     child.close()

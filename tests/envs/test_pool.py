@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -177,3 +179,37 @@ def test_worker_that_cannot_build_its_env_is_a_clear_error():
   with pytest.raises(RuntimeError, match=r"failed to build its envs: .*NoSuchTask"):
     EnvPool(bad, num_envs=1, num_workers=1)
   assert _our_children() <= before
+
+
+_KILLED_PARENT = """
+import os, signal, sys
+from automem.envs.pool import EnvPool
+from tests.support.faulty_env import faulty_factory
+if __name__ == "__main__":
+  pool = EnvPool(faulty_factory(), num_envs=2, num_workers=2, step_timeout_s=600)
+  pool.reset([1, 2])
+  pool.step_async(["__hang__", "east"])
+  print(" ".join(str(p) for p in pool.worker_pids), flush=True)
+  os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+  script = tmp_path / "parent.py"
+  script.write_text(_KILLED_PARENT)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = {**os.environ, "PYTHONPATH": root}
+  out = tmp_path / "out.txt"
+  with open(out, "w") as f:  # a file, not a pipe: an orphan holding a pipe would block us
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=f, stderr=subprocess.DEVNULL, env=env, cwd=root)
+    assert proc.wait(timeout=300) == -signal.SIGKILL
+  pids = [int(p) for p in out.read_text().split()]
+  assert len(pids) == 2
+  deadline = time.monotonic() + 20
+  while time.monotonic() < deadline and not all(_gone(p) for p in pids):
+    time.sleep(0.1)
+  # Both the idle worker and the one stuck in a step are gone (orphans get reaped by init).
+  alive = [p for p in pids if not _gone(p)]
+  for p in alive:  # leave nothing behind even when the check fails
+    os.kill(p, signal.SIGKILL)
+  assert not alive
