@@ -14,7 +14,9 @@ back with `valid_action=False` and a feedback line; it still counts as a step
 Seeds: NetHack's core and disp RNGs are both set from the episode seed with
 reseeding off, the moon phase is derived from the seed (`fix_moon_phase`), and
 Python's `random` (which picks Boxoban levels) is seeded too, so a seed fully
-determines an episode.
+determines an episode. (In nle 1.3, gymnasium's `reset(seed=...)` seeds only
+`np_random`, not NetHack, and `NetHackChallenge.seed()` raises; the seeds are
+set through NLE's `Nethack.set_initial_seeds` instead, as `NLE.seed` does.)
 """
 
 from __future__ import annotations
