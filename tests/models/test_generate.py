@@ -121,3 +121,13 @@ def test_bad_requests(tiny_engine, prompts):
     SamplingParams(top_p=0.0)
   with pytest.raises(ValueError, match="max_seq_len"):
     tiny_engine.generate([prompts[0]], SamplingParams(max_new_tokens=10**6))
+
+
+def test_engine_on_mesh_matches_unsharded(tiny_engine, tiny_checkpoint_dir, prompts):
+  from automem.models import load_hf_checkpoint, make_mesh
+
+  model = load_hf_checkpoint(tiny_checkpoint_dir, mesh=make_mesh(1, 4, 2))
+  sharded = GenerationEngine(model, tiny_engine.tokenizer, max_batch_size=8, min_batch_bucket=4,
+                             min_prompt_bucket=32, decode_chunk=8)
+  ours = [o.token_ids for o in sharded.generate(prompts, GREEDY)]
+  assert ours == [o.token_ids for o in tiny_engine.generate(prompts, GREEDY)]

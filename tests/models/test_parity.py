@@ -73,6 +73,15 @@ def test_export_reloads_in_transformers(hf_qwen3_dir, tmp_path):
   # And our own loader reads the sharded export back exactly.
   again = load_hf_checkpoint(str(tmp_path))
   np.testing.assert_array_equal(_ours(again, tokens, pos, seg), _ours(model, tokens, pos, seg))
+  # bfloat16 safetensors load into fp32 master weights (rounded once).
+  import ml_dtypes
+
+  save_hf_checkpoint(model, str(tmp_path / "bf16"), dtype=ml_dtypes.bfloat16)
+  b16 = load_hf_checkpoint(str(tmp_path / "bf16"))
+  w, w16 = model.layers[1].mlp.down_proj.kernel[...], b16.layers[1].mlp.down_proj.kernel[...]
+  assert w16.dtype == np.float32
+  np.testing.assert_array_equal(
+      np.asarray(w16), np.asarray(w).astype(ml_dtypes.bfloat16).astype(np.float32))
 
 
 def test_lora_adapter_matches_peft(hf_qwen2_dir, tmp_path):
