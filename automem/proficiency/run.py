@@ -123,7 +123,7 @@ class _Logger:
     self.last_time = time.perf_counter()
     self.last: dict[str, float] = {}
 
-  def __call__(self, step: int, metrics: Any, steps_since: int) -> None:
+  def __call__(self, step: int, metrics: Any) -> None:
     m = {k: float(v) for k, v in jax.device_get(metrics).items()}
     if not math.isfinite(m["loss"]) or not math.isfinite(m["grad_norm"]):
       raise FloatingPointError(
@@ -132,10 +132,10 @@ class _Logger:
     now = time.perf_counter()
     dt = max(now - self.last_time, 1e-9)
     self.last_time = now
-    m["steps_per_s"] = steps_since / dt
-    m["tokens_per_s"] = m["tokens"] * steps_since / dt
+    m["steps_per_s"] = 1.0 / dt
+    m["tokens_per_s"] = m["tokens"] / dt
     self.last = m
-    self.bar.update(steps_since)
+    self.bar.update(1)
     self.bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.3f}")
     if step % self.log_every == 0:
       self.writer.write(step, "train", m)
@@ -165,6 +165,11 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None) -> dict[s
                trainer.num_trainable, trainer.num_frozen)
 
   b = config.batch
+  dp = mesh.shape["data"] * mesh.shape["fsdp"]
+  if b.micro_batch % dp or b.eval_batch % dp:
+    raise ValueError(f"batch.micro_batch ({b.micro_batch}) and batch.eval_batch "
+                     f"({b.eval_batch}) must be multiples of the data-parallel size {dp} "
+                     f"(mesh {dict(mesh.shape)})")
   source = batches.BatchSource(dataset.load_split(data_dir, "train"), b.accum_steps,
                                b.micro_batch, config.data.seed, trainer.batch_sharding)
   val_rows = dataset.load_split(data_dir, "val")
@@ -221,10 +226,10 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None) -> dict[s
       step += 1
       if pending is not None:  # fetch step N-1 after dispatching step N
         with timer("fetch"):
-          log(*pending, 1)
+          log(*pending)
       pending = (step, metrics)
       if config.eval_every and step % config.eval_every == 0 and step < total:
-        log(*pending, 1)
+        log(*pending)
         pending = None
         eval_res = evaluate(step)
       with timer("checkpoint"):
@@ -234,7 +239,7 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None) -> dict[s
         preempted = True
         break
     if pending is not None:
-      log(*pending, 1)
+      log(*pending)
     with timer("checkpoint"):
       if step != saved:
         ckpt.save(step, state.params, state.opt_state, data_item(step), force=True)

@@ -108,6 +108,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_entry_point_on_two_processes_matches_one_process(straight, tiny_base, tmp_path):
   """`python -m experiments.train_proficiency` as 2 processes x 2 CPU devices (gloo)."""
   workdir, _ = straight

@@ -19,8 +19,8 @@ from automem.proficiency.trainer import Trainer
 OPTIM = steps.OptimConfig(learning_rate=3e-2, warmup_steps=1, total_steps=20, b2=0.99)
 
 
-def _trainer(base: str, mesh, finetune: str = "lora", optim=OPTIM) -> Trainer:
-  model = load_hf_checkpoint(base, mesh)
+def _trainer(base: str, mesh, finetune: str = "lora", optim=OPTIM, dtype="float32") -> Trainer:
+  model = load_hf_checkpoint(base, mesh, dtype=dtype)
   if finetune == "lora":
     apply_lora(model, LoraConfig(rank=4, alpha=8.0), seed=0, mesh=mesh)
   return Trainer(model, mesh, optim, finetune=finetune, frozen_dtype=jnp.float32)
@@ -122,9 +122,10 @@ def test_chunked_loss_matches_full_logits(single, rows):
   _close(full, chunked)
 
 
-def test_full_finetuning_trains_every_parameter(tiny_base, rows):
+def test_full_finetuning_in_bf16_compute_with_fp32_master_weights(tiny_base, rows):
   full = _trainer(tiny_base, shd.make_mesh(1, 1, 1), "full",
-                  steps.OptimConfig(learning_rate=1e-2, warmup_steps=1, total_steps=10))
+                  steps.OptimConfig(learning_rate=1e-2, warmup_steps=1, total_steps=10),
+                  dtype="bfloat16")
   assert full.num_frozen == 0 and full.num_trainable > 100_000
   state = full.init_state()
   losses = []
@@ -133,8 +134,10 @@ def test_full_finetuning_trains_every_parameter(tiny_base, rows):
     state, m = full.step(state, batch)
     losses.append(float(m["loss"]))
   assert losses[-1] < losses[0] - 1.0, losses
+  assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
+  assert {x.dtype for x in jax.tree.leaves(state.opt_state) if x.ndim} == {jnp.dtype(jnp.float32)}
   merged = full.merged_model(state.params)
-  assert isinstance(merged, nnx.Module)
+  assert isinstance(merged, nnx.Module) and merged.config.dtype == jnp.bfloat16
 
 
 def test_bad_finetune_mode_and_missing_adapters_are_clear_errors(tiny_base):
