@@ -3,7 +3,8 @@
 A name maps to one keystroke. Named commands ("north", "far east", "eat",
 "kick", "esc", ...) come first; then single keys for prompts and menus:
 letters (inventory letters, menu entries), digits (counts, menu choices) and a
-few symbols ("-" for bare hands / nothing, "*" for "show all", "$" for gold).
+few symbols ("-" for bare hands / nothing, "*" for "show all", "$" for gold,
+"<" ">" "." to pick and confirm a map position, e.g. after "travel").
 A game only offers the names whose keystroke its NLE action set contains, so
 everything offered can be sent, and nothing else is accepted.
 
@@ -96,7 +97,7 @@ NAMED_ACTIONS: dict[str, tuple[int, str]] = {
     "swap": (ord("x"), "swap primary and secondary weapons"),
     "twoweapon": (ord("X"), "toggle two-weapon combat"),
     "quiver": (ord("Q"), "choose ammunition for the quiver (then an item letter)"),
-    "travel": (ord("_"), "travel to a map location (then < or > or a symbol, then . to confirm)"),
+    "travel": (ord("_"), "travel to a map location (then < or > to pick a staircase, then . to confirm)"),
     "call": (ord("C"), "name a monster or object"),
     "teleport": (_ctrl("t"), "teleport (if you can)"),
     "attributes": (_ctrl("x"), "show your attributes"),
@@ -107,8 +108,8 @@ NAMED_ACTIONS: dict[str, tuple[int, str]] = {
 }
 
 # Single keys for item prompts, menus and counts.
-KEY_ACTIONS: tuple[str, ...] = tuple(string.ascii_lowercase + string.ascii_uppercase + string.digits + "-*$")
-KEY_DESCRIPTION = "this key at a prompt or in a menu (item letter, menu choice, digit)"
+KEY_ACTIONS: tuple[str, ...] = tuple(string.ascii_lowercase + string.ascii_uppercase + string.digits + "-*$<>.")
+KEY_DESCRIPTION = "this key at a prompt or in a menu (item letter, menu choice, digit, map symbol)"
 
 
 class ActionVocab:
@@ -129,7 +130,7 @@ class ActionVocab:
     # Single keys only where the game has prompts at all (it can cancel them): a
     # movement-only MiniHack task offers no letters.
     for ch in KEY_ACTIONS if 27 in keys else ():
-      if ord(ch) in keys and ch not in names:
+      if ord(ch) in keys:
         names[ch] = ord(ch)
         desc[ch] = KEY_DESCRIPTION
     self.names: tuple[str, ...] = tuple(names)

@@ -165,3 +165,16 @@ def test_digits_reach_the_count_prompt(slot):
   assert "Count: 20" in r.observation.info["message"]
   r = slot.step("search")
   assert r.observation.info["vitals"]["time"] > start.info["vitals"]["time"]
+
+
+def test_travel_picks_a_staircase_with_map_symbols(slot):
+  obs = slot.reset(2)
+  start = (obs.info["vitals"]["x"], obs.info["vitals"]["y"])
+  assert slot.action_descriptions["travel"].startswith("travel")
+  for a in ("far east", "far south", "far west", "far north"):
+    r = slot.step(a)
+  assert (r.observation.info["vitals"]["x"], r.observation.info["vitals"]["y"]) != start
+  assert "Where do you want to travel to?" in slot.step("travel").observation.info["message"]
+  assert slot.step("<").observation.info["message"] == "staircase up"  # the cursor is on it
+  r = slot.step(".")
+  assert (r.observation.info["vitals"]["x"], r.observation.info["vitals"]["y"]) == start  # back on "<"
