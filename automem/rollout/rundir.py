@@ -82,6 +82,11 @@ class RunDir:
       out.append(EpisodeMetrics.from_dict(end["metrics"]))
     return out
 
+  def append_metrics(self, record: EpisodeMetrics) -> None:
+    """Adds one finished episode's line while the run goes on (rewritten at the end)."""
+    with open(self.path("metrics", "episodes.jsonl"), "a", encoding="utf-8") as f:
+      f.write(json.dumps(record.to_dict(), sort_keys=True) + "\n")
+
   def write_metrics(self, records: Iterable[EpisodeMetrics]) -> None:
     path = self.path("metrics", "episodes.jsonl")
     tmp = f"{path}.tmp{os.getpid()}"

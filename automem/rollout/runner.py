@@ -341,6 +341,7 @@ class Runner:
 
   def _episode_done(self, metrics: EpisodeMetrics) -> None:
     self._done_count += 1
+    self.run_dir.append_metrics(metrics)
     self._live_prog[metrics.game].append(metrics.progression)
     self._bar.update(1)
     self._bar.set_postfix({g: f"{sum(v) / len(v):.1f}" for g, v in self._live_prog.items()})

@@ -76,11 +76,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.game.nethack = _game(("NetHackChallenge-v0",), steps or (100_000 if full else 3),
                          4 if full else 2, -1)
   if not full:
-    # The tiny random model never writes DONE or ACTION: cap the turns so the CPU run is short.
+    # The tiny random model never writes DONE or ACTION: cap the turns so the CPU run is
+    # short. Its 4096-token window (~6800 characters of its tokenizer) does not hold the
+    # v0 prompts with their game knowledge, so the embedded run leaves that text out.
     for name in ("crafter", "crafter_original", "minihack", "nethack"):
       g = c.game[name]
-      g.structure_overrides = ml_collections.ConfigDict(
-          {"log": {"max_iterations": 2}, "plan": {"max_iterations": 1}})
+      g.structure_overrides = ml_collections.ConfigDict({
+          "log": {"max_iterations": 2}, "plan": {"max_iterations": 1},
+          "game_rules": "(left out of the embedded CPU run to fit the tiny model's context)"})
 
   c.agent = ml_collections.ConfigDict()
   c.agent.layout = a["layout"]  # prompt layout: "cached" (prefix-cache friendly) | "paper"
@@ -91,8 +94,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.agent.specialist_endpoint = False
   c.agent.seed = 0  # base of per-request sampling seeds (reproducible sampling)
   # Longest prompt (characters) before further turns of a phase are cut short (0 = no cap):
-  # the tiny model reads ~1.7 characters per token (llm.local.tiny_context window).
-  c.agent.max_prompt_chars = 0 if full else 16000
+  # the tiny model's tokenizer gives ~1.65 characters per token and it has 4096 positions.
+  c.agent.max_prompt_chars = 0 if full else 6000
   for name, new_tokens, temp in (("memory_sampling", 512 if full else 24, 0.7),
                                  ("action_sampling", 256 if full else 16, 0.7)):
     s = ml_collections.ConfigDict()
@@ -106,8 +109,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   backend = a["backend"] or ("sglang" if full else "local")
   c.llm = default_llm_config(backend)  # the base model's endpoint (see automem.llm.config)
   if backend == "local":
-    c.llm.local.tiny_context = 16384  # NetHack prompts exceed the default 4096 tokens
-    # Small engine batches of similar length: a Crafter prompt is not padded to NetHack's.
+    # Small engine batches: dense attention over 4096-token prompts costs B x 256 MB per
+    # layer on CPU; all live episodes' requests still go out in one generate call.
     c.llm.local.max_batch_size = 2
   c.specialist_llm = default_llm_config("sglang")  # second endpoint when specialist_endpoint
   return c
