@@ -2,7 +2,8 @@
 
 Turns one NLE observation dict into the text an LLM acts on, in fixed sections:
 
-  message:    the message line(s), including those stepped through at --More--
+  message:    the message line(s), including those stepped through at --More--,
+              or the text of an open menu
   nearby:     a language description of what is around the player: each
               monster, object and notable dungeon feature with its compass
               direction and its step distance (king moves, as the player moves)
@@ -17,6 +18,7 @@ Only numpy is needed; the NLE observation keys read are listed in `OBS_KEYS`.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -75,6 +77,26 @@ def more_text(tty_chars: np.ndarray) -> str | None:
       return line[:col].strip()
     window = [lines[i][col:].strip() for i in range(r)]
     return "\n".join(w for w in window if w)
+  return None
+
+
+_MENU_END = re.compile(r"\((?:end|\d+ of \d+)\)\s*$")
+
+
+def menu_text(lines: list[str]) -> str | None:
+  """The text of a menu drawn over the screen, or None when there is none.
+
+  NetHack ends a menu page with "(end)" or "(1 of 2)"; the menu's lines start
+  at that marker's column, from the top of the screen down to the marker.
+  """
+  for r in range(len(lines) - 1, 0, -1):
+    m = _MENU_END.search(lines[r])
+    if m and lines[r][: m.start()].strip() == "":
+      col = m.start()
+      window = [line[col:].rstrip() for line in lines[: r + 1]]
+      while window and not window[0]:
+        window.pop(0)
+      return "\n".join(window)
   return None
 
 
@@ -163,14 +185,18 @@ def render(obs: Mapping[str, np.ndarray], messages: list[str] | None = None, nea
   """
   lines = tty_lines(obs["tty_chars"])
   msgs = [m for m in (messages or []) if m]
+  menu = menu_text(lines)
   top = lines[0].replace(MORE, "").strip()
-  if top and (not msgs or msgs[-1] != top):
+  if menu is not None:  # the top line belongs to the menu
+    msgs.append("menu (answer with its letters; esc closes it):\n" + menu)
+  elif top and (not msgs or msgs[-1] != top):
     msgs.append(top)
   message = "\n".join(msgs)
   entities = nearby_entities(obs, nearby_limit)
   vit = vitals(obs)
   inv = inventory_lines(obs)
-  map_lines = lines[1:22]
+  # An open menu covers the map; its text is in the message section already.
+  map_lines = lines[1:22] if menu is None else ["(covered by the menu above)"]
   nearby = [f"{e['name']}: {e['distance']} step{'s' if e['distance'] != 1 else ''} {e['direction']}" for e in entities]
   parts = [
       "message:\n" + (message or "(none)"),
@@ -179,5 +205,5 @@ def render(obs: Mapping[str, np.ndarray], messages: list[str] | None = None, nea
       "status:\n" + "\n".join(lines[22:24]).strip("\n"),
       "inventory:\n" + ("\n".join(inv) if inv else "(empty)"),
   ]
-  info = {"message": message, "nearby": entities, "vitals": vit, "inventory": inv}
+  info = {"message": message, "menu": menu, "nearby": entities, "vitals": vit, "inventory": inv}
   return "\n\n".join(parts), info

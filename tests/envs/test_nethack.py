@@ -178,3 +178,21 @@ def test_travel_picks_a_staircase_with_map_symbols(slot):
   assert slot.step("<").observation.info["message"] == "staircase up"  # the cursor is on it
   r = slot.step(".")
   assert (r.observation.info["vitals"]["x"], r.observation.info["vitals"]["y"]) == start  # back on "<"
+
+
+def test_menus_are_shown_and_answered_with_letters(slot):
+  obs = slot.reset(3)
+  assert obs.info["menu"] is None
+  r = slot.step("inventory")
+  menu = r.observation.info["menu"]
+  assert menu is not None and menu.endswith("(end)")
+  assert all(line.split(": ", 1)[0] + " - " in menu for line in obs.info["inventory"])
+  assert "covered by the menu" in r.observation.text
+  assert slot.step("esc").observation.info["menu"] is None
+  # A multi-select menu: pick a class by letter, confirm with enter, get the next menu.
+  r = slot.step("droptype")
+  assert "Drop what type of items?" in r.observation.info["menu"]
+  letter = next(ln[0] for ln in r.observation.info["menu"].splitlines() if ln.endswith(" - Comestibles"))
+  assert "+ Comestibles" in slot.step(letter).observation.info["menu"]
+  assert "What would you like to drop?" in slot.step("enter").observation.info["menu"]
+  slot.step("esc")
