@@ -10,7 +10,7 @@ import pytest
 
 from automem.envs import nle_progress
 from automem.envs.nle_actions import NAMED_ACTIONS, ActionVocab
-from automem.envs.nle_text import direction, more_text
+from automem.envs.nle_text import direction, menu_text, more_text, tty_lines
 
 
 def _blstats(depth: int, xp: int) -> np.ndarray:
@@ -93,3 +93,12 @@ def test_action_vocab_offers_only_sendable_keys_and_matches_them():
   assert moves.names == ("north", "east", "south", "west", "northeast", "southeast", "southwest", "northwest")
   assert moves.resolve("k") is None and moves.resolve("eat") is None
   assert "quit" not in NAMED_ACTIONS and "save" not in NAMED_ACTIONS
+
+
+def test_menu_text_finds_menus_by_their_end_marker():
+  menu = _tty({0: (40, "Pick an object"), 2: (40, "a - a dagger"), 3: (40, "b - an apple"), 4: (40, "(end)")})
+  assert menu_text(tty_lines(menu)) == "Pick an object\n\na - a dagger\nb - an apple\n(end)"
+  paged = _tty({1: (10, "Things"), 2: (10, "x - stuff"), 3: (10, "(1 of 2)")})
+  assert menu_text(tty_lines(paged)) == "Things\nx - stuff\n(1 of 2)"
+  assert menu_text(tty_lines(_tty({0: (0, "You see the end (end) of it.")}))) is None
+  assert menu_text(tty_lines(_tty({5: (3, "a wall (end)")}))) is None  # not a marker on its own
