@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -119,7 +120,6 @@ _STRIP = " \t\r\n\"'`.!*"
 FACING: dict[str, tuple[int, int]] = {
     "north": (-1, 0), "south": (1, 0), "west": (0, -1), "east": (0, 1),
 }
-_FACING_NAME = {v: k for k, v in FACING.items()}
 
 STYLES = ("offset", "classic")
 
@@ -210,16 +210,16 @@ def describe_location(d_row: int, d_col: int, style: str = "offset") -> str:
   raise ValueError(f"unknown location style {style!r}; expected one of {STYLES}")
 
 
-@functools.cache
-def _tables(style: str, skip: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
-  """Cells ranked nearest first, the listed cell ids, and their line strings.
+class _Tables(NamedTuple):
+  order: np.ndarray  # int [N] flat cells, nearest first, the player's cell excluded
+  listed: np.ndarray  # int [C] the cell ids "You see" may list
+  column: np.ndarray  # int [len(CELL_NAMES)] cell id -> index in `listed`, C if unlisted
+  lines: np.ndarray  # object [C, N + 1]: line of listed[c] at order[k]; "" at k = N
 
-  Returns:
-    order: int [H*W - 1] flat cell indices (the player's cell excluded), by
-      distance in steps, then north before south, then west before east.
-    listed: int [C] the cell ids that "You see" may list.
-    lines: lines[c][k] is the "You see" line of `listed[c]` at `order[k]`.
-  """
+
+@functools.cache
+def _tables(style: str, skip: tuple[str, ...]) -> _Tables:
+  """Precomputed cell order and "You see" lines (ranked by steps, then north, then west)."""
   if style not in STYLES:
     raise ValueError(f"unknown location style {style!r}; expected one of {STYLES}")
   rows, cols = np.divmod(np.arange(VIEW_HEIGHT * VIEW_WIDTH), VIEW_WIDTH)
@@ -227,16 +227,41 @@ def _tables(style: str, skip: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, 
   key = np.lexsort((d_col, d_row, np.abs(d_row) + np.abs(d_col)))  # last key is primary
   order = key[1:]  # key[0] is the player's own cell (distance 0)
   listed = np.array([i for i, n in enumerate(CELL_NAMES) if n not in skip], dtype=np.int64)
+  column = np.full(len(CELL_NAMES), len(listed), dtype=np.int64)
+  column[listed] = np.arange(len(listed))
   locs = [describe_location(int(d_row[k]), int(d_col[k]), style) for k in order]
-  lines = [[f"- {CELL_NAMES[c]} {loc}" for loc in locs] for c in listed]
-  return order, listed, lines
+  lines = np.array([[f"- {CELL_NAMES[c]} {loc}" for loc in locs] + [""] for c in listed], dtype=object)
+  return _Tables(order, listed, column, lines)
 
 
-def _first_hits(cells: np.ndarray, order: np.ndarray, listed: np.ndarray) -> np.ndarray:
-  """int [B, C]: rank of the nearest cell of each listed type, len(order) if absent."""
-  flat = cells.reshape(cells.shape[0], -1)[:, order]  # [B, N] nearest first
-  hits = flat[:, None, :] == listed[None, :, None]  # [B, C, N]
-  return np.where(hits.any(axis=2), hits.argmax(axis=2), len(order))
+def _first_hits(cells: np.ndarray, t: _Tables) -> np.ndarray:
+  """int [B, C]: rank of the nearest cell of each listed type, N if absent."""
+  b, n, c = cells.shape[0], len(t.order), len(t.listed)
+  ids = cells.reshape(b, -1)[:, t.order]
+  ids = np.where((ids >= 0) & (ids < len(CELL_NAMES)), ids, 0)
+  best = np.full((b, c + 1), n, dtype=np.int64)  # column c collects unlisted cells
+  rows = np.repeat(np.arange(b), n)
+  np.minimum.at(best, (rows, t.column[ids].ravel()), np.tile(np.arange(n), b))
+  return best[:, :c]
+
+
+_STATUS_LINES = (
+    "",
+    "You are sleeping, and will not be able to take actions until energy is full.\n\n",
+    "You died.\n\n",
+)
+_FACED = np.array(
+    [[f"\n\nYou face {name} at your front ({d})." for d in FACING] for name in CELL_NAMES],
+    dtype=object,
+)
+_DAYLIGHT = np.array(
+    [f"\nIt is {'day' if p >= 50 else 'night'} (daylight {p}%)." for p in range(101)], dtype=object
+)
+_INVENTORY_CAP = 100
+_INVENTORY_LINES = np.array(
+    [[""] + [f"\n- {item}: {c}" for c in range(1, _INVENTORY_CAP)] for item in INVENTORY_ITEMS],
+    dtype=object,
+)
 
 
 def nearest_objects(
@@ -254,12 +279,12 @@ def nearest_objects(
   cells = np.asarray(cells)
   single = cells.ndim == 2
   cells = cells[None] if single else cells
-  order, listed, _ = _tables("offset", tuple(skip))
-  first = _first_hits(cells, order, listed)
-  rows, cols = np.divmod(order, VIEW_WIDTH)
+  t = _tables("offset", tuple(skip))
+  first = _first_hits(cells, t)
+  rows, cols = np.divmod(t.order, VIEW_WIDTH)
   out = []
   for ranks in first:
-    found = sorted((int(r), CELL_NAMES[c]) for c, r in zip(listed, ranks) if r < len(order))
+    found = sorted((int(r), CELL_NAMES[c]) for c, r in zip(t.listed, ranks) if r < len(t.order))
     out.append({name: (int(rows[r]) - CENTER[0], int(cols[r]) - CENTER[1]) for r, name in found})
   return out[0] if single else out
 
@@ -279,43 +304,42 @@ def render_text(
     B strings: status, the nearest visible objects (nearest first), the faced
     cell, daylight, vitals and inventory.
   """
-  order, listed, lines = _tables(style, tuple(skip))
+  t = _tables(style, tuple(skip))
   cells = np.asarray(view.cells)
-  b = cells.shape[0]
-  first = _first_hits(cells, order, listed)  # [B, C]
-  by_distance = np.argsort(first, axis=1, kind="stable")  # nearest types first
+  b, n = cells.shape[0], len(t.order)
+  first = _first_hits(cells, t)  # [B, C]
+  perm = np.argsort(first, axis=1, kind="stable")  # nearest types first
+  ranks = np.take_along_axis(first, perm, axis=1)
+  seen = t.lines[perm, ranks].tolist()  # "" for absent types, which sort last
+  n_seen = (ranks < n).sum(axis=1).tolist()
   facing = np.asarray(view.facing).astype(np.int64)
   faced = cells[np.arange(b), CENTER[0] + facing[:, 0], CENTER[1] + facing[:, 1]]
+  faced = np.where((faced >= 0) & (faced < len(CELL_NAMES)), faced, 0)
+  direction = np.select(
+      [facing[:, 0] < 0, facing[:, 0] > 0, facing[:, 1] < 0], [0, 1, 2], 3
+  )  # index into FACING: north, south, west, east
+  faced_l = _FACED[faced, direction].tolist()
+  percent = np.rint(100 * np.asarray(view.daylight, np.float64)).astype(np.int64)
+  percent = np.minimum(np.maximum(percent, 0), 100)
+  daylight_l = _DAYLIGHT[percent].tolist()
+  status_l = np.where(
+      np.asarray(view.dead, bool), 2, np.asarray(view.sleeping, bool).astype(np.int64)
+  ).tolist()
   vitals = np.asarray(view.vitals).tolist()
-  inventory = np.asarray(view.inventory).tolist()
-  sleeping = np.asarray(view.sleeping).tolist()
-  dead = np.asarray(view.dead).tolist()
-  daylight = np.asarray(view.daylight, dtype=np.float64).tolist()
-  first_l, by_distance_l, faced_l, facing_l = first.tolist(), by_distance.tolist(), faced.tolist(), facing.tolist()
-  n = len(order)
+  counts = np.minimum(np.maximum(np.asarray(view.inventory, np.int64), 0), _INVENTORY_CAP - 1)
+  inventory_l = _INVENTORY_LINES[np.arange(len(INVENTORY_ITEMS)), counts].tolist()
   texts = []
   for i in range(b):
-    parts = []
-    if dead[i]:
-      parts.append("You died.\n\n")
-    elif sleeping[i]:
-      parts.append("You are sleeping, and will not be able to take actions until energy is full.\n\n")
-    ranks = first_l[i]
-    seen = [lines[c][ranks[c]] for c in by_distance_l[i] if ranks[c] < n]
-    parts.append("You see:\n" + "\n".join(seen) if seen else "You see nothing away from you.")
-    fid = faced_l[i]
-    name = CELL_NAMES[fid] if 0 <= fid < len(CELL_NAMES) else "unknown"
-    direction = _FACING_NAME.get(tuple(facing_l[i]), "?")
-    parts.append(f"\n\nYou face {name} at your front ({direction}).")
-    light = daylight[i]
-    parts.append(f"\nIt is {'day' if light >= 0.5 else 'night'} (daylight {round(100 * light)}%).")
-    v = vitals[i]
-    parts.append(
-        f"\n\nYour status:\n- health: {v[0]}/9\n- food: {v[1]}/9\n- drink: {v[2]}/9\n- energy: {v[3]}/9"
+    k = n_seen[i]
+    h, f, d, e = vitals[i]
+    items = "".join(inventory_l[i])
+    texts.append(
+        _STATUS_LINES[status_l[i]]
+        + ("You see:\n" + "\n".join(seen[i][:k]) if k else "You see nothing away from you.")
+        + faced_l[i]
+        + daylight_l[i]
+        + f"\n\nYour status:\n- health: {h}/{VITAL_MAX}\n- food: {f}/{VITAL_MAX}"
+        + f"\n- drink: {d}/{VITAL_MAX}\n- energy: {e}/{VITAL_MAX}"
+        + ("\n\nYour inventory:" + items if items else "\n\nYou have nothing in your inventory.")
     )
-    items = [f"- {INVENTORY_ITEMS[k]}: {c}" for k, c in enumerate(inventory[i]) if c]
-    parts.append(
-        "\n\nYour inventory:\n" + "\n".join(items) if items else "\n\nYou have nothing in your inventory."
-    )
-    texts.append("".join(parts))
   return texts
