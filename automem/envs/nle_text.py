@@ -44,6 +44,7 @@ _SCENERY = frozenset({
     "", "stone", "wall", "floor of a room", "dark part of a room", "corridor",
     "lit corridor", "unexplored", "dark area", "iron bars",
 })
+_SCENERY_GLYPHS: set[int] = set()  # map-symbol glyphs seen with a scenery description
 _DIRECTIONS = ("east", "southeast", "south", "southwest", "west", "northwest", "north", "northeast")
 HUNGER_NAMES = ("satiated", "not hungry", "hungry", "weak", "fainting", "fainted", "starved")
 
@@ -119,19 +120,26 @@ def nearby_entities(obs: Mapping[str, np.ndarray], limit: int = 20) -> list[dict
   """
   from nle import nethack  # the worker has it; imported here to keep this module light
 
-  desc = obs["screen_descriptions"]
+  desc, glyphs = obs["screen_descriptions"], obs["glyphs"]
   px, py = int(obs["blstats"][BL_X]), int(obs["blstats"][BL_Y])
-  # Cells with a description; the first byte is enough to find them.
-  ys, xs = np.nonzero(desc[:, :, 0])
+  # Cells with a description (the first byte tells), minus map glyphs already known to be
+  # scenery: a map symbol's description never changes, so walls and floor are decoded once.
+  described = desc[:, :, 0] != 0
+  if _SCENERY_GLYPHS:
+    described &= ~np.isin(glyphs, np.fromiter(_SCENERY_GLYPHS, np.int64))
+  ys, xs = np.nonzero(described)
   out = []
   for y, x in zip(ys.tolist(), xs.tolist()):
     if x == px and y == py:
       continue
     name = _decode(desc[y, x])
+    glyph = int(glyphs[y, x])
+    feature = bool(nethack.glyph_is_cmap(glyph))
     if name in _SCENERY:
+      if feature:
+        _SCENERY_GLYPHS.add(glyph)
       continue
     dx, dy = x - px, y - py
-    feature = bool(nethack.glyph_is_cmap(int(obs["glyphs"][y, x])))
     out.append({"name": name, "direction": direction(dx, dy), "distance": max(abs(dx), abs(dy)), "x": x, "y": y, "feature": feature})
   out.sort(key=lambda e: (e["distance"], e["y"], e["x"]))
   seen: set[tuple[str, str]] = set()
