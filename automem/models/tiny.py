@@ -174,6 +174,52 @@ def tiny_config(family: str = "qwen2", vocab_size: int = 1024, **kw: Any) -> Mod
   return ModelConfig(**base)
 
 
+def pretrain_tiny_model(
+    model: Any, tokenizer: Tokenizer, steps: int, *, batch_size: int = 16, seq_len: int = 128,
+    learning_rate: float = 3e-3, seed: int = 0,
+) -> float:
+  """Trains `model` in place for `steps` AdamW steps on `tiny_corpus` (next-token loss).
+
+  A few hundred steps (seconds on CPU) make the tiny model emit well-formed memory
+  commands followed by `<|im_end|>` after an assistant prompt, instead of random bytes, so
+  offline end-to-end runs exercise real command parsing and stop quickly. Returns the
+  final loss.
+  """
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from flax import nnx
+
+  eos = tokenizer.token_to_id("<|endoftext|>")
+  stream: list[int] = []
+  for doc in tiny_corpus(num_docs=4000, seed=seed + 1):
+    stream += [*tokenizer.encode(doc), eos]
+  n = len(stream) // seq_len
+  data = np.asarray(stream[: n * seq_len], np.int32).reshape(n, seq_len)
+  pos = jnp.broadcast_to(jnp.arange(seq_len, dtype=jnp.int32), (batch_size, seq_len))
+  seg = jnp.ones((batch_size, seq_len), jnp.int32)
+  sched = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, steps // 10), steps)
+  opt = nnx.Optimizer(model, optax.adamw(sched, weight_decay=0.01), wrt=nnx.Param)
+
+  def loss_fn(m, toks):
+    logits, _ = m(toks, pos, seg)
+    logp = jax.nn.log_softmax(logits[:, :-1], -1)
+    return -jnp.mean(jnp.take_along_axis(logp, toks[:, 1:, None], -1))
+
+  @nnx.jit
+  def train_step(m, o, toks):
+    loss, grads = nnx.value_and_grad(loss_fn)(m, toks)
+    o.update(m, grads)
+    return loss
+
+  rng = np.random.default_rng(seed)
+  loss = float("nan")
+  for _ in range(steps):
+    loss = train_step(model, opt, jnp.asarray(data[rng.integers(0, n, batch_size)]))
+  return float(loss)
+
+
 def make_tiny_checkpoint(
     path: str,
     family: str = "qwen2",
@@ -181,12 +227,14 @@ def make_tiny_checkpoint(
     seed: int = 0,
     vocab_size: int = 1024,
     cache_dir: str | None = None,
+    pretrain_steps: int = 0,
     **config_kw: Any,
 ) -> str:
-  """Writes a tiny random HF-format model + tiny tokenizer + chat template to `path`.
+  """Writes a tiny HF-format model + tiny tokenizer + chat template to `path`.
 
   Loadable by `load_hf_checkpoint`/`Tokenizer.from_pretrained` and by transformers.
-  `config_kw` overrides fields of `tiny_config` (hidden_size, num_layers, ...).
+  `config_kw` overrides fields of `tiny_config` (hidden_size, num_layers, ...). Weights are
+  random unless `pretrain_steps > 0` (see `pretrain_tiny_model`; ~300 steps suffice).
   Returns `path`.
   """
   from automem.models.checkpoint import save_hf_checkpoint
@@ -195,10 +243,12 @@ def make_tiny_checkpoint(
   tok = tiny_tokenizer(vocab_size, cache_dir)
   if tok.vocab_size > vocab_size:
     raise ValueError(f"tokenizer has {tok.vocab_size} tokens > vocab_size {vocab_size}")
-  eos = sorted(set([*tok.eos_token_ids, tok.token_to_id("<|endoftext|>")]))
+  eos = sorted({*tok.eos_token_ids, tok.token_to_id("<|endoftext|>")})
   config = tiny_config(family, vocab_size, eos_token_id=eos, pad_token_id=tok.pad_token_id,
                        bos_token_id=None, **config_kw)
   model = init_model(config, seed)
+  if pretrain_steps > 0:
+    pretrain_tiny_model(model, tok, pretrain_steps, seed=seed)
   save_hf_checkpoint(model, path)
   tok.save(path)
   return path

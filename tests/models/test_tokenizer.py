@@ -142,3 +142,15 @@ def test_make_tiny_checkpoint_is_deterministic(tmp_path):
       os.path.join(b, "model.safetensors"), "rb") as fb:
     assert fa.read() == fb.read()
   assert tiny_tokenizer().vocab_size <= 1024
+
+
+def test_pretraining_the_tiny_model_lowers_its_loss(tiny_tokenizer):
+  import math
+
+  from automem.models import init_model, tiny_config
+  from automem.models.tiny import pretrain_tiny_model
+
+  model = init_model(tiny_config("qwen2", num_layers=1), seed=0)
+  loss = pretrain_tiny_model(model, tiny_tokenizer, 40, batch_size=4, seq_len=64,
+                             learning_rate=1e-2)
+  assert loss < 0.8 * math.log(1024)  # a random model sits at ~ln(vocab)
