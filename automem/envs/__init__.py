@@ -21,6 +21,9 @@ from automem.envs.base import (
 # game name -> "module:factory". Each factory takes (num_envs, **kwargs).
 _REGISTRY: dict[str, str] = {
     "crafter": "automem.envs.crafter:CrafterEnv",
+    "crafter_original": "automem.envs.crafter_original:CrafterOriginalEnv",
+    "minihack": "automem.envs.minihack:MiniHackEnv",
+    "nethack": "automem.envs.nethack:NetHackEnv",
 }
 
 
