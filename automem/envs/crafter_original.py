@@ -162,7 +162,7 @@ def CrafterOriginalEnv(
     max_episode_steps: episode cap; BALROG uses 2000.
     location_style: "offset" or "classic" object locations.
     area: world size (crafter's default 64x64).
-    **pool_kwargs: `EnvPool` options (step_timeout_s, start_timeout_s, start_method).
+    **pool_kwargs: `EnvPool` options (step_timeout_s, start_timeout_s).
   """
   factory = crafter_original_slot_factory(max_episode_steps=max_episode_steps, location_style=location_style, area=area)
   return host_slots(factory, num_envs, num_workers, **pool_kwargs)

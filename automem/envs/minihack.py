@@ -140,7 +140,7 @@ def MiniHackEnv(
     boxoban_dir: Boxoban levels (default `$AUTOMEM_BOXOBAN_DIR`); Boxoban tasks only.
     nearby_limit: most entities listed in the "nearby" section of an observation.
     env_kwargs: keyword arguments for `gymnasium.make`, over `BALROG_ENV_KWARGS`.
-    **pool_kwargs: `EnvPool` options (step_timeout_s, start_timeout_s, start_method).
+    **pool_kwargs: `EnvPool` options (step_timeout_s, start_timeout_s).
   """
   factory = minihack_slot_factory(
       task, max_steps=max_steps, boxoban_dir=boxoban_dir, nearby_limit=nearby_limit, env_kwargs=env_kwargs

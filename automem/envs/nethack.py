@@ -63,7 +63,7 @@ def NetHackEnv(
     character: NLE character string ("@" = random role, race, gender, alignment).
     nearby_limit: most entities listed in the "nearby" section of an observation.
     env_kwargs: more keyword arguments for `gymnasium.make`.
-    **pool_kwargs: `EnvPool` options (step_timeout_s, start_timeout_s, start_method).
+    **pool_kwargs: `EnvPool` options (step_timeout_s, start_timeout_s).
   """
   factory = nethack_slot_factory(
       task, max_steps=max_steps, no_progress_steps=no_progress_steps, character=character,

@@ -1,9 +1,16 @@
 """A pool of CPU worker processes hosting slot envs behind one batched `TextEnv`.
 
-`EnvPool(factory, num_envs, num_workers)` starts `num_workers` processes (spawn
-start method by default: the parent may hold JAX, which must not be forked);
-each builds its share of the `num_envs` slots with `factory` (a picklable
+`EnvPool(factory, num_envs, num_workers)` starts `num_workers` processes; each
+builds its share of the `num_envs` slots with `factory` (a picklable
 zero-argument callable returning a slot env, see `automem.envs.slots`).
+
+Workers are fresh interpreters (`python -c <bootstrap>`, talking over a socket
+pair with `multiprocessing.connection`), not forks: the parent may hold JAX,
+which must not be forked, and unlike multiprocessing's spawn they never
+re-import the parent's `__main__` (an experiment entry point that pulls in
+JAX, Flax and the model code), so a worker imports only its env and starts in
+about a second. They run in their own process group, so a Ctrl-C in the
+terminal reaches only the parent, which then shuts them down.
 
 A batched `step` sends each worker the actions of its slots, then collects the
 replies as they arrive (`step_async` / `step_wait` split the two, so a caller
@@ -19,20 +26,21 @@ worker that failed:
 
 `close()` (also on `with` exit, garbage collection, interpreter exit, and any
 exception or KeyboardInterrupt inside a pool call) stops and reaps every
-worker, so no orphan or zombie processes are left. Workers ignore SIGINT (a
-Ctrl-C reaches the whole process group; the parent decides) and exit by
-themselves when the parent goes away, even if killed: at EOF on their pipe,
-and on Linux through the kernel's parent-death signal, which also ends a
-worker stuck inside a step.
+worker, so no orphan or zombie processes are left. Workers exit by themselves
+when the parent goes away, even if it is killed: at EOF on their socket, and
+on Linux through the kernel's parent-death signal, which also ends a worker
+stuck inside a step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import multiprocessing as mp
 import os
+import pickle
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -62,13 +70,26 @@ def _die_with_parent(parent_pid: int) -> None:
     os._exit(0)
 
 
-def _worker_main(conn: Connection, factory: SlotFactory, slots: list[int], parent_pid: int | None = None) -> None:
+# What a worker interpreter runs: take the parent's sys.path (so the factory's modules
+# import as they do in the parent), then serve. argv[1] is the socket's fd.
+_BOOTSTRAP = """
+import pickle, sys
+from multiprocessing.connection import Connection
+conn = Connection(int(sys.argv[1]))
+sys.path[:], parent_pid = pickle.loads(conn.recv_bytes())
+from automem.envs.pool import _worker_main
+_worker_main(conn, parent_pid)
+"""
+
+
+def _worker_main(conn: Connection, parent_pid: int | None) -> None:
   """Worker process: builds its slot envs, then serves requests until told to stop."""
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   if parent_pid is not None:
     _die_with_parent(parent_pid)
   envs: dict[int, Any] = {}
   try:
+    factory, slots = pickle.loads(conn.recv_bytes())
     for s in slots:
       envs[s] = factory()
     first = envs[slots[0]]
@@ -116,35 +137,52 @@ def _worker_main(conn: Connection, factory: SlotFactory, slots: list[int], paren
 class _Worker:
   """Parent-side handle of one worker process."""
 
-  def __init__(self, ctx, factory: SlotFactory, slots: list[int], index: int):
+  def __init__(self, factory: SlotFactory, slots: list[int], index: int):
     self.slots = slots
     self.index = index
-    self.conn, child = ctx.Pipe(duplex=True)
+    payload = pickle.dumps((factory, slots))  # an unpicklable factory fails here, in the parent
     # The kernel's parent-death signal follows the thread that started the child, so
     # it is only armed for pools made on the main thread (a helper thread may end early).
     parent = os.getpid() if threading.current_thread() is threading.main_thread() else None
-    self.proc = ctx.Process(
-        target=_worker_main, args=(child, factory, slots, parent), name=f"automem-env-worker-{index}", daemon=True
-    )
-    self.proc.start()
-    child.close()
+    ours, theirs = socket.socketpair()
+    try:
+      self.proc = subprocess.Popen(
+          [sys.executable, "-c", _BOOTSTRAP, str(theirs.fileno())],
+          pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, process_group=0,
+      )
+    except BaseException:
+      ours.close()
+      raise
+    finally:
+      theirs.close()
+    self.conn = Connection(ours.detach())
+    self.conn.send_bytes(pickle.dumps((list(sys.path), parent)))
+    self.conn.send_bytes(payload)
     self.ready = False
     self.meta: dict[str, Any] | None = None
-    self.started_at = time.monotonic()
+
+  @property
+  def pid(self) -> int:
+    return self.proc.pid
+
+  def exitcode(self, wait_s: float = 1.0) -> int | None:
+    """The exit status (negative: killed by that signal), None while running."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+      self.proc.wait(wait_s)
+    return self.proc.returncode
 
   def stop(self, grace_s: float) -> None:
     """Asks the worker to exit, then escalates; always reaps the process."""
-    if self.proc.is_alive() and grace_s > 0:
+    if self.proc.poll() is None and grace_s > 0:
       with contextlib.suppress(Exception):
         self.conn.send(("close",))
-      self.proc.join(grace_s)
-    if self.proc.is_alive():
-      self.proc.kill()
-    self.proc.join(5)
+      self.exitcode(grace_s)
+    if self.proc.poll() is None:
+      with contextlib.suppress(ProcessLookupError):
+        self.proc.kill()
+    self.exitcode(5.0)
     with contextlib.suppress(Exception):
       self.conn.close()
-    with contextlib.suppress(Exception):
-      self.proc.close()
 
 
 def _shutdown(workers: list[_Worker]) -> None:
@@ -164,8 +202,6 @@ class EnvPool(TextEnv):
       (reset or step of its slots) is declared hung and replaced.
     start_timeout_s: how long a new worker may take to import and build its
       envs before it counts as failed.
-    start_method: multiprocessing start method; "spawn" (default) or
-      "forkserver". Never "fork" when the parent may hold JAX or threads.
   """
 
   def __init__(
@@ -176,12 +212,10 @@ class EnvPool(TextEnv):
       *,
       step_timeout_s: float = 60.0,
       start_timeout_s: float = 300.0,
-      start_method: str = "spawn",
   ):
     if num_envs < 1 or num_workers < 1:
       raise ValueError(f"need num_envs >= 1 and num_workers >= 1, got {num_envs}, {num_workers}")
     num_workers = min(num_workers, num_envs)
-    self._ctx = mp.get_context(start_method)
     self._factory = factory
     self.step_timeout_s = float(step_timeout_s)
     self.start_timeout_s = float(start_timeout_s)
@@ -196,7 +230,7 @@ class EnvPool(TextEnv):
     self._finalizer = weakref.finalize(self, _shutdown, self._workers)
     try:
       for w in range(num_workers):
-        self._workers.append(_Worker(self._ctx, factory, self._blocks[w], w))
+        self._workers.append(_Worker(factory, self._blocks[w], w))
       deadline = time.monotonic() + self.start_timeout_s
       for w in self._workers:
         self._await_ready(w, deadline)
@@ -226,7 +260,7 @@ class EnvPool(TextEnv):
 
   @property
   def worker_pids(self) -> list[int | None]:
-    return [w.proc.pid for w in self._workers]
+    return [w.pid for w in self._workers]
 
   def worker_of(self, slot: int) -> int:
     """Index of the worker that hosts `slot`."""
@@ -333,7 +367,7 @@ class EnvPool(TextEnv):
       try:
         w.conn.send((cmd, items))
       except (OSError, ValueError) as e:
-        code = self._exitcode(w)
+        code = w.exitcode()
         reason = f"env worker {w_index} died (exit code {code})" if code is not None else f"env worker {w_index} could not be reached ({e})"
         self._replace(w_index, reason, [s for s, _ in items], failed)
         continue
@@ -353,7 +387,7 @@ class EnvPool(TextEnv):
         try:
           msg = conn.recv()
         except (EOFError, OSError):
-          code = self._exitcode(w)
+          code = w.exitcode()
           self._replace(w_index, f"env worker {w_index} died (exit code {code})", waiting.pop(w_index)[1], failed)
           continue
         if msg[0] == "ready":
@@ -372,11 +406,6 @@ class EnvPool(TextEnv):
         self._replace(w_index, reason, waiting.pop(w_index)[1], failed)
     return replies, failed
 
-  @staticmethod
-  def _exitcode(w: _Worker):
-    w.proc.join(1)
-    return w.proc.exitcode
-
   def _replace(self, w_index: int, reason: str, slots: Sequence[int], failed: dict[int, str]) -> None:
     """Kills a worker, starts a fresh one for its slots, and records the losses.
 
@@ -388,7 +417,7 @@ class EnvPool(TextEnv):
     self.num_replaced += 1
     old = self._workers[w_index]
     old.stop(grace_s=0)
-    self._workers[w_index] = _Worker(self._ctx, self._factory, old.slots, w_index)
+    self._workers[w_index] = _Worker(self._factory, old.slots, w_index)
     for s in slots:
       failed[s] = reason
     self._book.lose_running([s for s in old.slots if s not in slots], reason)

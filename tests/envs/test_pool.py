@@ -213,3 +213,28 @@ def test_workers_die_with_a_killed_parent(tmp_path):
   for p in alive:  # leave nothing behind even when the check fails
     os.kill(p, signal.SIGKILL)
   assert not alive
+
+
+_JAX_PARENT = """
+import jax  # an entry point's heavy imports live in __main__
+import psutil
+from automem.envs.minihack import MiniHackEnv
+if __name__ == "__main__":
+  env = MiniHackEnv(1, "Corridor-R3", num_workers=1)
+  worker = psutil.Process(env.worker_pids[0])
+  maps = " ".join(m.path for m in worker.memory_maps())
+  print("jaxlib" in maps, worker.memory_info().rss // 2**20)
+  env.close()
+"""
+
+
+def test_workers_do_not_import_the_parents_main(tmp_path):
+  script = tmp_path / "entry.py"
+  script.write_text(_JAX_PARENT)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = {**os.environ, "PYTHONPATH": root, "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300, cwd=root)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  has_jax, rss_mib = proc.stdout.split()
+  assert has_jax == "False"  # multiprocessing's spawn would have re-imported entry.py, jax and all
+  assert int(rss_mib) < 150
