@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from automem.models.sampling import sample_tokens
+from automem.models.sampling import sample_tokens, sampling_mode
 from automem.models.tokenizer import Tokenizer
 from automem.models.transformer import KVCache, Transformer
 
@@ -69,9 +69,9 @@ def _bucket(n: int, minimum: int) -> int:
   return max(minimum, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cache_len", "greedy_only"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "cache_len", "mode"))
 def _prefill(graphdef, state, tokens, segment_ids, temperature, top_k, top_p, keys, *,
-             cache_len: int, greedy_only: bool):
+             cache_len: int, mode: str | int):
   model = nnx.merge(graphdef, state)
   b, _t = tokens.shape
   positions = jnp.maximum(jnp.cumsum(segment_ids, axis=1) - 1, 0)
@@ -79,14 +79,14 @@ def _prefill(graphdef, state, tokens, segment_ids, temperature, top_k, top_p, ke
   hidden, cache = model(tokens, positions, segment_ids, cache, return_hidden=True)
   logits = model.logits_from_hidden(hidden[:, -1:])[:, 0]
   step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 0)
-  first = sample_tokens(logits, temperature, top_k, top_p, step_keys, greedy_only=greedy_only)
+  first = sample_tokens(logits, temperature, top_k, top_p, step_keys, mode=mode)
   return first, positions[:, -1] + 1, cache
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "chunk", "greedy_only"),
+@functools.partial(jax.jit, static_argnames=("graphdef", "chunk", "mode"),
                    donate_argnames=("cache", "out"))
 def _decode(graphdef, state, cache, out, token, pos, count, done, max_new, eos_ids,
-            ignore_eos, temperature, top_k, top_p, keys, *, chunk: int, greedy_only: bool):
+            ignore_eos, temperature, top_k, top_p, keys, *, chunk: int, mode: str | int):
   """Runs up to `chunk` decode steps. `out[b, count[b]-1]` holds the last sampled token."""
   model = nnx.merge(graphdef, state)
 
@@ -100,7 +100,7 @@ def _decode(graphdef, state, cache, out, token, pos, count, done, max_new, eos_i
     logits, cache = model(token[:, None], pos[:, None], seg, cache)
     step_keys = jax.vmap(jax.random.fold_in)(keys, count)
     nxt = sample_tokens(logits[:, 0], temperature, top_k, top_p, step_keys,
-                        greedy_only=greedy_only)
+                        mode=mode)
     nxt = jnp.where(done, token, nxt)
     out = out.at[jnp.arange(out.shape[0]), jnp.where(done, out.shape[1] - 1, count)].set(
         jnp.where(done, out[:, -1], nxt))
@@ -216,10 +216,10 @@ class GenerationEngine:
       no_eos[i] = p.ignore_eos
     keys = jax.vmap(jax.random.key)(
         jnp.asarray([s % (2**32) for s in seeds] + [0] * (b - n), jnp.uint32))
-    greedy_only = bool(np.all(temp[:n] == 0))
+    mode = sampling_mode(temp[:n], top_k[:n], top_p[:n])
     first, pos, cache = _prefill(
         self.graphdef, self.state, jnp.asarray(tokens), jnp.asarray(seg), temp, top_k, top_p, keys,
-        cache_len=cache_len, greedy_only=greedy_only)
+        cache_len=cache_len, mode=mode)
     self.num_forward_passes += 1
     out = jnp.zeros((b, n_new), jnp.int32).at[:, 0].set(first)
     count = jnp.ones((b,), jnp.int32)
@@ -239,7 +239,7 @@ class GenerationEngine:
       cache, out, token, pos, count, done, steps = _decode(
           self.graphdef, self.state, cache, out, token, pos, count, done, jnp.asarray(mx),
           self.eos_ids, jnp.asarray(no_eos), temp, top_k, top_p, keys, chunk=self.decode_chunk,
-          greedy_only=greedy_only)
+          mode=mode)
       self.num_forward_passes += int(steps)
       done_np = np.asarray(done)
     out_np, count_np = np.asarray(out), np.asarray(count)
