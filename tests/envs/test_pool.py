@@ -238,3 +238,19 @@ def test_workers_do_not_import_the_parents_main(tmp_path):
   has_jax, rss_mib = proc.stdout.split()
   assert has_jax == "False"  # multiprocessing's spawn would have re-imported entry.py, jax and all
   assert int(rss_mib) < 150
+
+
+@pytest.mark.parametrize(
+    ("game", "kwargs"),
+    [("nethack", {"num_workers": 1}), ("minihack", {"num_workers": 0, "task": "MazeWalk-9x9"}),
+     ("crafter_original", {"num_workers": 0, "area": (24, 24)})],
+)
+def test_registry_builds_the_pooled_games(game, kwargs):
+  from automem.envs import make_env
+
+  with make_env(game, 2, **kwargs) as env:
+    assert env.num_envs == 2 and env.game == ("crafter" if game == "crafter_original" else game)
+    obs = env.reset([1, 2])
+    assert all(o.text for o in obs)
+    results = env.step([env.action_names[0], None])
+    assert results[0].valid_action and results[1] is None
