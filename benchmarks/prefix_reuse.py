@@ -79,7 +79,9 @@ class ScriptedMemoryPolicy:
     self.prompts[eid].append((step, f"{phase}{turn}", list(ids), text))
     system = messages[0]["content"]
     actions = _actions(system)
-    files = re.findall(r"^- (\S+?)(?: \(read-only\))?:", messages[1]["content"], re.M) or ["notes.txt"]
+    # The file index lines of either layout: "- name: ..." or "- name (3 lines, ...): ...".
+    files = list(dict.fromkeys(re.findall(r"^- ([\w.-]+\.(?:txt|md))\b", text, re.M)))
+    files = files or ["notes.txt"]
     log_file = next((f for f in files if "log" in f), files[-1])
     rng = random.Random(f"{eid}/{step}")
     if phase == "log":

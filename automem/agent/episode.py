@@ -88,7 +88,8 @@ class AgentConfig:
     seed: base of the per-request sampling seeds (None: unseeded).
     max_prompt_chars: when a prompt grows past this many characters, the
       phase's further turns are cut short (LOG moves on to PLAN, PLAN takes
-      the fallback action); 0 = no cap. Keeps small-context models in bounds.
+      the fallback action) and PLAN starts without the step's LOG turns;
+      0 = no cap. Keeps small-context models in bounds.
   """
 
   layout: str = "cached"
@@ -186,10 +187,15 @@ class EpisodeAgent:
     if self.phase not in (Phase.LOG, Phase.PLAN, Phase.COMMIT):
       return None
     if self._pending is None:
-      if self.turn > 0 and self.phase is not Phase.COMMIT and self._over_budget():
-        self._cut_phase()
-        if self.phase is Phase.ACT:
-          return None
+      if self._over_budget():
+        if self.turn > 0 and self.phase is not Phase.COMMIT:
+          self._cut_phase()
+          if self.phase is Phase.ACT:
+            return None
+        if self.phase is Phase.PLAN and self.turn == 0 and self._log_ran:
+          # PLAN must run: start it afresh without this step's LOG turns (memory has them).
+          self._log_ran = False
+          self._turns = [{"role": "user", "content": self._user_prompt("plan")}]
       self._pending = self._make_request()
     return self._pending
 

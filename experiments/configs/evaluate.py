@@ -94,8 +94,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.agent.specialist_endpoint = False
   c.agent.seed = 0  # base of per-request sampling seeds (reproducible sampling)
   # Longest prompt (characters) before further turns of a phase are cut short (0 = no cap):
-  # the tiny model's tokenizer gives ~1.65 characters per token and it has 4096 positions.
-  c.agent.max_prompt_chars = 0 if full else 6000
+  # the tiny model's tokenizer gives 1.4-1.7 characters per token and it has 4096 positions.
+  c.agent.max_prompt_chars = 0 if full else 5200
   for name, new_tokens, temp in (("memory_sampling", 512 if full else 24, 0.7),
                                  ("action_sampling", 256 if full else 16, 0.7)):
     s = ml_collections.ConfigDict()

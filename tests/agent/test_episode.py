@@ -168,6 +168,16 @@ def test_prompt_budget_cuts_a_phase_short(tmp_path):
   assert agent.phase is Phase.ACT and agent.action == "Noop"
 
 
+def test_prompt_budget_starts_plan_without_the_log_turns(tmp_path):
+  agent = make_agent(tmp_path, max_prompt_chars=1)
+  answer(agent, "<|ACTION|>Do<|END|>")
+  env_step(agent, text="You see:\n- stone 2 steps west")
+  answer(agent, "<|DONE|>")  # LOG ends by itself; PLAN would repeat its turns
+  plan = agent.pending_request().request.messages
+  assert [m["role"] for m in plan] == ["system", "user"]
+  assert "stone 2 steps west" in plan[1]["content"]
+
+
 def test_prefix_layout_within_and_across_steps(tmp_path):
   agent = make_agent(tmp_path)
   firsts = []

@@ -33,6 +33,7 @@ def small_config(arg: str):
   config.agent.max_prompt_chars = 5000
   for g in ("crafter", "minihack", "nethack"):
     config.game[g].envs_per_task = 2
+    config.game[g].structure_overrides.log.max_iterations = 1  # multi-turn LOG: unit tests
     config.game[g].env_kwargs = {} if g == "crafter" else {"num_workers": 1}
   return config
 
@@ -85,7 +86,7 @@ def test_run_directory_is_complete(three_game_run):
   assert crafter["llm_calls_per_step"] > 0 and crafter["prompt_tokens_per_step"] > 1000
   for game in ("crafter", "minihack", "nethack"):
     saved = MemoryStructure.load(os.path.join(workdir, "structures", f"{game}.json"))
-    assert saved.version == 1 and saved.log.max_iterations == 2  # the config's revision
+    assert saved.version == 1 and saved.log.max_iterations == 1  # the config's revision
   with open(os.path.join(workdir, "metrics", "episodes.jsonl")) as f:
     assert len(f.read().splitlines()) == 4
   # All live episodes' requests went out together: the first call carried all four.
@@ -142,9 +143,10 @@ class KillAfter:
 
 def test_resume_after_a_kill(tmp_path, rollout_engine):
   workdir = str(tmp_path / "run")
-  config = small_config("games=crafter,episodes=3,steps=2")
+  # Crafter's first step is one PLAN turn: three one-step episodes on two slots.
+  config = small_config("games=crafter,episodes=3,steps=1")
   with pytest.raises(KeyboardInterrupt):
-    evaluate(config, workdir, env_factory=KillAfter(3), clients={"base": local_client(rollout_engine)})
+    evaluate(config, workdir, env_factory=KillAfter(2), clients={"base": local_client(rollout_engine)})
   tdir = os.path.join(workdir, "trajectories")
   finished = {f for f in os.listdir(tdir) if read_trajectory(os.path.join(tdir, f))["end"]}
   unfinished = set(os.listdir(tdir)) - finished
@@ -159,7 +161,7 @@ def test_resume_after_a_kill(tmp_path, rollout_engine):
   for f, data in kept.items():
     assert pathlib.Path(tdir, f).read_bytes() == data  # not replayed
   t = read_trajectory(os.path.join(tdir, next(iter(unfinished))))
-  assert t["end"]["stats"]["end_reason"] == "step_cap" and len(t["steps"]) == 2
+  assert t["end"]["stats"]["end_reason"] == "step_cap" and len(t["steps"]) == 1
   with open(os.path.join(workdir, "metrics", "episodes.jsonl")) as f:
     assert len(f.read().splitlines()) == 3
 
@@ -204,6 +206,7 @@ def test_server_error_mid_run_ends_only_that_episode(tmp_path, rollout_engine):
     llm.max_retries = 0  # the 500 is final
     llm.sglang.wait_ready_s = 10.0
     config = small_config("games=crafter,episodes=3,steps=2,backend=sglang")
+    config.game.crafter.envs_per_task = 3
     config.llm = llm
     client = make_client(llm, tokenizer=tok)
     try:
