@@ -38,10 +38,12 @@ import contextlib
 import ctypes
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -144,14 +146,19 @@ class _Worker:
     # The kernel's parent-death signal follows the thread that started the child, so
     # it is only armed for pools made on the main thread (a helper thread may end early).
     parent = os.getpid() if threading.current_thread() is threading.main_thread() else None
+    # The worker's own TMPDIR (NLE copies its library into a temp dir per game), removed
+    # when the worker is stopped, so even a killed worker leaves nothing behind.
+    self.tmpdir = tempfile.mkdtemp(prefix=f"automem-env-worker{index}-")
     ours, theirs = socket.socketpair()
     try:
       self.proc = subprocess.Popen(
           [sys.executable, "-c", _BOOTSTRAP, str(theirs.fileno())],
           pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, process_group=0,
+          env={**os.environ, "TMPDIR": self.tmpdir},
       )
     except BaseException:
       ours.close()
+      shutil.rmtree(self.tmpdir, ignore_errors=True)
       raise
     finally:
       theirs.close()
@@ -183,6 +190,7 @@ class _Worker:
     self.exitcode(5.0)
     with contextlib.suppress(Exception):
       self.conn.close()
+    shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 def _shutdown(workers: list[_Worker]) -> None:

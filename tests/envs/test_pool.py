@@ -111,6 +111,8 @@ def _check_failure(pool, fault, reason):
 def test_killed_worker_is_replaced(pool):
   pool.reset(SEEDS)
   pid = pool.worker_pids[0]
+  tmpdir = pool._workers[0].tmpdir
+  assert any(name.startswith("nle") for name in os.listdir(tmpdir))  # NLE's per-game dirs
   os.kill(pid, signal.SIGKILL)
   time.sleep(0.2)
   results = pool.step(["east"] * 4)
@@ -118,6 +120,7 @@ def test_killed_worker_is_replaced(pool):
   assert "died" in results[0].stats.error and results[0].feedback.startswith("The environment failed")
   assert results[0].stats.seed == SEEDS[0]
   assert pool.worker_pids[0] != pid and _gone(pid)
+  assert not os.path.exists(tmpdir)  # what the killed worker left in its TMPDIR is gone
   pool.reset(SEEDS[:2], indices=[0, 1])
   assert all(r.valid_action and not r.done for r in pool.step(["east"] * 4))
 
@@ -149,9 +152,11 @@ def test_close_leaves_no_processes():
   before = _our_children()
   p = EnvPool(faulty_factory(), num_envs=2, num_workers=2)
   pids = p.worker_pids
+  tmpdirs = [w.tmpdir for w in p._workers]
   assert set(pids) <= _our_children()
   p.reset([1, 2])
   p.close()
+  assert not any(os.path.exists(d) for d in tmpdirs)
   p.close()  # idempotent
   assert all(_gone(pid) for pid in pids)
   assert _our_children() <= before
