@@ -140,7 +140,7 @@ class SerialEnv(TextEnv):
     self._factory = factory
     self._envs: list[SlotEnv | None] = [factory() for _ in range(num_envs)]
     first = self._envs[0]
-    self.game = first.game
+    self.game, self.task = first.game, first.task
     self._names = tuple(first.action_names)
     self.action_descriptions = dict(getattr(first, "action_descriptions", {}))
     self._book = SlotBook(num_envs, first.game, first.task)
