@@ -353,7 +353,12 @@ class EnvPool(TextEnv):
     """Waits for a new worker's handshake; raises if it cannot start."""
     if not w.conn.poll(max(0.0, deadline - time.monotonic())):
       raise RuntimeError(f"env worker {w.index} did not start within {self.start_timeout_s:.0f}s")
-    msg = w.conn.recv()
+    try:
+      msg = w.conn.recv()
+    except (EOFError, OSError):
+      raise RuntimeError(
+          f"env worker {w.index} exited during start-up (exit code {w.exitcode()}); its stderr says why"
+      ) from None
     if msg[0] != "ready":
       last = msg[1].strip().splitlines()[-1]
       raise RuntimeError(f"env worker {w.index} failed to build its envs: {last}\n{msg[1]}")

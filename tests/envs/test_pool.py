@@ -183,6 +183,8 @@ def test_worker_that_cannot_build_its_env_is_a_clear_error():
   bad = functools.partial(NLESlotEnv, "minihack", "MiniHack-NoSuchTask-v0", max_steps=10)
   with pytest.raises(RuntimeError, match=r"failed to build its envs: .*NoSuchTask"):
     EnvPool(bad, num_envs=1, num_workers=1)
+  with pytest.raises(RuntimeError, match=r"exited during start-up \(exit code 7\)"):
+    EnvPool(functools.partial(os._exit, 7), num_envs=1, num_workers=1)
   assert _our_children() <= before
 
 
