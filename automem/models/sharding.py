@@ -142,12 +142,17 @@ def shard_model(
   return model
 
 
-def activation_constraint(
-    x: jax.Array, names: Sequence[str | None], mesh: Mesh | None,
-    rules: Sequence[tuple[str, Any]] = DEFAULT_RULES,
+def constrain(
+    x: jax.Array, names: Sequence[str | None], rules: Sequence[tuple[str, Any]] = DEFAULT_RULES
 ) -> jax.Array:
-  """`with_sharding_constraint` by logical names; a no-op without a mesh."""
-  if mesh is None:
+  """Activation sharding constraint by logical names under the ambient mesh.
+
+  Active only inside `jax.set_mesh(mesh)` with a (data, fsdp, tensor) mesh (as trainers use);
+  a no-op otherwise, so the same model code runs unsharded. Axes that do not divide a dim
+  are dropped (e.g. batch 1 in decode).
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or not set(MESH_AXES) <= set(mesh.axis_names):
     return x
   spec = _fit_spec(logical_to_mesh(names, rules), x.shape, mesh)
-  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+  return jax.lax.with_sharding_constraint(x, spec)

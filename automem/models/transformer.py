@@ -18,6 +18,9 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from automem.models.config import ModelConfig
+from automem.models.sharding import constrain
+
+_ACT = ("batch", "activation_length", "activation_embed")
 
 _INIT = nnx.initializers.normal(0.02)
 _NEG_INF = -1e30
@@ -252,7 +255,7 @@ class Transformer(nnx.Module):
     tokens = tokens.astype(jnp.int32)
     positions = positions.astype(jnp.int32)
     segment_ids = segment_ids.astype(jnp.int32)
-    x = jnp.take(self.embed_tokens[...], tokens, axis=0).astype(c.dtype)
+    x = constrain(jnp.take(self.embed_tokens[...], tokens, axis=0).astype(c.dtype), _ACT)
     if cache is None:
       kv_seg, kv_pos = segment_ids, positions
       if c.remat:
@@ -260,7 +263,7 @@ class Transformer(nnx.Module):
       else:
         fwd = _layer_forward
       for layer in self.layers:
-        x = fwd(layer, x, positions, segment_ids, kv_seg, kv_pos)
+        x = constrain(fwd(layer, x, positions, segment_ids, kv_seg, kv_pos), _ACT)
       new_cache = None
     else:
       kv_seg = jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids, (0, cache.index))
@@ -269,6 +272,7 @@ class Transformer(nnx.Module):
       for i, layer in enumerate(self.layers):
         x, (k, v) = layer(x, positions, segment_ids, (cache.k[i], cache.v[i]), kv_seg, kv_pos,
                           cache.index)
+        x = constrain(x, _ACT)
         ks.append(k)
         vs.append(v)
       new_cache = KVCache(k=tuple(ks), v=tuple(vs), segment_ids=kv_seg, positions=kv_pos,
@@ -276,7 +280,8 @@ class Transformer(nnx.Module):
     x = self.norm(x)
     if return_hidden:
       return x, new_cache
-    return self.logits_from_hidden(x), new_cache
+    logits = self.logits_from_hidden(x)
+    return constrain(logits, ("batch", "activation_length", "activation_vocab")), new_cache
 
   def logits_from_hidden(self, x: jax.Array) -> jax.Array:
     """Final projection to the vocabulary, accumulated and returned in float32."""

@@ -108,10 +108,15 @@ def test_sharded_forward_equals_unsharded(hf_qwen2_dir, qwen3):
   q3 = shard_model(nnx.clone(qwen3), make_mesh(2, 2, 2))
   assert q3.layers[0].self_attn.o_proj.kernel.get_value().sharding.spec == (
       jax.sharding.PartitionSpec("tensor", "fsdp"))
-  for model, ref_model in ((q2, q2_ref), (q3, qwen3)):
+  for model, ref_model, ambient in ((q2, q2_ref, False), (q3, qwen3, True)):
     mesh = model.layers[0].mlp.gate_proj.kernel.get_value().sharding.mesh
     batch = NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
     args = [jax.device_put(x, batch) for x in (toks, pos, seg)]
-    out = forward(model, *args)
+    if ambient:  # activation constraints are active under an ambient mesh
+      with jax.set_mesh(mesh):
+        out = forward(model, *args)
+      assert out.sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"), None, "tensor")
+    else:
+      out = forward(model, *args)
     ref = forward(ref_model, toks, pos, seg)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
