@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -197,6 +198,7 @@ if __name__ == "__main__":
   pool.reset([1, 2])
   pool.step_async(["__hang__", "east"])
   print(" ".join(str(p) for p in pool.worker_pids), flush=True)
+  print(" ".join(w.tmpdir for w in pool._workers), flush=True)
   os.kill(os.getpid(), signal.SIGKILL)
 """
 
@@ -210,7 +212,8 @@ def test_workers_die_with_a_killed_parent(tmp_path):
   with open(out, "w") as f:  # a file, not a pipe: an orphan holding a pipe would block us
     proc = subprocess.Popen([sys.executable, str(script)], stdout=f, stderr=subprocess.DEVNULL, env=env, cwd=root)
     assert proc.wait(timeout=300) == -signal.SIGKILL
-  pids = [int(p) for p in out.read_text().split()]
+  pid_line, tmp_line = out.read_text().splitlines()
+  pids = [int(p) for p in pid_line.split()]
   assert len(pids) == 2
   deadline = time.monotonic() + 20
   while time.monotonic() < deadline and not all(_gone(p) for p in pids):
@@ -219,6 +222,8 @@ def test_workers_die_with_a_killed_parent(tmp_path):
   alive = [p for p in pids if not _gone(p)]
   for p in alive:  # leave nothing behind even when the check fails
     os.kill(p, signal.SIGKILL)
+  for d in tmp_line.split():  # a killed parent cannot remove its workers' TMPDIRs
+    shutil.rmtree(d, ignore_errors=True)
   assert not alive
 
 
