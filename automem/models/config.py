@@ -40,6 +40,7 @@ class ModelConfig:
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False  # rematerialise each decoder layer in the backward pass
+  attention_chunk: int = 1024  # query block size for long sequences (0 = never split)
 
   def __post_init__(self):
     if isinstance(self.eos_token_id, list):

@@ -172,13 +172,29 @@ class Attention(nnx.Module):
       new_kv = (k, v)
     groups = c.num_heads // c.num_kv_heads
     q = q.reshape(b, t, c.num_kv_heads, groups, c.head_dim)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype),
-                        preferred_element_type=jnp.float32) * (c.head_dim ** -0.5)
-    mask = attention_mask(segment_ids, positions, kv_seg, kv_pos)[:, None, None]
-    scores = jnp.where(mask, scores, _NEG_INF)
-    probs = jax.nn.softmax(scores, axis=-1).astype(c.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(c.dtype))
+    k, v = k.astype(q.dtype), v.astype(c.dtype)
+    chunk = c.attention_chunk
+    if chunk and t > chunk and t % chunk == 0:
+      # Query blocks one at a time: peak score memory [B, H, chunk, S] instead of [B, H, T, S].
+      n = t // chunk
+      blocks = (q.reshape(b, n, chunk, *q.shape[2:]).swapaxes(0, 1),
+                segment_ids.reshape(b, n, chunk).swapaxes(0, 1),
+                positions.reshape(b, n, chunk).swapaxes(0, 1))
+      out = jax.lax.map(lambda a: _attend(a[0], k, v, a[1], a[2], kv_seg, kv_pos, c), blocks)
+      out = out.swapaxes(0, 1).reshape(b, t, c.num_kv_heads, groups, c.head_dim)
+    else:
+      out = _attend(q, k, v, segment_ids, positions, kv_seg, kv_pos, c)
     return self.o_proj(out.reshape(b, t, c.num_heads * c.head_dim)), new_kv
+
+
+def _attend(q, k, v, q_seg, q_pos, kv_seg, kv_pos, c: ModelConfig) -> jax.Array:
+  """Masked softmax attention; q: [B, T, KVH, G, D], k, v: [B, S, KVH, D] (fp32 scores)."""
+  scores = jnp.einsum("btkgd,bskd->bkgts", q, k,
+                      preferred_element_type=jnp.float32) * (c.head_dim ** -0.5)
+  mask = attention_mask(q_seg, q_pos, kv_seg, kv_pos)[:, None, None]
+  scores = jnp.where(mask, scores, _NEG_INF)
+  probs = jax.nn.softmax(scores, axis=-1).astype(c.dtype)
+  return jnp.einsum("bkgts,bskd->btkgd", probs, v)
 
 
 class MLP(nnx.Module):

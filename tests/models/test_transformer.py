@@ -61,6 +61,18 @@ def test_cache_decode_equals_full_forward(qwen3):
   assert int(cache.index) == 11
 
 
+def test_query_chunked_attention_is_exact(qwen3):
+  toks, = _rows(qwen3.config.vocab_size, [12], seed=4)
+  toks = np.stack([toks, toks[::-1]])
+  seg = np.array([[0] * 2 + [1] * 10, [1] * 5 + [2] * 7], np.int32)
+  pos = np.asarray(default_positions(jnp.asarray(seg)))
+  chunked = nnx.clone(qwen3)
+  for layer in chunked.layers:
+    layer.self_attn.config = qwen3.config.replace(attention_chunk=4)
+  np.testing.assert_allclose(np.asarray(forward(chunked, toks, pos, seg)),
+                             np.asarray(forward(qwen3, toks, pos, seg)), rtol=1e-5, atol=1e-6)
+
+
 def _loss(model, toks, pos, seg):
   logits, _ = model(toks, pos, seg)
   return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, toks[..., None], -1)[..., 0])
