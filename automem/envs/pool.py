@@ -72,6 +72,8 @@ def _die_with_parent(parent_pid: int) -> None:
     os._exit(0)
 
 
+_TMP_PREFIX = "automem-env-worker"
+
 # What a worker interpreter runs: take the parent's sys.path (so the factory's modules
 # import as they do in the parent), then serve. argv[1] is the socket's fd.
 _BOOTSTRAP = """
@@ -134,6 +136,10 @@ def _worker_main(conn: Connection, parent_pid: int | None) -> None:
       with contextlib.suppress(Exception):
         if env is not None:
           env.close()
+    # If the parent went away without stopping us, nobody else removes our TMPDIR.
+    tmp = os.environ.get("TMPDIR", "")
+    if os.path.basename(tmp).startswith(_TMP_PREFIX):
+      shutil.rmtree(tmp, ignore_errors=True)
 
 
 class _Worker:
@@ -148,7 +154,7 @@ class _Worker:
     parent = os.getpid() if threading.current_thread() is threading.main_thread() else None
     # The worker's own TMPDIR (NLE copies its library into a temp dir per game), removed
     # when the worker is stopped, so even a killed worker leaves nothing behind.
-    self.tmpdir = tempfile.mkdtemp(prefix=f"automem-env-worker{index}-")
+    self.tmpdir = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{index}-")
     ours, theirs = socket.socketpair()
     try:
       self.proc = subprocess.Popen(
