@@ -10,10 +10,12 @@ Rows (same seeds, same random valid actions, same text observations):
   pool K workers  N slots spread over K worker processes (EnvPool)
 
 "steps/s" counts slot steps (one action in one game); "vs single" divides by
-the single env's. Below the table: the pool's overhead per slot step (1 worker
-against the in-process batch: pickling, pipes, process switches) and the
-round-trip latency of one batched call that does no game work (invalid action
-names: each slot answers with its last observation).
+the single env's; "CPU ms/step" is the CPU time of this process and the
+workers per slot step (load-independent, unlike wall time). Below the table:
+the pool's overhead per slot step against the in-process batch (pickling,
+sockets, process switches), in wall and CPU time, and the round-trip latency
+of one batched call that does no game work (invalid action names: each slot
+answers with its last observation).
 Expect "pool 2 workers" to approach 2x "pool 1 worker" only with >= 3 idle
 cores (two workers and the parent); the uptime load average is printed.
 """
@@ -25,6 +27,7 @@ import random
 import sys
 import time
 
+import psutil
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
@@ -59,22 +62,34 @@ def _plan(n: int, steps: int) -> list[list[str]]:
   return [[rng.choice(moves) for _ in range(n)] for _ in range(steps)]
 
 
-def _run_batched(env, plan) -> float:
-  """Seconds spent in `step` (resets of finished slots are not timed)."""
+def _cpu_s(env) -> float:
+  """CPU seconds used so far by this process and the env's worker processes."""
+  total = time.process_time()
+  for pid in getattr(env, "worker_pids", ()):
+    t = psutil.Process(pid).cpu_times()
+    total += t.user + t.system
+  return total
+
+
+def _run_batched(env, plan) -> tuple[float, float]:
+  """(wall, CPU) seconds spent in `step`; resets of finished slots are not timed."""
   n = env.num_envs
   env.reset(list(range(n)))
   for actions in plan[:10]:  # warm-up
     env.step(actions)
   env.reset(list(range(n)))
-  total = 0.0
+  wall = reset_cpu = 0.0
+  cpu0 = _cpu_s(env)  # read once around the loop: CPU clocks tick in 10 ms steps
   for actions in plan:
     t = time.perf_counter()
     results = env.step(actions)
-    total += time.perf_counter() - t
-    for i, r in enumerate(results):
-      if r.done:
-        env.reset([1000 + i], indices=[i])
-  return total
+    wall += time.perf_counter() - t
+    done = [i for i, r in enumerate(results) if r.done]
+    if done:
+      c = _cpu_s(env)
+      env.reset([1000 + i for i in done], indices=done)
+      reset_cpu += _cpu_s(env) - c
+  return wall, _cpu_s(env) - cpu0 - reset_cpu
 
 
 def _run_single(factory, plan) -> float:
@@ -108,34 +123,36 @@ def main(argv):
   plan = _plan(n, steps)
   rows = []
   single_s = _run_single(factory, _plan(1, steps * 4))
-  rows.append(("single env", 1, steps * 4 / single_s, 1e3 * single_s / (steps * 4)))
+  rows.append(("single env", 1, steps * 4 / single_s, 1e3 * single_s / (steps * 4), None))
   serial = SerialEnv(factory, n)
   try:
-    serial_s = _run_batched(serial, plan)
+    serial_s, serial_cpu = _run_batched(serial, plan)
   finally:
     serial.close()
-  rows.append((f"in-process x{n}", n, n * steps / serial_s, 1e3 * serial_s / steps))
+  rows.append((f"in-process x{n}", n, n * steps / serial_s, 1e3 * serial_s / steps, 1e3 * serial_cpu / (n * steps)))
   overhead, latency = {}, {}
   for k in (int(w) for w in _WORKERS.value):
     t0 = time.perf_counter()
     pool = EnvPool(factory, n, k)
     start_s = time.perf_counter() - t0
     try:
-      pool_s = _run_batched(pool, plan)
+      pool_s, pool_cpu = _run_batched(pool, plan)
       latency[k] = _round_trip_ms(pool)
     finally:
       pool.close()
-    overhead[k] = 1e3 * (pool_s - serial_s) / (n * steps)
-    rows.append((f"pool {k} worker{'s' if k > 1 else ''} (start {start_s:.1f}s)", n, n * steps / pool_s, 1e3 * pool_s / steps))
+    overhead[k] = (1e3 * (pool_s - serial_s) / (n * steps), 1e3 * (pool_cpu - serial_cpu) / (n * steps))
+    rows.append((f"pool {k} worker{'s' if k > 1 else ''} (start {start_s:.1f}s)", n, n * steps / pool_s,
+                 1e3 * pool_s / steps, 1e3 * pool_cpu / (n * steps)))
   base = rows[0][2]
   task = {"nethack": lambda: factory.args[1], "minihack": lambda: factory.args[0]}.get(_GAME.value, lambda: "crafter 1.8")()
   print(f"\n{_GAME.value} ({task}), text observations, {steps} batched steps of {n} slots; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-  print(f"{'row':32s} {'slots':>5s} {'steps/s':>9s} {'vs single':>9s} {'ms/call':>8s}")
-  for name, slots, sps, ms in rows:
-    print(f"{name:32s} {slots:5d} {sps:9.0f} {sps / base:8.2f}x {ms:8.2f}")
-  if 1 in overhead:
-    print(f"pool overhead per slot step (1 worker vs in-process): {overhead[1]:.3f} ms")
+  print(f"{'row':32s} {'slots':>5s} {'steps/s':>9s} {'vs single':>9s} {'ms/call':>8s} {'CPU ms/step':>11s}")
+  for name, slots, sps, ms, cpu in rows:
+    cpu_s = "" if cpu is None else f"{cpu:.3f}"
+    print(f"{name:32s} {slots:5d} {sps:9.0f} {sps / base:8.2f}x {ms:8.2f} {cpu_s:>11s}")
+  for k, (wall_ms, cpu_ms) in overhead.items():
+    print(f"pool overhead per slot step, {k} worker(s) vs in-process: {wall_ms:+.3f} ms wall, {cpu_ms:+.3f} ms CPU")
   for k, ms in latency.items():
     print(f"round trip of a batched call with no game work, {k} worker(s): {ms:.2f} ms")
 
