@@ -17,6 +17,8 @@ from automem.envs.base import (
     TextEnv,
     normalize_action_name,
 )
+from automem.envs.pool import EnvPool, host_slots
+from automem.envs.slots import SerialEnv, SlotEnv
 
 # game name -> "module:factory". Each factory takes (num_envs, **kwargs).
 _REGISTRY: dict[str, str] = {
@@ -47,11 +49,15 @@ def make_env(game: str, num_envs: int = 1, **kwargs: Any) -> TextEnv:
 
 __all__ = [
     "END_REASONS",
+    "EnvPool",
     "EpisodeStats",
     "Observation",
+    "SerialEnv",
+    "SlotEnv",
     "StepResult",
     "TextEnv",
     "available_games",
+    "host_slots",
     "make_env",
     "normalize_action_name",
     "register_env",
