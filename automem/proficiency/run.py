@@ -67,7 +67,8 @@ def prepare_base_model(cfg: Any, workdir: str) -> str:
 
   path = os.path.join(workdir, "base_model")
   if jax.process_index() == 0 and not os.path.exists(os.path.join(path, "config.json")):
-    make_tiny_checkpoint(path, cfg.tiny_family, seed=cfg.tiny_seed)
+    make_tiny_checkpoint(path, cfg.tiny_family, seed=cfg.tiny_seed,
+                         tie_word_embeddings=cfg.tiny_tie_embeddings)
   _sync("base_model")
   return path
 

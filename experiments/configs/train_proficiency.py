@@ -1,8 +1,9 @@
 """Loop 2 memory-proficiency fine-tuning (masked SFT on memory-command tokens).
 
-Default (offline, CPU, about a minute): LoRA on the tiny random model from
-`make_tiny_checkpoint` over tiny synthetic trajectories; the masked loss falls
-from ~7 to well under 1 and a PEFT adapter lands in <workdir>/export/adapter.
+Default (offline, CPU, about a minute on 2 cores): LoRA on the tiny random model from
+`make_tiny_checkpoint` over tiny synthetic trajectories; the masked train and eval
+loss falls from ~6.9 to ~2.5 in 60 steps and a PEFT adapter lands in
+<workdir>/export/adapter.
 
   python -m experiments.train_proficiency \
       --config=experiments/configs/train_proficiency.py --workdir=runs/prof_tiny
@@ -42,6 +43,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.checkpoint = a["checkpoint"]  # base HF checkpoint dir ("" = write the tiny model)
   c.model.tiny_family = "qwen2"  # family of the tiny model ("qwen2" | "qwen3")
   c.model.tiny_seed = 0  # seed of the tiny model's random weights
+  # Untied output head for the tiny model: with tied 0.02-scale embeddings no adapter can
+  # grow the logits, so LoRA would barely move the loss; an untied head can carry an adapter.
+  c.model.tiny_tie_embeddings = False
   c.model.dtype = "bfloat16" if a["gpu"] else "float32"  # compute dtype
   c.model.frozen_dtype = "bfloat16"  # storage dtype of frozen (non-trained) weights
   c.model.remat = a["gpu"]  # rematerialise decoder layers in the backward pass
@@ -50,7 +54,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.lora.rank = a["rank"]  # adapter rank r
   c.lora.alpha = 2.0 * a["rank"]  # scale = alpha / r
   c.lora.target_modules = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                           "down_proj")  # Linear layers that get adapters
+                           "down_proj") + (() if a["checkpoint"] else ("lm_head",))
+  # ^ projections that get adapters (lm_head only for the untied tiny model)
   c.lora.seed = 0  # adapter init seed
 
   c.data = ml_collections.ConfigDict()

@@ -10,8 +10,9 @@ from automem.proficiency import dataset, selection, synthetic
 
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> str:
-  """A tiny random Qwen2 checkpoint with the tiny tokenizer and chat template."""
-  return make_tiny_checkpoint(str(tmp_path_factory.mktemp("prof_base") / "base"), "qwen2")
+  """A tiny random Qwen2 checkpoint (untied head, as the default config's tiny model)."""
+  return make_tiny_checkpoint(str(tmp_path_factory.mktemp("prof_base") / "base"), "qwen2",
+                              tie_word_embeddings=False)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from flax import nnx
 
 from automem.models import sharding as shd
 from automem.models.checkpoint import load_hf_checkpoint
-from automem.models.lora import LoraConfig, apply_lora
+from automem.models.lora import ALL_TARGETS, LoraConfig, apply_lora
 from automem.proficiency import batches, dataset, steps
 from automem.proficiency.trainer import Trainer
 
@@ -22,7 +22,8 @@ OPTIM = steps.OptimConfig(learning_rate=3e-2, warmup_steps=1, total_steps=20, b2
 def _trainer(base: str, mesh, finetune: str = "lora", optim=OPTIM, dtype="float32") -> Trainer:
   model = load_hf_checkpoint(base, mesh, dtype=dtype)
   if finetune == "lora":
-    apply_lora(model, LoraConfig(rank=4, alpha=8.0), seed=0, mesh=mesh)
+    apply_lora(model, LoraConfig(rank=4, alpha=8.0, targets=(*ALL_TARGETS, "lm_head")), seed=0,
+               mesh=mesh)
   return Trainer(model, mesh, optim, finetune=finetune, frozen_dtype=jnp.float32)
 
 
@@ -56,9 +57,7 @@ def test_lora_loss_falls_and_only_adapters_train(single, rows):
     state, m = single.step(state, batch)
     losses.append(float(m["loss"]))
   assert np.isfinite(losses).all()
-  # The tiny random model ties 0.02-scale embeddings to the head, which caps how far
-  # adapters alone can move the logits; a clear, steady fall is what we can ask for.
-  assert losses[-1] < losses[0] - 0.4 and losses[-1] < min(losses[:6]), losses
+  assert losses[-1] < 0.6 * losses[0], losses
   assert all("lora_a" in str(path) or "lora_b" in str(path)
              for path, _ in jax.tree_util.tree_leaves_with_path(state.params))
   _close(frozen_before, single.frozen, rtol=0, atol=0)  # the base never moves
@@ -67,22 +66,21 @@ def test_lora_loss_falls_and_only_adapters_train(single, rows):
   assert float(m["grad_norm"]) > 0 and float(m["update_norm"]) > 0 and int(state.step) == 12
 
 
-def test_targets_under_zero_weight_leave_gradients_unchanged(single, rows):
-  b = {k: np.asarray(v)[0] for k, v in _batch(rows, 0).items()}  # one [micro, T] block
+def test_targets_under_zero_weight_leave_the_step_unchanged(single, rows):
+  batch = {k: np.asarray(v) for k, v in _batch(rows, 0).items()}
   rng = np.random.default_rng(0)
-  other = dict(b, targets=np.where(b["weights"] > 0, b["targets"],
-                                   rng.integers(0, 1000, b["targets"].shape)).astype(np.int32))
-  assert (other["targets"] != b["targets"]).any()
-  grad = jax.jit(jax.grad(steps._sums_fn(single.graphdef, 0), has_aux=True))
-  params = single.init_state().params
-  g1, _ = grad(params, single.frozen, b)
-  g2, _ = grad(params, single.frozen, other)
-  _close(g1, g2, rtol=0, atol=0)
-  # ... while changing a trained target does change them.
-  flipped = dict(b, targets=np.where(b["weights"] > 0, (b["targets"] + 1) % 1000, b["targets"]))
-  g3, _ = grad(params, single.frozen, flipped)
-  flat = [np.concatenate([np.ravel(x) for x in jax.tree.leaves(g)]) for g in (g1, g3)]
-  assert np.abs(flat[0]).max() > 0 and not np.allclose(*flat)
+  noise = rng.integers(0, 1000, batch["targets"].shape).astype(np.int32)
+  other = dict(batch, targets=np.where(batch["weights"] > 0, batch["targets"], noise))
+  flipped = dict(batch, targets=np.where(batch["weights"] > 0, (batch["targets"] + 1) % 1000,
+                                         batch["targets"]))
+  assert (other["targets"] != batch["targets"]).any()
+  out = {}
+  for name, b in (("orig", batch), ("other", other), ("flipped", flipped)):
+    state, m = single.step(single.init_state(), {
+        k: jax.device_put(v, single.batch_sharding) for k, v in b.items()})
+    out[name] = jax.device_get((m["grad_norm"], m["loss"], state.params))
+  _close(out["orig"], out["other"], rtol=0, atol=0)  # bit-identical gradients and update
+  assert out["flipped"][0] != out["orig"][0]  # ... while a trained target does matter
 
 
 def test_sharded_step_on_8_devices_equals_single_device(single, tiny_base, rows):
@@ -97,28 +95,28 @@ def test_sharded_step_on_8_devices_equals_single_device(single, tiny_base, rows)
     s8, m8 = sharded.step(s8, _batch(rows, step, sharding=sharded.batch_sharding))
     _close(jax.device_get(m1), jax.device_get(m8))
   _close(jax.device_get(s1.params), jax.device_get(s8.params))
-  ev1 = single.evaluate(s1.params, batches.eval_batches(rows, 8, single.eval_sharding))
-  ev8 = sharded.evaluate(s8.params, batches.eval_batches(rows, 8, sharded.eval_sharding))
-  assert ev1 == pytest.approx(ev8, rel=1e-4)
 
 
 def test_accumulation_equals_one_big_batch(single, rows):
+  # `single.step` runs 2 microbatches of 4; the same 8 rows as one microbatch must agree.
   step = jax.jit(functools.partial(steps.train_step, single.graphdef, single.tx, single.schedule,
                                    0))
   state = single.init_state()
-  big = {k: v.reshape(1, 8, -1) for k, v in _batch(rows, 0).items()}
-  small = {k: v.reshape(4, 2, -1) for k, v in _batch(rows, 0).items()}
+  small = _batch(rows, 0, sharding=single.batch_sharding)
+  big = {k: v.reshape(1, 8, -1) for k, v in small.items()}
   s_big, m_big = step(jax.tree.map(jnp.copy, state), single.frozen, big)
-  s_small, m_small = step(state, single.frozen, small)
+  s_small, m_small = single.step(state, small)
   _close(jax.device_get(m_big), jax.device_get(m_small))
   _close(jax.device_get(s_big.params), jax.device_get(s_small.params))
 
 
 def test_chunked_loss_matches_full_logits(single, rows):
-  b = {k: np.asarray(v)[0] for k, v in _batch(rows, 0).items()}
+  b = {k: jax.device_put(np.asarray(v)[0], single.eval_sharding)
+       for k, v in _batch(rows, 0).items()}
   params = single.init_state().params
-  full, chunked = (jax.jit(functools.partial(steps.eval_step, single.graphdef, chunk))(
-      params, single.frozen, b) for chunk in (0, 32))
+  full = single._eval(params, single.frozen, b)  # compiled with loss_chunk=0
+  chunked = jax.jit(functools.partial(steps.eval_step, single.graphdef, 32))(
+      params, single.frozen, b)
   _close(full, chunked)
 
 
