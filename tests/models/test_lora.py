@@ -23,10 +23,13 @@ POS = np.broadcast_to(np.arange(8, dtype=np.int32), (2, 8))
 SEG = np.ones((2, 8), np.int32)
 
 
+CFG = LoraConfig(rank=2, alpha=4.0, targets=("q_proj", "up_proj"))
+
+
 @pytest.fixture()
 def lora_model(tiny_checkpoint_dir):
   model = load_hf_checkpoint(tiny_checkpoint_dir)
-  apply_lora(model, LoraConfig(rank=2, alpha=4.0, targets=("q_proj", "up_proj")), seed=1)
+  apply_lora(model, CFG, seed=1)
   rng = np.random.default_rng(0)
   for layer in model.layers:
     for lin in (layer.self_attn.q_proj, layer.mlp.up_proj):
@@ -37,7 +40,7 @@ def lora_model(tiny_checkpoint_dir):
 def test_fresh_adapter_is_identity_and_config_checks(tiny_checkpoint_dir):
   model = load_hf_checkpoint(tiny_checkpoint_dir)
   base = np.asarray(forward(model, TOKS, POS, SEG))
-  apply_lora(model, LoraConfig(rank=4), seed=0)
+  apply_lora(model, CFG, seed=0)  # same structure as `lora_model`: shares its compiled forward
   np.testing.assert_array_equal(np.asarray(forward(model, TOKS, POS, SEG)), base)
   with pytest.raises(ValueError, match="unknown LoRA targets"):
     LoraConfig(targets=("qkv",))
