@@ -19,6 +19,12 @@ Public surface (see DESIGN.md "Models" contract):
 - `make_tiny_checkpoint(dir, family="qwen2"|"qwen3", ...)`, `tiny_tokenizer()`, `tiny_config()`.
 - `GenerationEngine(model, tokenizer, ...)`, `.generate(prompts, params) -> [GenerationOutput]`,
   `SamplingParams`, `GenerationOutput`, `.num_forward_passes`, `.update_weights(model)`.
+  Extensions beyond the contract: `SamplingParams.ignore_eos`, `SamplingParams.adapter` with
+  `engine.add_adapter(name, peft_dir_or_lora_model)` (named LoRA adapters per request over
+  shared base weights), `GenerationOutput.stop_reason`; `token_ids` ends with the EOS id when
+  one was sampled, `text` never contains EOS or the matched stop string.
+- `make_tiny_checkpoint(..., pretrain_steps=N)` trains the tiny model for N steps on the
+  generated corpus so it answers with well-formed memory commands + EOS (default 0: random).
 - Sharding: `make_mesh(data, fsdp, tensor)`, `shard_model(model, mesh)`, `DEFAULT_RULES`.
 """
 

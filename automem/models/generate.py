@@ -36,6 +36,7 @@ class SamplingParams:
   stop: tuple[str, ...] = ()
   seed: int | None = None  # None: derived from the engine's seed and a request counter
   ignore_eos: bool = False  # keep generating past EOS (benchmarks)
+  adapter: str | None = None  # a LoRA adapter added with `GenerationEngine.add_adapter`
 
   def __post_init__(self):
     if isinstance(self.stop, str):
@@ -155,10 +156,37 @@ class GenerationEngine:
     self.num_forward_passes = 0
     self.num_generated_tokens = 0
     self._request_counter = 0
+    self.adapters: dict[str, tuple[Any, Any]] = {}  # name -> (graphdef, state)
 
   def update_weights(self, model: Transformer) -> None:
     """Takes the current weights of `model` (same structure) for subsequent requests."""
     self.graphdef, self.state = nnx.split(model)
+
+  def add_adapter(self, name: str, adapter: str | Transformer) -> None:
+    """Serves LoRA adapter `name` to requests with `SamplingParams(adapter=name)`.
+
+    `adapter` is a PEFT directory (`export_lora_adapter` layout) or a model of the same
+    base carrying LoRA adapters (e.g. the Loop-2 trainer's). The engine's base weights are
+    shared, not copied: each adapter adds only its own parameters. Replaces an adapter of
+    the same name.
+    """
+    from automem.models.lora import apply_lora, load_lora_adapter, lora_state
+
+    if not name:
+      raise ValueError("adapter name must be non-empty")
+    model = nnx.merge(self.graphdef, self.state)  # new Variables over the same base arrays
+    if isinstance(adapter, str):
+      load_lora_adapter(model, adapter)
+    else:
+      if getattr(adapter, "lora_config", None) is None:
+        raise ValueError("the model passed to add_adapter has no LoRA adapters")
+      apply_lora(model, adapter.lora_config)
+      nnx.update(model, lora_state(adapter))
+    model.eval()
+    self.adapters[name] = nnx.split(model)
+
+  def remove_adapter(self, name: str) -> None:
+    self.adapters.pop(name, None)
 
   def generate(
       self,
@@ -175,6 +203,9 @@ class GenerationEngine:
     for i, p in enumerate(prompts):
       if len(p) == 0:
         raise ValueError(f"prompt {i} is empty")
+      if params[i].adapter is not None and params[i].adapter not in self.adapters:
+        raise ValueError(f"prompt {i}: unknown adapter {params[i].adapter!r}; "
+                         f"added: {sorted(self.adapters)}")
       if len(p) + params[i].max_new_tokens > self.max_seq_len:
         raise ValueError(f"prompt {i}: {len(p)} tokens + max_new_tokens "
                          f"{params[i].max_new_tokens} exceeds max_seq_len {self.max_seq_len}")
@@ -182,17 +213,24 @@ class GenerationEngine:
     for p in params:
       seeds.append(p.seed if p.seed is not None else hash((self.seed, self._request_counter)))
       self._request_counter += 1
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    # Group by adapter, then by length so each batch pads little.
+    order = sorted(range(len(prompts)),
+                   key=lambda i: (params[i].adapter or "", len(prompts[i])))
     results: list[GenerationOutput | None] = [None] * len(prompts)
-    for start in range(0, len(order), self.max_batch_size):
-      idx = order[start : start + self.max_batch_size]
-      outs = self._generate_batch([prompts[i] for i in idx], [params[i] for i in idx],
+    start = 0
+    while start < len(order):
+      adapter = params[order[start]].adapter
+      idx = [i for i in order[start : start + self.max_batch_size] if params[i].adapter == adapter]
+      start += len(idx)
+      weights = (self.graphdef, self.state) if adapter is None else self.adapters[adapter]
+      outs = self._generate_batch(weights, [prompts[i] for i in idx], [params[i] for i in idx],
                                   [seeds[i] for i in idx])
       for i, o in zip(idx, outs):
         results[i] = o
     return results  # type: ignore[return-value]
 
-  def _generate_batch(self, prompts, params, seeds) -> list[GenerationOutput]:
+  def _generate_batch(self, weights, prompts, params, seeds) -> list[GenerationOutput]:
+    graphdef, state = weights
     n = len(prompts)
     b = _bucket(n, self.min_batch_bucket)
     t = _bucket(max(len(p) for p in prompts), self.min_prompt_bucket)
@@ -218,7 +256,7 @@ class GenerationEngine:
         jnp.asarray([s % (2**32) for s in seeds] + [0] * (b - n), jnp.uint32))
     mode = sampling_mode(temp[:n], top_k[:n], top_p[:n])
     first, pos, cache = _prefill(
-        self.graphdef, self.state, jnp.asarray(tokens), jnp.asarray(seg), temp, top_k, top_p, keys,
+        graphdef, state, jnp.asarray(tokens), jnp.asarray(seg), temp, top_k, top_p, keys,
         cache_len=cache_len, mode=mode)
     self.num_forward_passes += 1
     out = jnp.zeros((b, n_new), jnp.int32).at[:, 0].set(first)
@@ -237,7 +275,7 @@ class GenerationEngine:
         break
       done = jnp.asarray(done_np)
       cache, out, token, pos, count, done, steps = _decode(
-          self.graphdef, self.state, cache, out, token, pos, count, done, jnp.asarray(mx),
+          graphdef, state, cache, out, token, pos, count, done, jnp.asarray(mx),
           self.eos_ids, jnp.asarray(no_eos), temp, top_k, top_p, keys, chunk=self.decode_chunk,
           mode=mode)
       self.num_forward_passes += int(steps)

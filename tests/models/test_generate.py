@@ -132,3 +132,45 @@ def test_engine_on_mesh_matches_unsharded(tiny_engine, tiny_checkpoint_dir, prom
                              min_prompt_bucket=32, decode_chunk=8)
   ours = [o.token_ids for o in sharded.generate(prompts, GREEDY)]
   assert ours == [o.token_ids for o in tiny_engine.generate(prompts, GREEDY)]
+
+
+def test_named_adapters_share_the_base(tiny_engine, tiny_checkpoint_dir, prompts, tmp_path):
+  from automem.models import (
+      LoraConfig,
+      apply_lora,
+      export_lora_adapter,
+      load_hf_checkpoint,
+      merge_lora,
+  )
+
+  tuned = load_hf_checkpoint(tiny_checkpoint_dir)
+  apply_lora(tuned, LoraConfig(rank=2, alpha=4.0, targets=("q_proj", "up_proj")), seed=1)
+  rng = np.random.default_rng(0)
+  for layer in tuned.layers:
+    for lin in (layer.self_attn.q_proj, layer.mlp.up_proj):
+      lin.lora.lora_b.set_value(rng.normal(0, 0.5, lin.lora.lora_b.shape).astype(np.float32))
+  export_lora_adapter(tuned, str(tmp_path))
+  tiny_engine.add_adapter("specialist", str(tmp_path))
+  tiny_engine.add_adapter("live", tuned)
+  spec = dataclasses.replace(GREEDY, adapter="specialist")
+  live = dataclasses.replace(GREEDY, adapter="live")
+  outs = tiny_engine.generate(prompts * 2, [GREEDY] * 3 + [spec, live, spec])
+  # The adapted rows equal an argmax decode of the merged model; base rows are unchanged.
+  merged = merge_lora(tuned)
+  width = 64
+  for i in (3, 4, 5):
+    p, o = prompts[i - 3], outs[i]
+    seq = np.zeros((1, width), np.int32)
+    seq[0, : len(p) + len(o.token_ids)] = p + o.token_ids
+    seg = (np.arange(width) < len(p) + len(o.token_ids)).astype(np.int32)[None]
+    argmax = np.argmax(np.asarray(forward(merged, seq, np.arange(width)[None], seg)), -1)[0]
+    assert o.token_ids == argmax[len(p) - 1 : len(p) + len(o.token_ids) - 1].tolist()
+  base = tiny_engine.generate(prompts, GREEDY)
+  assert [o.token_ids for o in outs[:3]] == [o.token_ids for o in base]
+  assert any(outs[i].token_ids != base[i - 3].token_ids for i in (3, 4, 5))
+  shared = tiny_engine.adapters["specialist"][1]["layers"][0]["mlp"]["down_proj"]["kernel"]
+  assert shared.get_value() is tiny_engine.state["layers"][0]["mlp"]["down_proj"]["kernel"].get_value()
+  with pytest.raises(ValueError, match="unknown adapter"):
+    tiny_engine.generate([prompts[0]], dataclasses.replace(GREEDY, adapter="nope"))
+  tiny_engine.remove_adapter("live")
+  assert "live" not in tiny_engine.adapters
