@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.experimental import multihost_utils
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                     "chat_template.jinja", "chat_template.json", "generation_config.json",
@@ -41,8 +42,13 @@ def add_lora(model: nnx.Module, cfg: Any, mesh: jax.sharding.Mesh | None) -> nnx
 
 def export_trained(config: Any, trainer: Any, params: Any, base_model: str, out_dir: str
                    ) -> str:
-  """Writes the trained parameters as `config.export.kind` says; returns the written dir."""
+  """Writes the trained parameters as `config.export.kind` says; returns the written dir.
+
+  Every process must call this (the parameters are gathered from all of them); process 0
+  rebuilds the model on its host CPU in float32 and writes the files.
+  """
   from automem.models.checkpoint import load_hf_checkpoint, save_hf_checkpoint
+  from automem.models.sharding import make_mesh
 
   kind = config.export.kind
   if kind not in ("lora", "merged"):
@@ -50,31 +56,38 @@ def export_trained(config: Any, trainer: Any, params: Any, base_model: str, out_
   if kind == "lora" and config.finetune != "lora":
     raise ValueError("export.kind='lora' needs finetune='lora'; use 'merged' for full "
                      "fine-tuning")
-  params = jax.tree.map(lambda x: x.astype(jnp.float32), params)
-  model = load_hf_checkpoint(base_model, trainer.mesh, dtype="float32", param_dtype="float32")
-  if config.finetune == "lora":
-    model = add_lora(model, config.lora, trainer.mesh)
-    nnx.update(model, _lora_state(model, params))
+  if jax.process_count() > 1:
+    host = multihost_utils.process_allgather(params, tiled=True)
   else:
-    nnx.update(model, _param_state(model, params))
+    host = jax.device_get(params)
+  path = os.path.join(out_dir, "adapter" if kind == "lora" else "merged")
   if jax.process_index() != 0:
-    return out_dir
-  if kind == "lora":
-    from automem.models.lora import export_lora_adapter
+    return path
+  cpu = jax.local_devices(backend="cpu")[:1]
+  with jax.default_device(cpu[0]):
+    mesh = make_mesh(1, 1, 1, devices=cpu)
+    host = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), host)
+    model = load_hf_checkpoint(base_model, mesh, dtype="float32", param_dtype="float32")
+    if config.finetune == "lora":
+      model = add_lora(model, config.lora, mesh)
+      nnx.update(model, _lora_state(model, host))
+    else:
+      nnx.update(model, _param_state(model, host))
+    if kind == "lora":
+      from automem.models.lora import export_lora_adapter
 
-    path = os.path.join(out_dir, "adapter")
-    export_lora_adapter(model, path, lora_config(config.lora), base_model_name_or_path=base_model)
-  else:
-    path = os.path.join(out_dir, "merged")
+      export_lora_adapter(model, path, lora_config(config.lora),
+                          base_model_name_or_path=base_model)
+      return path
     if config.finetune == "lora":
       from automem.models.lora import merge_lora
 
       model = merge_lora(model)
     save_hf_checkpoint(model, path)
-    for name in _TOKENIZER_FILES:
-      src = os.path.join(base_model, name)
-      if os.path.exists(src) and not os.path.exists(os.path.join(path, name)):
-        shutil.copy(src, path)
+  for name in _TOKENIZER_FILES:
+    src = os.path.join(base_model, name)
+    if os.path.exists(src) and not os.path.exists(os.path.join(path, name)):
+      shutil.copy(src, path)
   return path
 
 

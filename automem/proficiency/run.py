@@ -183,9 +183,9 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None) -> dict[s
     else:
       abstract = trainer.abstract_state()
       params, opt_state, data = ckpt.restore(start, abstract.params, abstract.opt_state)
-      state = abstract.replace(step=jnp.asarray(start, jnp.int32), params=params,
-                               opt_state=opt_state)
-      state = jax.device_put(state, trainer.state_shardings)
+      step0 = jax.make_array_from_callback((), trainer.replicated,
+                                           lambda _: np.asarray(start, np.int32))
+      state = abstract.replace(step=step0, params=params, opt_state=opt_state)
       if data.get("seed") != config.data.seed or data.get("rows") != source.n:
         logging.warning("checkpoint data position %s does not match this dataset (%d rows, "
                         "seed %d); continuing from step %d", data, source.n, config.data.seed,

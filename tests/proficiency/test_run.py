@@ -118,7 +118,7 @@ def test_entry_point_on_two_processes_matches_one_process(straight, tiny_base, t
   env["JAX_COMPILATION_CACHE_DIR"] = str(jax.config.jax_compilation_cache_dir or "")
   flags = [f"--config={ROOT}/experiments/configs/train_proficiency.py:{VARIANT}",
            f"--workdir={tmp_path}", f"--config.model.checkpoint={tiny_base}",
-           f"--config.data.dir={workdir / 'dataset'}", "--config.export.kind=none",
+           f"--config.data.dir={workdir / 'dataset'}",
            "--config.distributed.enabled=True",
            f"--config.distributed.coordinator_address=127.0.0.1:{port}",
            "--config.distributed.num_processes=2", "--config.distributed.timeout_s=60"]
@@ -145,3 +145,9 @@ def test_entry_point_on_two_processes_matches_one_process(straight, tiny_base, t
   want_eval = [m for m in read_metrics(str(workdir)) if m["split"] == "eval"][-1]
   got_eval = [m for m in read_metrics(str(tmp_path)) if m["split"] == "eval"][-1]
   assert got_eval["loss"] == pytest.approx(want_eval["loss"], rel=2e-4)
+  # The adapter gathered from both processes equals the one-process adapter.
+  want_t = load_file(str(workdir / "export" / "adapter" / "adapter_model.safetensors"))
+  got_t = load_file(str(tmp_path / "export" / "adapter" / "adapter_model.safetensors"))
+  assert sorted(got_t) == sorted(want_t)
+  for k in want_t:
+    np.testing.assert_allclose(got_t[k], want_t[k], rtol=1e-3, atol=1e-5)

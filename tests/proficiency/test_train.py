@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +14,9 @@ from flax import nnx
 from automem.models import sharding as shd
 from automem.models.checkpoint import load_hf_checkpoint
 from automem.models.lora import ALL_TARGETS, LoraConfig, apply_lora
-from automem.proficiency import batches, dataset, steps
+from automem.proficiency import batches, dataset, export, steps
 from automem.proficiency.trainer import Trainer
+from experiments.configs import train_proficiency
 
 OPTIM = steps.OptimConfig(learning_rate=3e-2, warmup_steps=1, total_steps=20, b2=0.99)
 
@@ -120,7 +122,7 @@ def test_chunked_loss_matches_full_logits(single, rows):
   _close(full, chunked)
 
 
-def test_full_finetuning_in_bf16_compute_with_fp32_master_weights(tiny_base, rows):
+def test_full_finetuning_in_bf16_compute_with_fp32_master_weights(tiny_base, rows, tmp_path):
   full = _trainer(tiny_base, shd.make_mesh(1, 1, 1), "full",
                   steps.OptimConfig(learning_rate=1e-2, warmup_steps=1, total_steps=10),
                   dtype="bfloat16")
@@ -136,6 +138,12 @@ def test_full_finetuning_in_bf16_compute_with_fp32_master_weights(tiny_base, row
   assert {x.dtype for x in jax.tree.leaves(state.opt_state) if x.ndim} == {jnp.dtype(jnp.float32)}
   merged = full.merged_model(state.params)
   assert isinstance(merged, nnx.Module) and merged.config.dtype == jnp.bfloat16
+  # Export as a merged HF checkpoint; it loads back with exactly the trained weights.
+  cfg = train_proficiency.get_config("full")
+  path = export.export_trained(cfg, full, state.params, tiny_base, str(tmp_path / "export"))
+  assert os.path.exists(os.path.join(path, "tokenizer.json"))
+  back = nnx.to_pure_dict(nnx.state(load_hf_checkpoint(path), nnx.Param))
+  _close(back, jax.device_get(state.params), rtol=0, atol=0)
 
 
 def test_bad_finetune_mode_and_missing_adapters_are_clear_errors(tiny_base):
@@ -144,3 +152,15 @@ def test_bad_finetune_mode_and_missing_adapters_are_clear_errors(tiny_base):
     Trainer(load_hf_checkpoint(tiny_base, mesh), mesh, OPTIM, finetune="qlora")
   with pytest.raises(ValueError, match="apply_lora"):
     Trainer(load_hf_checkpoint(tiny_base, mesh), mesh, OPTIM, finetune="lora")
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
+  from tqdm import tqdm
+
+  from automem.proficiency.metrics import MetricsWriter
+  from automem.proficiency.run import _Logger
+
+  log = _Logger(MetricsWriter(str(tmp_path), tensorboard=False), tqdm(disable=True), 1)
+  log(1, {"loss": 1.0, "grad_norm": 1.0, "tokens": 4.0, "accuracy": 0.5})
+  with pytest.raises(FloatingPointError, match=r"non-finite training loss nan .* step 2"):
+    log(2, {"loss": float("nan"), "grad_norm": 1.0, "tokens": 4.0, "accuracy": 0.5})
