@@ -185,6 +185,15 @@ def _to_device(arr: np.ndarray, shape: tuple[int, ...], dtype: Any, sharding) ->
   return jax.make_array_from_callback(shape, sharding, cb)
 
 
+def to_host(x: jax.Array) -> np.ndarray:
+  """Full value of a (possibly sharded, possibly multi-host) array as a numpy array."""
+  if getattr(x, "is_fully_addressable", True):
+    return np.asarray(jax.device_get(x))
+  from jax.experimental import multihost_utils
+
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def save_hf_checkpoint(
     model: Transformer,
     path: str,
@@ -197,6 +206,8 @@ def save_hf_checkpoint(
 
   Only base weights are written; LoRA adapters go through `export_lora_adapter`
   (or `merge_lora` first to bake them in). Loadable by transformers' AutoModelForCausalLM.
+  Gathers one tensor at a time; with several processes every process must call this (the
+  gathers are collective) and only process 0 writes.
   """
   from safetensors.numpy import save_file
 
@@ -209,7 +220,7 @@ def save_hf_checkpoint(
     if isinstance(var, nnx.LoRAParam) or "lora" in [str(x) for x in p]:
       continue
     name, transpose = hf_name(p)
-    arr = np.asarray(jax.device_get(var.get_value())).astype(dtype)
+    arr = to_host(var.get_value()).astype(dtype)
     if transpose:
       arr = arr.T
     arr = np.ascontiguousarray(arr)
@@ -219,6 +230,8 @@ def save_hf_checkpoint(
     shards[-1][name] = arr
     size += arr.nbytes
   meta = {"format": "pt"}
+  if jax.process_index() != 0:
+    return
   if len(shards) == 1:
     save_file(shards[0], os.path.join(path, "model.safetensors"), metadata=meta)
   else:

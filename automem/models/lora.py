@@ -189,6 +189,8 @@ def export_lora_adapter(
   """Writes `adapter_config.json` + `adapter_model.safetensors` (PEFT layout, float32)."""
   from safetensors.numpy import save_file
 
+  from automem.models.checkpoint import to_host
+
   config = config or getattr(model, "lora_config", None)
   if config is None:
     raise ValueError("model has no LoRA adapters (call apply_lora first)")
@@ -197,10 +199,12 @@ def export_lora_adapter(
     if lin.lora is None:
       raise ValueError(f"{name} of layer {layer} has no adapter")
     prefix = _peft_prefix(name, layer)
-    a = np.asarray(jax.device_get(lin.lora.lora_a.get_value()), np.float32)
-    b = np.asarray(jax.device_get(lin.lora.lora_b.get_value()), np.float32)
+    a = to_host(lin.lora.lora_a.get_value()).astype(np.float32)
+    b = to_host(lin.lora.lora_b.get_value()).astype(np.float32)
     tensors[f"{prefix}.lora_A.weight"] = np.ascontiguousarray(a.T)
     tensors[f"{prefix}.lora_B.weight"] = np.ascontiguousarray(b.T)
+  if jax.process_index() != 0:
+    return
   os.makedirs(path, exist_ok=True)
   save_file(tensors, os.path.join(path, "adapter_model.safetensors"), metadata={"format": "pt"})
   with open(os.path.join(path, "adapter_config.json"), "w") as f:
