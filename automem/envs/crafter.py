@@ -34,7 +34,7 @@ from craftax.craftax_classic.world_gen import generate_world
 from automem.envs import crafter_text as ct
 from automem.envs.base import EpisodeStats, Observation, StepResult, TextEnv, check_batch
 from automem.envs.crafter_dynamics import craftax_step_local
-from automem.envs.crafter_metrics import ACHIEVEMENTS, progression
+from automem.envs.crafter_metrics import ACHIEVEMENTS
 
 _H, _W = ct.VIEW_HEIGHT, ct.VIEW_WIDTH
 _N_CELLS = _H * _W
@@ -54,7 +54,6 @@ _ACHIEVEMENT_INDEX = np.array([Achievement[a.upper()].value for a in ACHIEVEMENT
 # Craftax `player_direction` (an action id) -> (d_row, d_col).
 _DIRECTION_OFFSETS = np.zeros((17, 2), dtype=np.int32)
 _DIRECTION_OFFSETS[1:5] = [(0, -1), (0, 1), (-1, 0), (1, 0)]
-_FACING_NAMES = {v: k for k, v in ct.FACING.items()}
 
 # Layout of the packed int32 observation row of one slot.
 _FIELDS = (
@@ -200,6 +199,33 @@ def view_from_state(
   return unpack_view(ints, light)
 
 
+def _infos(ints: np.ndarray, light: np.ndarray) -> list[dict[str, Any]]:
+  """The JSON-serialisable `Observation.info` of each packed row."""
+  steps = ints[:, _SLICES["timestep"]][:, 0].tolist()
+  positions = ints[:, _SLICES["position"]].tolist()
+  facing = ints[:, _SLICES["facing"]]
+  facing_names = np.array([*ct.FACING, "?"], dtype=object)[
+      np.select([facing[:, 0] < 0, facing[:, 0] > 0, facing[:, 1] < 0, facing[:, 1] > 0], [0, 1, 2, 3], 4)
+  ].tolist()
+  vitals = ints[:, _SLICES["vitals"]].tolist()
+  inventory = ints[:, _SLICES["inventory"]].tolist()
+  sleeping = ints[:, _SLICES["sleeping"]][:, 0].astype(bool).tolist()
+  daylight = np.asarray(light, np.float64).tolist()
+  items = ct.INVENTORY_ITEMS
+  return [
+      {
+          "step": steps[j],
+          "position": positions[j],
+          "facing": facing_names[j],
+          "vitals": dict(zip(ct.VITALS, vitals[j])),
+          "inventory": {k: c for k, c in zip(items, inventory[j]) if c},
+          "sleeping": sleeping[j],
+          "daylight": daylight[j],
+      }
+      for j in range(len(steps))
+  ]
+
+
 class CrafterEnv(TextEnv):
   """Crafter (Craftax-Classic) with text observations; see the module docstring.
 
@@ -312,7 +338,7 @@ class CrafterEnv(TextEnv):
       self._stats[i] = EpisodeStats(game=self.game, task="crafter", seed=int(seeds[j]))
     ints, light = ints[:n], light[:n]
     texts = ct.render_text(unpack_view(ints, light), self.location_style)
-    observations = [Observation(t, self._info(row, lv)) for t, row, lv in zip(texts, ints, light)]
+    observations = [Observation(t, info) for t, info in zip(texts, _infos(ints, light))]
     for i, obs in zip(indices, observations):
       self._last_obs[i] = obs
     return observations
@@ -321,6 +347,7 @@ class CrafterEnv(TextEnv):
 
   def step(self, actions: Sequence[str | None]) -> list[StepResult | None]:
     check_batch(actions, self._n)
+    t0 = time.perf_counter()
     ids = np.zeros(self._n, np.int32)
     active = np.zeros(self._n, bool)
     feedback = [""] * self._n
@@ -332,38 +359,42 @@ class CrafterEnv(TextEnv):
       if not self._started[i]:
         raise ValueError(f"slot {i} was never reset; call reset before stepping it")
       if self._done[i]:
+        results[i] = self._finished_result(i)
         continue
       a = ct.parse_action(action)
       if a is None:
         a, valid[i], feedback[i] = ct.NOOP, False, ct.invalid_action_feedback(action)
       ids[i], active[i] = a, True
-    for i, action in enumerate(actions):
-      if action is not None and self._done[i]:
-        results[i] = self._finished_result(i)
     if not active.any():
       return results
 
-    t0 = time.perf_counter()
+    t1 = time.perf_counter()
     self._state, reward, (ints, light) = self._fns.step(self._state, self._key_data, ids, active)
     reward, ints, light = jax.device_get((reward, ints, light))
-    t1 = time.perf_counter()
-    slots = np.flatnonzero(active)
-    texts = ct.render_text(unpack_view(ints[slots], light[slots]), self.location_style)
     t2 = time.perf_counter()
-    for text, i in zip(texts, slots):
-      row = ints[i]
-      i = int(i)
-      r = float(reward[i])
-      self._returns[i] += r
-      length = int(row[_SLICES["timestep"]][0])
-      unlocked = row[_SLICES["achievements"]].astype(bool)
-      for k in np.flatnonzero(unlocked & ~self._unlocked[i]):
-        self._order[i].append(ACHIEVEMENTS[k])
-      self._unlocked[i] = unlocked
-      dead = bool(row[_SLICES["dead"]][0])
-      end = "death" if dead else "step_cap" if length >= self.max_episode_steps else "running"
-      done = end != "running"
-      self._done[i] = done
+    slots = np.flatnonzero(active)
+    ints, light, reward = ints[slots], light[slots], reward[slots]
+    texts = ct.render_text(unpack_view(ints, light), self.location_style)
+    t3 = time.perf_counter()
+
+    # Episode bookkeeping for all stepped slots at once.
+    self._returns[slots] += reward
+    lengths = ints[:, _SLICES["timestep"]][:, 0]
+    unlocked = ints[:, _SLICES["achievements"]].astype(bool)
+    for j in np.flatnonzero((unlocked & ~self._unlocked[slots]).any(axis=1)):
+      i = slots[j]
+      new = np.flatnonzero(unlocked[j] & ~self._unlocked[i])
+      self._order[i].extend(ACHIEVEMENTS[k] for k in new)
+    self._unlocked[slots] = unlocked
+    dead = ints[:, _SLICES["dead"]][:, 0].astype(bool)
+    capped = lengths >= self.max_episode_steps
+    self._done[slots] = dead | capped
+    ends = np.where(dead, "death", np.where(capped, "step_cap", "running")).tolist()
+    progress = (100.0 * unlocked.sum(axis=1) / len(ACHIEVEMENTS)).tolist()
+    infos = _infos(ints, light)
+    for i, text, r, length, end, prog, info in zip(
+        slots.tolist(), texts, reward.tolist(), lengths.tolist(), ends, progress, infos
+    ):
       stats = EpisodeStats(
           game=self.game,
           task="crafter",
@@ -371,34 +402,19 @@ class CrafterEnv(TextEnv):
           episode_return=float(self._returns[i]),
           length=length,
           achievements=tuple(self._order[i]),
-          progression=progression(self._order[i]),
+          progression=prog,
           end_reason=end,
       )
       self._stats[i] = stats
-      obs = Observation(text=text, info=self._info(row, light[i]))
-      self._last_obs[i] = obs
-      results[i] = StepResult(obs, r, done, valid[i], feedback[i], stats)
-    self.timings["device_s"] += t1 - t0
-    self.timings["render_s"] += t2 - t1
-    self.timings["host_s"] += time.perf_counter() - t2
+      obs = self._last_obs[i] = Observation(text, info)
+      results[i] = StepResult(obs, r, end != "running", valid[i], feedback[i], stats)
+    t4 = time.perf_counter()
+    self.timings["device_s"] += t2 - t1
+    self.timings["render_s"] += t3 - t2
+    self.timings["host_s"] += (t1 - t0) + (t4 - t3)
     return results
 
   def _finished_result(self, i: int) -> StepResult:
     stats = self._stats[i]
     feedback = "The episode is over; reset this slot to play again."
     return StepResult(self._last_obs[i], 0.0, True, True, feedback, stats)
-
-  @staticmethod
-  def _info(row: np.ndarray, light: float) -> dict[str, Any]:
-    facing = tuple(int(x) for x in row[_SLICES["facing"]])
-    return {
-        "step": int(row[_SLICES["timestep"]][0]),
-        "position": [int(x) for x in row[_SLICES["position"]]],
-        "facing": _FACING_NAMES.get(facing, "?"),
-        "vitals": dict(zip(ct.VITALS, (int(x) for x in row[_SLICES["vitals"]]))),
-        "inventory": {
-            k: int(c) for k, c in zip(ct.INVENTORY_ITEMS, row[_SLICES["inventory"]]) if c
-        },
-        "sleeping": bool(row[_SLICES["sleeping"]][0]),
-        "daylight": float(light),
-    }
