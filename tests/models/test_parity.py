@@ -126,3 +126,39 @@ def test_missing_and_misshaped_tensors_are_reported(hf_qwen2_dir, tmp_path):
   assert "model.norm.weight has shape (3,)" in msg
   cfg = json.loads((bad / "config.json").read_text())
   assert cfg["model_type"] == "qwen2"
+
+
+# Real model configs (from their config.json), checked structurally without any weights.
+REAL_CONFIGS = {
+    "Qwen2.5-7B": dict(model_type="qwen2", vocab_size=152064, hidden_size=3584,
+                       intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                       num_key_value_heads=4, tie_word_embeddings=False, rope_theta=1e6),
+    "Qwen3-8B": dict(model_type="qwen3", vocab_size=151936, hidden_size=4096,
+                     intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                     num_key_value_heads=8, head_dim=128, tie_word_embeddings=False,
+                     rope_theta=1e6, attention_bias=False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_CONFIGS))
+def test_real_size_configs_have_transformers_tensor_names_and_shapes(name):
+  import transformers
+  from flax import nnx
+
+  from automem.models import ModelConfig, Transformer
+  from automem.models.checkpoint import hf_name
+
+  d = REAL_CONFIGS[name]
+  cfg = ModelConfig.from_hf_dict(d)
+  abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+  ours = {}
+  for path, var in nnx.to_flat_state(nnx.state(abstract)):
+    hf, transpose = hf_name(path)
+    ours[hf] = tuple(var.shape[::-1]) if transpose else tuple(var.shape)
+  hf_cfg = transformers.AutoConfig.for_model(**d)
+  with torch.device("meta"):
+    ref = transformers.AutoModelForCausalLM.from_config(hf_cfg)
+  theirs = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+  if cfg.tie_word_embeddings:
+    theirs.pop("lm_head.weight")
+  assert ours == theirs
