@@ -25,7 +25,19 @@ Public surface (see DESIGN.md "Models" contract):
   one was sampled, `text` never contains EOS or the matched stop string.
 - `make_tiny_checkpoint(..., pretrain_steps=N)` trains the tiny model for N steps on the
   generated corpus so it answers with well-formed memory commands + EOS (default 0: random).
-- Sharding: `make_mesh(data, fsdp, tensor)`, `shard_model(model, mesh)`, `DEFAULT_RULES`.
+- Sharding: `make_mesh(data, fsdp, tensor)`, `shard_model(model, mesh)`, `DEFAULT_RULES`
+  (logical axis -> mesh axis); activations get constraints under `with jax.set_mesh(mesh)`.
+
+Example::
+
+  path = make_tiny_checkpoint("/tmp/tiny", "qwen2")            # or any Qwen2/2.5/3 HF dir
+  model = load_hf_checkpoint(path, mesh=make_mesh(fsdp=-1))     # sharded over all devices
+  tok = Tokenizer.from_pretrained(path)
+  engine = GenerationEngine(model, tok)
+  prompt = tok.apply_chat_template([{"role": "user", "content": "You see a tree."}])
+  out = engine.generate([prompt], [SamplingParams(temperature=0.7, max_new_tokens=64,
+                                                  stop=("<|END|>",), seed=0)])[0]
+  print(out.text, out.finish_reason)
 """
 
 from automem.models.checkpoint import CheckpointError, load_hf_checkpoint, save_hf_checkpoint
