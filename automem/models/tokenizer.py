@@ -77,7 +77,10 @@ def _as_id_list(x: Any) -> list[int]:
 
 
 class Tokenizer:
-  """Byte-level BPE tokenizer with special tokens, EOS ids and a chat template."""
+  """Byte-level BPE tokenizer with special tokens, EOS ids and a chat template.
+
+  `tok` (the underlying `tokenizers.Tokenizer`) is public and stable.
+  """
 
   def __init__(
       self,
@@ -167,6 +170,11 @@ class Tokenizer:
 
   def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
     return self.tok.encode(text, add_special_tokens=add_special_tokens).ids
+
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids and each token's (start, end) character span in `text` (for loss masks)."""
+    enc = self.tok.encode(text, add_special_tokens=False)
+    return list(enc.ids), [tuple(o) for o in enc.offsets]
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     return [e.ids for e in self.tok.encode_batch(list(texts), add_special_tokens=False)]

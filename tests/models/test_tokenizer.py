@@ -69,6 +69,10 @@ def test_tiny_tokenizer_roundtrip_and_command_tokens(tiny_tokenizer):
   assert tiny_tokenizer.decode(tiny_tokenizer.encode(text)) == text
   assert tiny_tokenizer.decode(tiny_tokenizer.encode("<|im_end|>"), skip_special_tokens=True) == ""
   assert tiny_tokenizer.token_to_id("<|im_end|>") in tiny_tokenizer.eos_token_ids
+  ids, spans = tiny_tokenizer.encode_with_offsets(text)
+  assert ids == tiny_tokenizer.encode(text)
+  assert text[spans[0][0] : spans[0][1]] == "<|APPEND|>"
+  assert spans[-1][1] == len(text)
 
 
 def test_tiny_tokenizer_is_cached_by_recipe(tmp_path):
