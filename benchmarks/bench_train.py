@@ -1,15 +1,16 @@
 """Training throughput: our jitted Flax/optax step vs a transformers + PyTorch step, same model.
 
-Both sides train the same HF checkpoint (written by `make_tiny_checkpoint`, by
-default a little wider than the test model) on the same random rows with the
-same loss (cross-entropy on masked tokens), AdamW, LoRA (peft on the torch
-side) or full fine-tuning, float32 on CPU, one optimizer step per batch.
-Reports training tokens/s (all row tokens, masked or not) and the ratio.
+Both sides train the same random HF checkpoint (Qwen2 layout, written with our
+`save_hf_checkpoint`) on the same random rows with the same loss (cross-entropy on
+masked tokens), AdamW, LoRA (peft on the torch side) or full fine-tuning, one
+optimizer step per batch. Reports training tokens/s (all row tokens, masked or
+not), the ratio, and with --peak_tflops the model-FLOPs utilisation of our step.
 
-  python benchmarks/bench_train.py                  # LoRA and full, about 2-4 minutes on CPU
+  python benchmarks/bench_train.py                  # small model, CPU, a few minutes
   python benchmarks/bench_train.py --modes=lora --steps=5 --hidden=128
-
-No GPU is needed (nor used: torch runs on CPU, JAX on its default backend).
+  # on an accelerator: a Qwen2.5-0.5B-shaped model, bf16 compute, MFU against H100 bf16 peak
+  python benchmarks/bench_train.py --preset=0.5b --dtype=bfloat16 --batch=8 --seq=2048 \
+      --loss_chunk=512 --remat --peak_tflops=989 --torch_device=cuda
 """
 
 from __future__ import annotations
@@ -31,8 +32,40 @@ def _rows(vocab: int, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarr
           "positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy()}
 
 
-def bench_jax(base: str, mode: str, rows: dict[str, np.ndarray], steps: int, rank: int
-              ) -> float:
+PRESETS = {
+    # name: (hidden, intermediate, layers, heads, kv_heads, vocab)
+    "small": (256, 1024, 4, 8, 2, 1024),
+    "0.5b": (896, 4864, 24, 14, 2, 151936),  # Qwen2.5-0.5B shapes
+}
+
+
+def write_model(path: str, hidden: int, inter: int, layers: int, heads: int, kv: int,
+                vocab: int) -> str:
+  from automem.models.checkpoint import save_hf_checkpoint
+  from automem.models.tiny import tiny_config
+  from automem.models.transformer import init_model
+
+  cfg = tiny_config("qwen2", vocab, hidden_size=hidden, intermediate_size=inter,
+                    num_layers=layers, num_heads=heads, num_kv_heads=kv,
+                    head_dim=hidden // heads, tie_word_embeddings=True)
+  save_hf_checkpoint(init_model(cfg), path)
+  return path
+
+
+def step_flops(mode: str, hidden: int, inter: int, layers: int, heads: int, kv: int, vocab: int,
+               seq: int, tokens: int) -> float:
+  """Model FLOPs of one step: 6 (full) or 4 (frozen base: no weight grads) per matmul weight
+  per token, plus attention scores and values (forward 4*T*d per layer, x3 with backward)."""
+  head_dim = hidden // heads
+  matmul = layers * (hidden * (heads + 2 * kv) * head_dim + heads * head_dim * hidden
+                     + 3 * hidden * inter) + vocab * hidden
+  per_weight = 6 if mode == "full" else 4
+  attention = 12 * layers * seq * heads * head_dim
+  return float(tokens) * (per_weight * matmul + attention)
+
+
+def bench_jax(base: str, mode: str, rows: dict[str, np.ndarray], steps: int, rank: int,
+              dtype: str = "float32", remat: bool = False, loss_chunk: int = 0) -> float:
   import jax
   import jax.numpy as jnp
 
@@ -42,11 +75,12 @@ def bench_jax(base: str, mode: str, rows: dict[str, np.ndarray], steps: int, ran
   from automem.proficiency import OptimConfig, Trainer
 
   mesh = shd.make_mesh(1, 1, 1)
-  model = load_hf_checkpoint(base, mesh)
+  model = load_hf_checkpoint(base, mesh, dtype=dtype, remat=remat)
   if mode == "lora":
     apply_lora(model, LoraConfig(rank=rank, alpha=2.0 * rank), mesh=mesh)
   trainer = Trainer(model, mesh, OptimConfig(learning_rate=1e-4, warmup_steps=0, total_steps=100),
-                    finetune=mode, frozen_dtype=jnp.float32)
+                    finetune=mode, loss_chunk=loss_chunk,
+                    frozen_dtype=jnp.float32 if dtype == "float32" else jnp.bfloat16)
   batch = {k: jax.device_put(v[None], trainer.batch_sharding) for k, v in rows.items()}
   state = trainer.init_state()
   for _ in range(2):  # compile + warm up
@@ -59,13 +93,14 @@ def bench_jax(base: str, mode: str, rows: dict[str, np.ndarray], steps: int, ran
   return rows["inputs"].size * steps / (time.perf_counter() - t0)
 
 
-def bench_torch(base: str, mode: str, rows: dict[str, np.ndarray], steps: int, rank: int
-                ) -> float:
+def bench_torch(base: str, mode: str, rows: dict[str, np.ndarray], steps: int, rank: int,
+                device: str = "cpu", dtype: str = "float32") -> float:
   import torch
   from transformers import AutoModelForCausalLM
 
   torch.manual_seed(0)
-  model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+  # bf16 on the torch side is autocast over float32 master weights, like ours.
+  model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
   if mode == "lora":
     from peft import LoraConfig, get_peft_model
 
@@ -76,13 +111,20 @@ def bench_torch(base: str, mode: str, rows: dict[str, np.ndarray], steps: int, r
   model.train()
   params = [p for p in model.parameters() if p.requires_grad]
   opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
-  inputs = torch.from_numpy(rows["inputs"]).long()
-  targets = torch.from_numpy(rows["targets"]).long()
-  weights = torch.from_numpy(rows["weights"])
-  positions = torch.from_numpy(rows["positions"]).long()
+  inputs = torch.from_numpy(rows["inputs"]).long().to(device)
+  targets = torch.from_numpy(rows["targets"]).long().to(device)
+  weights = torch.from_numpy(rows["weights"]).to(device)
+  positions = torch.from_numpy(rows["positions"]).long().to(device)
+  autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
+                            enabled=dtype == "bfloat16")
+
+  def sync():
+    if device.startswith("cuda"):
+      torch.cuda.synchronize()
 
   def step():
-    logits = model(input_ids=inputs, position_ids=positions).logits.float()
+    with autocast:
+      logits = model(input_ids=inputs, position_ids=positions).logits.float()
     ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(),
                                            reduction="none")
     loss = (ce * weights.flatten()).sum() / weights.sum()
@@ -93,51 +135,67 @@ def bench_torch(base: str, mode: str, rows: dict[str, np.ndarray], steps: int, r
 
   for _ in range(2):
     step()
+  sync()
   t0 = time.perf_counter()
   for _ in range(steps):
     step()
+  sync()
   return rows["inputs"].size * steps / (time.perf_counter() - t0)
 
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--modes", default="lora,full", help="comma-separated: lora, full")
-  ap.add_argument("--hidden", type=int, default=256)
-  ap.add_argument("--layers", type=int, default=4)
-  ap.add_argument("--heads", type=int, default=8)
-  ap.add_argument("--kv_heads", type=int, default=2)
-  ap.add_argument("--vocab", type=int, default=1024)
+  ap.add_argument("--preset", default="small", choices=sorted(PRESETS),
+                  help="model shape; --hidden etc. override it")
+  ap.add_argument("--hidden", type=int)
+  ap.add_argument("--layers", type=int)
   ap.add_argument("--batch", type=int, default=8)
   ap.add_argument("--seq", type=int, default=256)
   ap.add_argument("--steps", type=int, default=10)
   ap.add_argument("--rank", type=int, default=8)
+  ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                  help="compute dtype (master weights stay float32)")
+  ap.add_argument("--remat", action="store_true")
+  ap.add_argument("--loss_chunk", type=int, default=0)
+  ap.add_argument("--peak_tflops", type=float, default=0.0,
+                  help="device peak (e.g. 989 for H100 bf16 dense) to print MFU")
+  ap.add_argument("--torch_device", default="cpu", help="'cpu', 'cuda' or 'none' (skip peer)")
   ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
   args = ap.parse_args()
 
   import torch
 
   torch.set_num_threads(args.threads)
-  from automem.models.tiny import make_tiny_checkpoint
-
-  base = make_tiny_checkpoint(
-      os.path.join(tempfile.mkdtemp(prefix="bench_train_"), "base"), "qwen2",
-      vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
-      num_layers=args.layers, num_heads=args.heads, num_kv_heads=args.kv_heads,
-      head_dim=args.hidden // args.heads)
-  rows = _rows(args.vocab, args.batch, args.seq)
+  hidden, inter, layers, heads, kv, vocab = PRESETS[args.preset]
+  if args.hidden:
+    hidden, inter = args.hidden, 4 * args.hidden
+  layers = args.layers or layers
+  base = write_model(os.path.join(tempfile.mkdtemp(prefix="bench_train_"), "base"), hidden,
+                     inter, layers, heads, kv, vocab)
+  rows = _rows(vocab, args.batch, args.seq)
   import jax
 
-  print(f"model: qwen2 hidden={args.hidden} layers={args.layers} vocab={args.vocab}; "
-        f"batch {args.batch} x {args.seq} tokens; float32; jax {jax.__version__} on "
-        f"{jax.default_backend()} ({jax.device_count()} devices, 1 used); torch "
-        f"{torch.__version__} on CPU, {args.threads} threads")
-  print(f"| {'mode':<5} | {'ours (JAX) tok/s':>17} | {'transformers+torch tok/s':>24} | "
-        f"{'ratio':>6} |")
-  print(f"|{'-' * 7}|{'-' * 19}|{'-' * 26}|{'-' * 8}|")
+  print(f"model: qwen2 hidden={hidden} layers={layers} heads={heads}/{kv} vocab={vocab}; "
+        f"batch {args.batch} x {args.seq} tokens; {args.dtype} compute, float32 master; "
+        f"jax {jax.__version__} on {jax.default_backend()} (1 device used); torch "
+        f"{torch.__version__} on {args.torch_device}, {args.threads} threads")
+  peer_name = f"transformers+torch ({args.torch_device}) tok/s"
+  print(f"| {'mode':<5} | {'ours (JAX) tok/s':>17} | {peer_name:>30} | {'ratio':>6} | "
+        f"{'our MFU':>7} |")
+  print(f"|{'-' * 7}|{'-' * 19}|{'-' * 32}|{'-' * 8}|{'-' * 9}|")
   for mode in args.modes.split(","):
-    ours = bench_jax(base, mode, rows, args.steps, args.rank)
-    peer = bench_torch(base, mode, rows, args.steps, args.rank)
-    print(f"| {mode:<5} | {ours:>17.0f} | {peer:>24.0f} | {ours / peer:>5.2f}x |", flush=True)
+    ours = bench_jax(base, mode, rows, args.steps, args.rank, args.dtype, args.remat,
+                     args.loss_chunk)
+    peer = (bench_torch(base, mode, rows, args.steps, args.rank, args.torch_device, args.dtype)
+            if args.torch_device != "none" else float("nan"))
+    mfu = "-"
+    if args.peak_tflops:
+      flops = step_flops(mode, hidden, inter, layers, heads, kv, vocab, args.seq,
+                         rows["inputs"].size) / rows["inputs"].size * ours
+      mfu = f"{100 * flops / (args.peak_tflops * 1e12):.1f}%"
+    print(f"| {mode:<5} | {ours:>17.0f} | {peer:>30.0f} | {ours / peer:>5.2f}x | {mfu:>7} |",
+          flush=True)
 
 
 if __name__ == "__main__":
