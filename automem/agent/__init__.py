@@ -11,7 +11,7 @@ Public API::
     .fail(reason)                       end with an error (failed LLM call, crashed env)
     .drain_records() -> [dict]          trajectory lines since the last call
     .metrics                            EpisodeMetrics (calls, tokens, commands, fallbacks)
-  AgentConfig(layout="cached"|"paper", two_model, specialist_adapter,
+  AgentConfig(layout="cached"|"paper"|"paper_first", two_model, specialist_adapter,
               memory_sampling, action_sampling, seed);  SamplingConfig
   prompts: build_messages, system_text, history_text, file_index_text, shared_prefix_len
   observers: StepView, run_observers, register_observer, available_observers

@@ -78,7 +78,9 @@ class AgentConfig:
   """How the agent talks to the model(s); the structure says what it says.
 
   Attributes:
-    layout: prompt layout, "cached" (ours) or "paper" (for comparison).
+    layout: prompt layout, "cached" (ours), or "paper" / "paper_first" (the
+      paper's, observation in the system prompt after / before the
+      instructions; for comparison).
     two_model: memory turns to the specialist, the action commit to the base
       model; False sends every turn to one model.
     specialist_adapter: LoRA adapter name put on specialist requests (None:
@@ -292,7 +294,7 @@ class EpisodeAgent:
     self._turns.append({"role": "user", "content": self._user_prompt(self.phase.value)})
 
   def _user_prompt(self, phase: str) -> str:
-    paper = self.config.layout == "paper"
+    paper = self.config.layout != "cached"
     shown = phase == "plan" and self._log_ran
     observation = prompts.SEE_SYSTEM if paper else (
         prompts.SEE_ABOVE if shown else self._observation)
@@ -312,7 +314,7 @@ class EpisodeAgent:
   def _follow_up(self, phase: str, results: Sequence[CommandResult]) -> str:
     return self.structure.follow_up_prompt(
         phase, results=format_results(results),
-        file_index=prompts.SEE_SYSTEM if self.config.layout == "paper" else self._file_index(),
+        file_index=prompts.SEE_SYSTEM if self.config.layout != "cached" else self._file_index(),
         helpers=self._helpers(phase), step=self.step)
 
   def _file_index(self) -> str:
@@ -448,7 +450,7 @@ class EpisodeAgent:
     messages = prompts.build_messages(
         layout=self.config.layout, system=self._system, turns=self._turns,
         observation=self._observation,
-        file_index=self.store.index_text() if self.config.layout == "paper" else "")
+        file_index=self.store.index_text() if self.config.layout != "cached" else "")
     memory_turn = role == "specialist"
     sampling = self.config.memory_sampling if memory_turn else self.config.action_sampling
     adapter = self.config.specialist_adapter if memory_turn and self.config.two_model else None

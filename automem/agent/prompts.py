@@ -22,7 +22,9 @@ history lines.
 
 `layout="paper"` rebuilds the layout of the paper's agent for comparison:
 the system prompt holds the current observation and the file index (with
-sizes), so it changes at every step and every write.
+sizes), so it changes at every step and every write. "paper" puts them after
+the fixed instructions (the kinder case for a prefix cache), "paper_first"
+before them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-LAYOUTS = ("cached", "paper")
+LAYOUTS = ("cached", "paper", "paper_first")
 SEE_ABOVE = "(the current observation is shown above)"
 SEE_SYSTEM = "(see the system prompt)"
 
@@ -112,18 +114,20 @@ def build_messages(
   """The chat messages of one request: system, then the step's turns.
 
   Args:
-    layout: "cached" (ours) or "paper".
+    layout: "cached" (ours), "paper" or "paper_first".
     system: the fixed system text.
     turns: the step's messages so far (user first, user last).
     observation: the newest observation (put into the system prompt by
-      the "paper" layout).
-    file_index: the file index with sizes (used by the "paper" layout).
+      the paper layouts).
+    file_index: the file index with sizes (used by the paper layouts).
   """
   if layout not in LAYOUTS:
     raise ValueError(f"unknown prompt layout {layout!r}; known: {', '.join(LAYOUTS)}")
+  dynamic = f"Memory files:\n{file_index}\n\nCurrent observation:\n{observation}"
   if layout == "paper":
-    system = (f"{system}\n\nMemory files:\n{file_index}\n\n"
-              f"Current observation:\n{observation}")
+    system = f"{system}\n\n{dynamic}"
+  elif layout == "paper_first":
+    system = f"{dynamic}\n\n{system}"
   return [{"role": "system", "content": system}, *(dict(t) for t in turns)]
 
 

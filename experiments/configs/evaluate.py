@@ -18,7 +18,7 @@ Variants (after `evaluate.py:`, comma-separated):
   backend=NAME         local | sglang | openai
   two_model            memory turns to the specialist, the action commit to the base model
   adapter=NAME         the specialist's LoRA adapter name (two-model mode)
-  layout=NAME          cached (ours) | paper (the paper's layout, for comparison)
+  layout=NAME          cached (ours) | paper | paper_first (the paper's layout, for comparison)
 """
 
 from __future__ import annotations

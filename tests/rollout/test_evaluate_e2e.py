@@ -115,6 +115,8 @@ def test_trajectories_are_complete_and_replay(three_game_run):
     mem_dir = os.path.join(workdir, "memory", eid)
     on_disk = {}
     for name in os.listdir(mem_dir):
+      if name.startswith("."):
+        continue  # the store's own marker file, not a memory file
       with open(os.path.join(mem_dir, name), encoding="utf-8") as f:
         on_disk[name] = f.read()
     assert on_disk == end["final_memory"]
