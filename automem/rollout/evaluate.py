@@ -45,7 +45,7 @@ def game_list(config: ml_collections.ConfigDict) -> list[str]:
 
 
 # The keyword each env factory takes for its step cap.
-_STEP_CAP_KWARG = {"crafter": "max_episode_steps"}
+_STEP_CAP_KWARG = {"crafter": "max_episode_steps", "crafter_original": "max_episode_steps"}
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

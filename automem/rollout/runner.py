@@ -27,24 +27,15 @@ import tqdm
 from absl import logging
 
 from automem.agent import AgentConfig, EpisodeAgent, Phase, TrajectoryWriter
-from automem.envs import TextEnv, available_games, make_env, register_env
+from automem.envs import TextEnv, make_env
 from automem.llm.types import LLMRequest, LLMResult
 from automem.memory import MemoryStore
 from automem.rollout.metrics import EpisodeMetrics, format_summary, summarize
 from automem.rollout.rundir import RunDir
 
-# Env modules registered here if `automem.envs` has not registered them itself (a thin
-# adapter for the registry; a no-op once the envs package lists these games).
-_KNOWN_ENVS = {
-    "minihack": "automem.envs.minihack:MiniHackEnv",
-    "nethack": "automem.envs.nethack:NetHackEnv",
-}
-
 
 def default_env_factory(game: str, num_envs: int, **kwargs: Any) -> TextEnv:
-  """`automem.envs.make_env`, registering the NLE games first if needed."""
-  if game not in available_games() and game in _KNOWN_ENVS:
-    register_env(game, _KNOWN_ENVS[game])
+  """`automem.envs.make_env` (tests wrap it to inject faults)."""
   return make_env(game, num_envs, **kwargs)
 
 
