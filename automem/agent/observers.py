@@ -60,14 +60,31 @@ def run_observers(specs: Sequence[Any], history: Sequence[StepView]) -> str:
   return "\n".join(lines)
 
 
+def _state_key(view: StepView) -> Any:
+  """What "nothing changed" compares: the game state when the info has it, else the text.
+
+  Crafter's text changes with the daylight every step and NetHack's status line
+  with the turn counter, so the text alone would never look unchanged.
+  """
+  info = view.info
+  vitals = info.get("vitals")
+  if "position" in info:  # Crafter
+    return (repr(info.get("position")), info.get("facing"), repr(info.get("inventory")),
+            repr(vitals))
+  if isinstance(vitals, Mapping) and "x" in vitals:  # NetHack / MiniHack
+    keep = {k: v for k, v in vitals.items() if k != "time"}
+    return (repr(keep), repr(info.get("inventory")), info.get("message"))
+  return view.observation_text
+
+
 @register_observer("stagnation")
 def stagnation(history: Sequence[StepView], spec: Any) -> str:
-  """Warns when the observation has not changed for `min_unchanged` steps."""
+  """Warns when the game state has not changed for `min_unchanged` steps."""
   min_unchanged = int(spec.param("min_unchanged"))
   strong_after = int(spec.param("strong_after"))
   unchanged = 0
   for prev, cur in zip(reversed(history[:-1]), reversed(history[1:])):
-    if cur.observation_text != prev.observation_text or cur.reward != 0:
+    if _state_key(cur) != _state_key(prev) or cur.reward != 0:
       break
     unchanged += 1
   if unchanged < min_unchanged:

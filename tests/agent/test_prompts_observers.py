@@ -73,6 +73,19 @@ def test_stagnation_and_repetition():
   assert "'Noop' was 4 of your last 4 actions" in run_observers([rep], history)
 
 
+def test_stagnation_compares_game_state_not_daylight():
+  stag = ObserverSpec("stagnation", params={"min_unchanged": 1, "strong_after": 3})
+  info = {"position": [3, 4], "facing": "north", "inventory": {}, "vitals": {"health": 9}}
+  history = [view("daylight 80%", info=info), view("daylight 79%", "Noop", info=info)]
+  assert "1 step(s) without change" in run_observers([stag], history)
+  moved = dict(info, position=[2, 4])
+  assert run_observers([stag], [*history, view("daylight 78%", "Move West", info=moved)]) == ""
+  nle = {"vitals": {"x": 4, "y": 5, "hp": 12, "time": 10}, "inventory": ["a: sword"],
+         "message": ""}
+  later = {**nle, "vitals": {**nle["vitals"], "time": 11}}
+  assert run_observers([stag], [view("T:10", info=nle), view("T:11", "search", info=later)])
+
+
 def test_vitals_crafter_and_nethack():
   spec = ObserverSpec("vitals", params={"threshold": 0.3})
   crafter = view("x", info={"vitals": {"health": 2, "food": 9, "drink": 1, "energy": 5}})
