@@ -126,12 +126,15 @@ def craftax_step_local(
   init_health = state.player_health
   action = jax.lax.select(state.is_sleeping, Action.NOOP.value, action)
   state = gl.do_crafting(state, action)
-  rng, k_do, k_mobs, k_spawn, k_next = jax.random.split(rng, 5)
-  state = gl.do_action(k_do, state, action, static_params)
+  # The same chain of key splits as `craftax_step`: without spawns the two agree bit for bit.
+  rng, key = jax.random.split(rng)
+  state = gl.do_action(key, state, action, static_params)
   state = gl.place_block(state, action, static_params)
   state = gl.move_player(state, action)
-  state = gl.update_mobs(k_mobs, state, params, static_params)
-  state = spawn_mobs_local(state, k_spawn, params, static_params)
+  rng, key = jax.random.split(rng)
+  state = gl.update_mobs(key, state, params, static_params)
+  rng, key = jax.random.split(rng)
+  state = spawn_mobs_local(state, key, params, static_params)
   state = gl.update_plants(state, static_params)
   state = gl.update_player_intrinsics(state, action)
   state = gl.cap_inventory(state)
@@ -141,9 +144,10 @@ def craftax_step_local(
       - init_achievements.astype(jnp.float32).sum()
       + (state.player_health - init_health) * 0.1
   )
+  rng, key = jax.random.split(rng)
   state = state.replace(
       timestep=state.timestep + 1,
       light_level=gl.calculate_light_level(state.timestep + 1, params),
-      state_rng=k_next,
+      state_rng=key,
   )
   return state, reward

@@ -13,7 +13,7 @@ from craftax.craftax_classic.constants import BlockType
 from craftax.craftax_classic.envs.craftax_state import EnvParams, StaticEnvParams
 from craftax.craftax_classic.world_gen import generate_world
 
-from automem.envs.crafter_dynamics import spawn_mobs_local
+from automem.envs.crafter_dynamics import craftax_step_local, spawn_mobs_local
 
 N = 4000  # spawn draws per sampler
 STATIC = StaticEnvParams()
@@ -96,3 +96,27 @@ def test_spawn_chances_match_craftax():
     rates = [getattr(out, group).mask[:, 0].mean() for out in (local, reference)]
     tol = 5 * np.sqrt(p * (1 - p) / N)
     assert abs(rates[0] - p) < tol and abs(rates[1] - p) < tol, (group, rates, p)
+
+
+@pytest.mark.slow
+def test_step_equals_craftax_step_without_spawns():
+  """Apart from spawning, `craftax_step_local` is Craftax's step: same states, same rewards."""
+  quiet = EnvParams(
+      spawn_cow_chance=0.0, spawn_zombie_base_chance=0.0, spawn_zombie_night_chance=0.0,
+      spawn_skeleton_chance=0.0,
+  )
+  ours = jax.jit(lambda k, s, a: craftax_step_local(k, s, a, quiet, STATIC))
+  theirs = jax.jit(lambda k, s, a: gl.craftax_step(k, s, a, quiet, STATIC))
+  a = generate_world(jax.random.PRNGKey(5), quiet, STATIC)
+  for k in range(2):  # worlds start empty: add mobs so that their moves are compared too
+    a = jax.jit(spawn_mobs_local, static_argnums=(2, 3))(a, jax.random.PRNGKey(k), ALWAYS, STATIC)
+  assert int(np.asarray(a.cows.mask).sum()) == 2 and int(np.asarray(a.zombies.mask).sum()) == 2
+  b = a
+  rng = np.random.default_rng(0)
+  for t, action in enumerate(rng.integers(0, 17, 40)):
+    key = jax.random.PRNGKey(t)
+    a, ra = ours(key, a, action)
+    b, rb = theirs(key, b, action)
+    assert float(ra) == float(rb)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
