@@ -21,6 +21,7 @@ import tokenizers
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 Message = dict[str, Any]
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 
 
 class _GenerationTag(jinja2.ext.Extension):
@@ -190,10 +191,16 @@ class Tokenizer:
     """The prompt text transformers' `apply_chat_template(..., tokenize=False)` renders."""
     if self.chat_template is None:
       raise ValueError("this tokenizer has no chat template")
-    msgs = [dict(m) for m in messages]
-    for m in msgs:
+    msgs = []
+    for m in messages:
+      m = dict(m)
       if "role" not in m:
         raise ValueError(f"chat message without a role: {m!r}")
+      # As transformers: reasoning given under any of its names is visible under all of them.
+      reasoning = next((m[k] for k in _REASONING_FIELDS if m.get(k) is not None), None)
+      if reasoning is not None:
+        m = {"thinking": reasoning, **m, "reasoning_content": reasoning}
+      msgs.append(m)
     tmpl = compile_chat_template(self.chat_template)
     tools = kwargs.pop("tools", None)
     documents = kwargs.pop("documents", None)

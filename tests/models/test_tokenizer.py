@@ -37,8 +37,14 @@ QWEN25_STYLE = """{%- if tools %}
     {%- endif %}
 {%- endif %}
 {%- for message in messages %}
-    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant") %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) %}
         {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>assistant\\n' }}
+        {%- if message.reasoning_content %}
+            {{- '<think>\\n' + message.reasoning_content.strip('\\n') + '\\n</think>\\n\\n' }}
+        {%- endif %}
+        {{- message.content + '<|im_end|>\\n' }}
     {%- endif %}
 {%- endfor %}
 {%- if add_generation_prompt %}
@@ -52,6 +58,9 @@ CHATS = [
      {"role": "user", "content": "<|READ|>notes.md<|END|>"},
      {"role": "assistant", "content": "<|APPEND|>notes.md|wood: 3<|END|><|DONE|><|END|>"},
      {"role": "user", "content": "  spaces\n\nand newlines  "}],
+    [{"role": "user", "content": "plan?"},
+     {"role": "assistant", "content": "<|ACTION|>noop<|END|>", "reasoning": "\nwait a bit\n"},
+     {"role": "user", "content": "ok"}],
 ]
 TOOLS = [{"type": "function", "function": {"name": "move", "parameters": {"dir": "ü"}}}]
 
