@@ -115,6 +115,13 @@ def _decode(graphdef, state, cache, out, token, pos, count, done, max_new, eos_i
   return cache, out, token, pos, count, done, steps
 
 
+def _inference_split(model: Transformer):
+  """(graphdef, state) of `model` in eval mode (no LoRA dropout), leaving `model` as it is."""
+  copy = nnx.merge(*nnx.split(model))  # new Variables over the same arrays
+  copy.eval()
+  return nnx.split(copy)
+
+
 class GenerationEngine:
   """In-process batched generation for a `Transformer`.
 
@@ -144,7 +151,7 @@ class GenerationEngine:
   ):
     self.tokenizer = tokenizer
     self.config = model.config
-    self.graphdef, self.state = nnx.split(model)
+    self.graphdef, self.state = _inference_split(model)
     self.max_batch_size = max_batch_size
     self.min_batch_bucket = min_batch_bucket
     self.min_prompt_bucket = min_prompt_bucket
@@ -160,7 +167,7 @@ class GenerationEngine:
 
   def update_weights(self, model: Transformer) -> None:
     """Takes the current weights of `model` (same structure) for subsequent requests."""
-    self.graphdef, self.state = nnx.split(model)
+    self.graphdef, self.state = _inference_split(model)
 
   def add_adapter(self, name: str, adapter: str | Transformer) -> None:
     """Serves LoRA adapter `name` to requests with `SamplingParams(adapter=name)`.
