@@ -284,7 +284,7 @@ def load_split(data_dir: str, split: str, mmap: bool = True) -> dict[str, np.nda
 
 
 class ModelChatTokenizer:
-  """`ChatTokenizer` over `automem.models.Tokenizer` (offsets from its `tokenizers` object)."""
+  """`ChatTokenizer` over `automem.models.Tokenizer` (end of turn: `<|im_end|>`, else EOS)."""
 
   def __init__(self, tokenizer: Any, end_of_turn: str = "<|im_end|>"):
     self.tokenizer = tokenizer
@@ -305,8 +305,7 @@ class ModelChatTokenizer:
     return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
 
   def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    enc = self.tokenizer.tok.encode(text, add_special_tokens=False)
-    return list(enc.ids), [tuple(o) for o in enc.offsets]
+    return self.tokenizer.encode_with_offsets(text)
 
   @property
   def end_of_turn_id(self) -> int:

@@ -208,54 +208,56 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None) -> dict[s
     return res
 
   writer = MetricsWriter(workdir, tensorboard=config.tensorboard)
-  total = config.steps
-  end = total if stop_after is None else min(total, stop_after)
-  preempted = False
-  eval_res: dict[str, float] = {}
-  bar = tqdm(total=total, initial=start, desc="train", disable=jax.process_index() != 0,
-             dynamic_ncols=True)
-  log = _Logger(writer, bar, config.log_every)
-  pending: tuple[int, Any] | None = None
-  saved = start
-  with PreemptionFlag() as flag:
-    step = start
-    while step < end:
-      with timer("data"):
-        batch = source.global_batch_arrays(step)
-      with timer("step"):
-        state, metrics = trainer.step(state, batch)
-      step += 1
-      if pending is not None:  # fetch step N-1 after dispatching step N
-        with timer("fetch"):
+  bar = tqdm(total=config.steps, initial=start, desc="train", dynamic_ncols=True,
+             disable=jax.process_index() != 0)
+  try:
+    total = config.steps
+    end = total if stop_after is None else min(total, stop_after)
+    preempted = False
+    eval_res: dict[str, float] = {}
+    log = _Logger(writer, bar, config.log_every)
+    pending: tuple[int, Any] | None = None
+    saved = start
+    with PreemptionFlag() as flag:
+      step = start
+      while step < end:
+        with timer("data"):
+          batch = source.global_batch_arrays(step)
+        with timer("step"):
+          state, metrics = trainer.step(state, batch)
+        step += 1
+        if pending is not None:  # fetch step N-1 after dispatching step N
+          with timer("fetch"):
+            log(*pending)
+        pending = (step, metrics)
+        if config.eval_every and step % config.eval_every == 0 and step < total:
           log(*pending)
-      pending = (step, metrics)
-      if config.eval_every and step % config.eval_every == 0 and step < total:
+          pending = None
+          eval_res = evaluate(step)
+        with timer("checkpoint"):
+          if ckpt.save(step, state.params, state.opt_state, data_item(step)):
+            saved = step
+        if flag.raised or ckpt.reached_preemption(step):
+          preempted = True
+          break
+      if pending is not None:
         log(*pending)
-        pending = None
-        eval_res = evaluate(step)
       with timer("checkpoint"):
-        if ckpt.save(step, state.params, state.opt_state, data_item(step)):
-          saved = step
-      if flag.raised or ckpt.reached_preemption(step):
-        preempted = True
-        break
-    if pending is not None:
-      log(*pending)
-    with timer("checkpoint"):
-      if step != saved:
-        ckpt.save(step, state.params, state.opt_state, data_item(step), force=True)
-      ckpt.wait()
-  bar.close()
-  finished = step >= total
-  if finished:
-    eval_res = evaluate(step)
-  exported = None
-  if finished and config.export.kind != "none":
-    with timer("export"):
-      exported = export.export_trained(config, trainer, state.params, base_model,
-                                       os.path.join(workdir, "export"))
-  ckpt.close()
-  writer.close()
+        if step != saved:
+          ckpt.save(step, state.params, state.opt_state, data_item(step), force=True)
+        ckpt.wait()
+    finished = step >= total
+    if finished:
+      eval_res = evaluate(step)
+    exported = None
+    if finished and config.export.kind != "none":
+      with timer("export"):
+        exported = export.export_trained(config, trainer, state.params, base_model,
+                                         os.path.join(workdir, "export"))
+  finally:  # also on a NaN stop: finish pending saves, flush events
+    bar.close()
+    ckpt.close()
+    writer.close()
   summary = {
       "step": step, "finished": finished, "preempted": preempted or (not finished),
       "train": log.last, "eval": eval_res, "export": exported,
