@@ -8,6 +8,12 @@ metrics, summary, TensorBoard events).
 
   python -m experiments.evaluate --config=experiments/configs/evaluate.py --workdir=runs/eval
 
+Expected: about 4 CPU-minutes (3-4 minutes on a quiet 2-core machine, the first run
+also builds the tiny model and compiles); every episode ends at its step cap with
+progression 0 (a random model), nearly every action is the structure's fallback.
+Running it again on the same workdir finds every episode finished and only
+rewrites the summary.
+
 Variants (after `evaluate.py:`, comma-separated):
   full                 paper-scale: all eight BALROG MiniHack tasks, BALROG step caps,
                        5 episodes per task, an SGLang server (`--config.llm.base_url=...`)
