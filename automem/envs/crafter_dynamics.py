@@ -7,9 +7,10 @@ closer than `mob_despawn_distance` (14) to the player, so `spawn_mobs_local`
 applies the same rules on the 27x27 window around the player and samples a
 candidate cell uniformly in two small stages (row, then column). The spawn
 distribution is the same as Craftax's (uniform over the valid cells, same
-chances, same order cow -> zombie -> skeleton); the random stream differs, so
-`craftax_step_local` is not bit-identical to `craftax_step` for a given key.
-Everything else is Craftax's own code, called in Craftax's order.
+chances, same order cow -> zombie -> skeleton); only the spawn draws differ.
+Everything else is Craftax's own code, called in Craftax's order with
+Craftax's key splits, so without spawns `craftax_step_local` and
+`craftax_step` agree bit for bit (tested).
 """
 
 from __future__ import annotations
