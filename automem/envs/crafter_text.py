@@ -254,8 +254,9 @@ _FACED = np.array(
     [[f"\n\nYou face {name} at your front ({d})." for d in FACING] for name in CELL_NAMES],
     dtype=object,
 )
-_DAYLIGHT = np.array(
-    [f"\nIt is {'day' if p >= 50 else 'night'} (daylight {p}%)." for p in range(101)], dtype=object
+_DAYLIGHT = np.array(  # [is_day, percent]; night is daylight < 0.5, as crafter darkens it
+    [[f"\nIt is {phase} (daylight {p}%)." for p in range(101)] for phase in ("night", "day")],
+    dtype=object,
 )
 _INVENTORY_CAP = 100
 _INVENTORY_LINES = np.array(
@@ -319,9 +320,9 @@ def render_text(
       [facing[:, 0] < 0, facing[:, 0] > 0, facing[:, 1] < 0], [0, 1, 2], 3
   )  # index into FACING: north, south, west, east
   faced_l = _FACED[faced, direction].tolist()
-  percent = np.rint(100 * np.asarray(view.daylight, np.float64)).astype(np.int64)
-  percent = np.minimum(np.maximum(percent, 0), 100)
-  daylight_l = _DAYLIGHT[percent].tolist()
+  light = np.asarray(view.daylight, np.float64)
+  percent = np.minimum(np.maximum(np.rint(100 * light).astype(np.int64), 0), 100)
+  daylight_l = _DAYLIGHT[(light >= 0.5).astype(np.int64), percent].tolist()
   status_l = np.where(
       np.asarray(view.dead, bool), 2, np.asarray(view.sleeping, bool).astype(np.int64)
   ).tolist()

@@ -109,6 +109,9 @@ def test_status_vitals_inventory_daylight():
   assert dead.startswith("You died.") and "sleeping" not in dead
   empty = ct.render_text(make_view(grass()))[0]
   assert "You have nothing in your inventory." in empty and "It is day" in empty
+  # Night is daylight < 0.5 (when crafter darkens the screen), whatever the rounding says.
+  assert "It is night (daylight 50%)." in ct.render_text(make_view(grass(), daylight=0.498))[0]
+  assert "It is day (daylight 50%)." in ct.render_text(make_view(grass(), daylight=0.5))[0]
 
 
 def test_batched_render_matches_per_slot():
