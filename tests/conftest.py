@@ -22,7 +22,7 @@ jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.support.models"]
 
 # MiniHack's Boxoban levels come from ../shared/data on machines without internet.
 _SHARED_BOXOBAN = os.path.join(
