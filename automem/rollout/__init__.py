@@ -8,9 +8,11 @@ Public API::
   episode_id(game, task, seed)
   seeds(name, num, offset=0), seed_set_of(seed), SEED_SETS   named disjoint seed sets
   EpisodeMetrics, summarize(records), format_summary(summary), mean_ci95(values)
-  evaluate(config, workdir) -> summary     the whole evaluation job (experiments/evaluate.py)
+  evaluate(config, workdir, env_factory=None, clients=None) -> summary
+                                       the whole evaluation job (experiments/evaluate.py)
 """
 
+from automem.rollout.evaluate import evaluate
 from automem.rollout.metrics import EpisodeMetrics, format_summary, mean_ci95, summarize
 from automem.rollout.rundir import RunDir, episode_id
 from automem.rollout.runner import EpisodePlan, GameSetup, Runner
@@ -24,6 +26,7 @@ __all__ = [
     "RunDir",
     "Runner",
     "episode_id",
+    "evaluate",
     "format_summary",
     "mean_ci95",
     "seed_set_of",

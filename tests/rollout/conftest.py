@@ -1,6 +1,6 @@
 """Fixtures for the rollout tests: one tiny-model engine with a single compiled shape.
 
-Every engine call runs at batch 2 and a 4096-token prompt bucket, so the whole
+Every engine call runs at batch 2 and a 2048-token prompt bucket, so the whole
 rollout suite compiles one prefill and one decode shape (the persistent JAX
 cache keeps them across sessions).
 """
@@ -13,7 +13,7 @@ from automem.models import GenerationEngine, SamplingParams, Tokenizer
 from tests.support.models import tiny_checkpoint_dir, tiny_model  # noqa: F401 -- fixtures
 
 ENGINE_BATCH = 2
-PROMPT_BUCKET = 4096
+PROMPT_BUCKET = 2048
 
 
 @pytest.fixture(scope="session")

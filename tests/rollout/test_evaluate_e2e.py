@@ -25,15 +25,26 @@ from tests.support.llm_server import LLMTestServer
 pytestmark = pytest.mark.slow
 
 
+# Compact system texts keep every prompt inside one 2048-token bucket of the tiny model
+# (the v0 user and follow-up templates are used as they are).
+LOG_SYSTEM = ("You play {game} ({task}). Actions:\n{actions}\nMemory commands:\n{commands}\n"
+              "LOG: record what matters in your files, then <|DONE|>.")
+PLAN_SYSTEM = ("You play {game} ({task}). Actions:\n{actions}\nMemory commands:\n{commands}\n"
+               "PLAN: read your files, then commit one action; else {fallback_action} is played.")
+
+
 def small_config(arg: str):
   config = get_config(arg)
   config.progress = False
   for s in (config.agent.memory_sampling, config.agent.action_sampling):
     s.max_new_tokens = 8
-  config.agent.max_prompt_chars = 5000
+  config.agent.max_prompt_chars = 3000
   for g in ("crafter", "minihack", "nethack"):
     config.game[g].envs_per_task = 2
-    config.game[g].structure_overrides.log.max_iterations = 1  # multi-turn LOG: unit tests
+    overrides = config.game[g].structure_overrides
+    overrides.log.max_iterations = 1  # multi-turn LOG is covered by the unit tests
+    overrides.log.system = LOG_SYSTEM
+    overrides.plan.system = PLAN_SYSTEM
     config.game[g].env_kwargs = {} if g == "crafter" else {"num_workers": 1}
   return config
 
