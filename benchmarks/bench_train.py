@@ -4,7 +4,8 @@ Both sides train the same random HF checkpoint (Qwen2 layout, written with our
 `save_hf_checkpoint`) on the same random rows with the same loss (cross-entropy on
 masked tokens), AdamW, LoRA (peft on the torch side) or full fine-tuning, one
 optimizer step per batch. Reports training tokens/s (all row tokens, masked or
-not; best of --repeats timed blocks), the ratio, and with --peak_tflops the
+not; best of --repeats timed blocks, alternating between the two sides so both
+see the same machine load), the ratio, and with --peak_tflops the
 model-FLOPs utilisation of our step.
 
   python benchmarks/bench_train.py                  # small model, CPU, a few minutes
@@ -20,6 +21,7 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -66,8 +68,9 @@ def step_flops(mode: str, hidden: int, inter: int, layers: int, heads: int, kv: 
 
 
 def bench_jax(base: str, mode: str, rows: dict[str, np.ndarray], steps: int, rank: int,
-              dtype: str = "float32", remat: bool = False, loss_chunk: int = 0,
-              repeats: int = 3) -> float:
+              dtype: str = "float32", remat: bool = False, loss_chunk: int = 0
+              ) -> Callable[[], float]:
+  """Builds and warms up our step; returns a function timing one block (tokens/s)."""
   import jax
   import jax.numpy as jnp
 
@@ -88,18 +91,21 @@ def bench_jax(base: str, mode: str, rows: dict[str, np.ndarray], steps: int, ran
   for _ in range(2):  # compile + warm up
     state, m = trainer.step(state, batch)
   jax.block_until_ready(m)
-  best = 0.0
-  for _ in range(repeats):  # best of several blocks: robust to a shared, busy machine
+  box = [state]
+
+  def block() -> float:
     t0 = time.perf_counter()
     for _ in range(steps):
-      state, m = trainer.step(state, batch)
-    jax.block_until_ready((state, m))
-    best = max(best, rows["inputs"].size * steps / (time.perf_counter() - t0))
-  return best
+      box[0], out = trainer.step(box[0], batch)
+    jax.block_until_ready((box[0], out))
+    return rows["inputs"].size * steps / (time.perf_counter() - t0)
+
+  return block
 
 
 def bench_torch(base: str, mode: str, rows: dict[str, np.ndarray], steps: int, rank: int,
-                device: str = "cpu", dtype: str = "float32", repeats: int = 3) -> float:
+                device: str = "cpu", dtype: str = "float32") -> Callable[[], float]:
+  """The same for transformers + peft + torch.optim.AdamW."""
   import torch
   from transformers import AutoModelForCausalLM
 
@@ -141,14 +147,15 @@ def bench_torch(base: str, mode: str, rows: dict[str, np.ndarray], steps: int, r
   for _ in range(2):
     step()
   sync()
-  best = 0.0
-  for _ in range(repeats):
+
+  def block() -> float:
     t0 = time.perf_counter()
     for _ in range(steps):
       step()
     sync()
-    best = max(best, rows["inputs"].size * steps / (time.perf_counter() - t0))
-  return best
+    return rows["inputs"].size * steps / (time.perf_counter() - t0)
+
+  return block
 
 
 def main() -> None:
@@ -194,10 +201,16 @@ def main() -> None:
         f"{'our MFU':>7} |")
   print(f"|{'-' * 7}|{'-' * 19}|{'-' * 32}|{'-' * 8}|{'-' * 9}|")
   for mode in args.modes.split(","):
-    ours = bench_jax(base, mode, rows, args.steps, args.rank, args.dtype, args.remat,
-                     args.loss_chunk, args.repeats)
-    peer = (bench_torch(base, mode, rows, args.steps, args.rank, args.torch_device, args.dtype,
-                        args.repeats) if args.torch_device != "none" else float("nan"))
+    ours_block = bench_jax(base, mode, rows, args.steps, args.rank, args.dtype, args.remat,
+                           args.loss_chunk)
+    peer_block = (bench_torch(base, mode, rows, args.steps, args.rank, args.torch_device,
+                              args.dtype) if args.torch_device != "none" else None)
+    # Alternate timed blocks so both sides see the same machine load; keep each side's best.
+    ours, peer = 0.0, float("nan") if peer_block is None else 0.0
+    for _ in range(args.repeats):
+      ours = max(ours, ours_block())
+      if peer_block is not None:
+        peer = max(peer, peer_block())
     mfu = "-"
     if args.peak_tflops:
       flops = step_flops(mode, hidden, inter, layers, heads, kv, vocab, args.seq,
