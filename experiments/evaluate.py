@@ -17,7 +17,6 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from automem.rollout.evaluate import evaluate
-from automem.rollout.metrics import format_summary
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "evaluate.py"),
@@ -46,8 +45,7 @@ def main(argv: list[str]) -> None:
   logging.info("config:\n%s", config)
   if config.llm.backend == "local":
     _persistent_compile_cache()
-  summary = evaluate(config, workdir)
-  print(format_summary(summary))
+  evaluate(config, workdir)  # logs the summary table
   print(f"run directory: {os.path.abspath(workdir)}")
 
 

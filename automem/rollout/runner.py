@@ -199,7 +199,8 @@ class Runner:
     summary["llm_usage_this_session"] = usage
     self.run_dir.write_summary(summary)
     self._write_tb_summary(summary)
-    logging.info("summary:\n%s", format_summary(summary))
+    logging.info("summary written to %s:\n%s", self.run_dir.path("summary.json"),
+                 format_summary(summary))
     return summary
 
   # --- the loop ---------------------------------------------------------------------------
