@@ -14,6 +14,7 @@ Workdir layout (re-running with the same workdir resumes from the last checkpoin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -76,7 +77,19 @@ def prepare_base_model(cfg: Any, workdir: str) -> str:
 def prepare_dataset(cfg: Any, base_model: str, workdir: str) -> str:
   """Builds the packed dataset once (process 0) unless `cfg.dir` already holds one."""
   data_dir = cfg.dir or os.path.join(workdir, "dataset")
-  if os.path.exists(os.path.join(data_dir, "stats.json")):
+  dcfg = dataset.DatasetConfig(
+      row_length=cfg.row_length, overflow=cfg.overflow, exclude_ops=tuple(cfg.exclude_ops),
+      train_failed=cfg.train_failed, append_eos=cfg.append_eos, train_eos=cfg.train_eos,
+      val_fraction=cfg.val_fraction, seed=cfg.seed)
+  stats_file = os.path.join(data_dir, "stats.json")
+  if os.path.exists(stats_file):
+    with open(stats_file) as f:
+      built = json.load(f).get("config", {})
+    want = json.loads(json.dumps(dataclasses.asdict(dcfg)))
+    diff = {k: (built.get(k), v) for k, v in want.items() if built.get(k) != v}
+    if diff:
+      raise ValueError(f"dataset {data_dir} was built with other settings (built, wanted): "
+                       f"{diff}; delete it or point config.data.dir elsewhere")
     return data_dir
   if jax.process_index() == 0:
     if cfg.selection:
@@ -93,10 +106,6 @@ def prepare_dataset(cfg: Any, base_model: str, workdir: str) -> str:
         sources = [sdir]
       refs = selection.select_log_turns(sources, phases=tuple(cfg.phases))
     turns = selection.load_turns(refs)
-    dcfg = dataset.DatasetConfig(
-        row_length=cfg.row_length, overflow=cfg.overflow, exclude_ops=tuple(cfg.exclude_ops),
-        train_failed=cfg.train_failed, append_eos=cfg.append_eos, train_eos=cfg.train_eos,
-        val_fraction=cfg.val_fraction, seed=cfg.seed)
     tok = dataset.ModelChatTokenizer.from_pretrained(base_model)
     _, stats = dataset.build_dataset(turns, tok, dcfg, data_dir)
     logging.info("dataset %s: %s", data_dir, json.dumps({k: stats[k] for k in ("train", "val")}))

@@ -93,6 +93,10 @@ def test_resume_gives_the_same_losses_as_not_stopping(straight, tiny_base, tmp_p
   # A finished run re-run with the same workdir does no more steps.
   again = train(cfg, str(tmp_path))
   assert again["step"] == STEPS and len(_train_losses(tmp_path)) == STEPS
+  # A dataset built with other settings is refused, not silently reused.
+  cfg.data.row_length = 256
+  with pytest.raises(ValueError, match="row_length"):
+    train(cfg, str(tmp_path))
 
 
 def test_sigterm_becomes_a_flag_for_the_train_loop():
