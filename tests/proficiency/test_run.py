@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import jax
 import numpy as np
@@ -97,6 +99,40 @@ def test_resume_gives_the_same_losses_as_not_stopping(straight, tiny_base, tmp_p
   cfg.data.row_length = 256
   with pytest.raises(ValueError, match="row_length"):
     train(cfg, str(tmp_path))
+
+
+def test_sigterm_mid_run_saves_a_checkpoint_and_resume_matches(straight, tiny_base, tmp_path):
+  workdir, _ = straight
+  cfg = _config(tiny_base)
+  cfg.data.dir = str(workdir / "dataset")
+  cfg.export.kind = "none"
+  metrics = tmp_path / "metrics.jsonl"
+  stop = threading.Event()
+
+  def preempt_after_first_step():
+    while not stop.is_set():
+      if metrics.exists() and '"train"' in metrics.read_text():
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+      time.sleep(0.002)
+
+  previous = signal.signal(signal.SIGTERM, lambda *_: None)  # safety net around the run
+  watcher = threading.Thread(target=preempt_after_first_step, daemon=True)
+  watcher.start()
+  try:
+    first = train(cfg, str(tmp_path))
+  finally:
+    stop.set()
+    watcher.join()
+    signal.signal(signal.SIGTERM, previous)
+  assert first["preempted"] and 1 < first["step"] < STEPS, first["step"]
+  saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved == [first["step"]]
+  second = train(cfg, str(tmp_path))
+  assert second["finished"]
+  want, got = _train_losses(workdir), _train_losses(tmp_path)
+  later = range(first["step"] + 1, STEPS + 1)
+  np.testing.assert_allclose([got[s] for s in later], [want[s] for s in later], rtol=1e-5)
 
 
 def test_sigterm_becomes_a_flag_for_the_train_loop():
