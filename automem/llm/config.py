@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 import ml_collections
+from absl import logging
 
 from automem.llm.client import LLMClient
 from automem.llm.retry import RetryPolicy
@@ -63,6 +64,9 @@ def default_llm_config(backend: str = "local") -> ml_collections.ConfigDict:
   c.local.checkpoint = ""  # HF-format checkpoint dir; "" = the tiny offline model below
   c.local.tiny_family = "qwen2"  # family of the tiny model built when checkpoint is ""
   c.local.tiny_context = 4096  # its max_position_embeddings (NetHack prompts want ~16k)
+  # Steps of next-token pretraining on the generated game/command corpus, so the tiny model
+  # writes well-formed memory commands (~1 CPU-minute once; 0 = random weights).
+  c.local.tiny_pretrain_steps = 300
   c.local.tiny_cache_dir = ""  # where the tiny model is built once; "" = $AUTOMEM_CACHE/tiny_llm
   c.local.adapters = ""  # "name=peft_dir,...": LoRA adapters, each merged into its own engine
   c.local.dtype = "float32"  # activation dtype: float32 | bfloat16
@@ -95,10 +99,14 @@ def tiny_checkpoint_dir(config: ml_collections.ConfigDict) -> str:
   root = os.path.expanduser(config.local.tiny_cache_dir or
                             os.path.join(default_cache_dir(), "tiny_llm"))
   family, context = config.local.tiny_family, int(config.local.tiny_context)
-  path = os.path.join(root, f"{family}-ctx{context}")
+  steps = int(config.local.tiny_pretrain_steps)
+  path = os.path.join(root, f"{family}-ctx{context}" + (f"-pre{steps}" if steps else ""))
   if not os.path.exists(os.path.join(path, "config.json")):
     tmp = f"{path}.tmp{os.getpid()}"
-    make_tiny_checkpoint(tmp, family=family, max_position_embeddings=context)
+    logging.info("building the tiny offline model in %s (%d pretraining steps; once, about a "
+                 "CPU-minute)", path, steps)
+    make_tiny_checkpoint(tmp, family=family, max_position_embeddings=context,
+                         pretrain_steps=steps)
     try:
       os.replace(tmp, path)
     except OSError:  # another process won the race; its copy is as good as ours

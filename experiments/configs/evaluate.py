@@ -2,15 +2,17 @@
 
 Default (the embedded main job; offline, CPU, a few minutes): two short
 episodes each of Crafter, MiniHack Corridor-R3 and NetHack with the tiny
-random local model; the scores are meaningless, the pipeline is real. It
+local model (random weights briefly pretrained on generated game and memory-command
+text, so it writes real commands); the scores are meaningless, the pipeline is real. It
 writes a complete run directory (config, structures, trajectories, memory,
 metrics, summary, TensorBoard events).
 
   python -m experiments.evaluate --config=experiments/configs/evaluate.py --workdir=runs/eval
 
-Expected: about 4 CPU-minutes (3-4 minutes on a quiet 2-core machine, the first run
-also builds the tiny model and compiles); every episode ends at its step cap with
-progression 0 (a random model), nearly every action is the structure's fallback.
+Expected: about 5 CPU-minutes on a quiet 2-core machine (the first run also builds and
+pretrains the tiny model, about a minute, and compiles); every episode ends at its step
+cap with progression 0, the memory files see a few commands (APPEND, READ, COUNT, ...)
+and nearly every action is the structure's fallback.
 Running it again on the same workdir finds every episode finished and only
 rewrites the summary.
 

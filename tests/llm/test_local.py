@@ -119,6 +119,7 @@ def test_make_client_builds_the_tiny_model_and_loads_adapters(tiny_checkpoint, t
   export_lora_adapter(model, adapter_dir)
   config = default_llm_config("local")
   config.local.tiny_cache_dir = str(tmp_path / "cache")
+  config.local.tiny_pretrain_steps = 0
   config.local.adapters = f"specialist={adapter_dir}"
   config.local.min_prompt_bucket = PROMPT_BUCKET
   client = make_client(config)
