@@ -17,6 +17,8 @@ from automem.envs.base import (
     TextEnv,
     normalize_action_name,
 )
+from automem.envs.crafter_metrics import ACHIEVEMENTS as CRAFTER_ACHIEVEMENTS
+from automem.envs.crafter_metrics import crafter_score, success_rates
 from automem.envs.pool import EnvPool, host_slots
 from automem.envs.slots import SerialEnv, SlotEnv
 
@@ -48,6 +50,7 @@ def make_env(game: str, num_envs: int = 1, **kwargs: Any) -> TextEnv:
 
 
 __all__ = [
+    "CRAFTER_ACHIEVEMENTS",
     "END_REASONS",
     "EnvPool",
     "EpisodeStats",
@@ -57,8 +60,10 @@ __all__ = [
     "StepResult",
     "TextEnv",
     "available_games",
+    "crafter_score",
     "host_slots",
     "make_env",
     "normalize_action_name",
     "register_env",
+    "success_rates",
 ]
