@@ -140,6 +140,8 @@ class TextEnv(abc.ABC):
 
 def check_batch(actions: Sequence[Any], num_envs: int) -> None:
   """Raises a clear error when a batch has the wrong size."""
+  if isinstance(actions, str | bytes):
+    raise TypeError(f"actions must be a sequence of {num_envs} action names, not one string")
   if len(actions) != num_envs:
     raise ValueError(f"expected {num_envs} actions (one per slot, None to skip), got {len(actions)}")
 

@@ -114,6 +114,8 @@ _ACTION_LOOKUP: dict[str, int] = {
     **{normalize_action_name(n): i for i, n in enumerate(_CRAFTER_NAMES)},
     **{normalize_action_name(n): i for i, n in enumerate(ACTION_NAMES)},
 }
+# "MoveWest", "makewoodpickaxe": the names without spaces (none of them collide).
+_ACTION_LOOKUP.update({k.replace(" ", ""): i for k, i in list(_ACTION_LOOKUP.items())})
 _STRIP = " \t\r\n\"'`.!*"
 
 # Facing offsets (d_row, d_col) by name.
@@ -132,7 +134,8 @@ def parse_action(text: str | None) -> int | None:
   """
   if not isinstance(text, str):
     return None
-  return _ACTION_LOOKUP.get(normalize_action_name(text.strip(_STRIP)))
+  key = normalize_action_name(text.strip(_STRIP))
+  return _ACTION_LOOKUP.get(key, _ACTION_LOOKUP.get(key.replace(" ", "")))
 
 
 def invalid_action_feedback(text: object) -> str:

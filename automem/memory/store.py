@@ -400,7 +400,7 @@ class MemoryStore:
       return
     for entry in os.scandir(self._root):
       try:
-        if (name_key(entry.name) not in self._keep or entry.is_symlink()
+        if (name_key(entry.name) not in self._keep or not entry.is_file(follow_symlinks=False)
             or normalize_name(entry.name, self.limits.max_name_len) != entry.name):
           continue
         fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))

@@ -45,7 +45,8 @@ def test_describe_location_offset_and_classic():
     [
         ("Move West", 1), ("move west", 1), ("MOVE_WEST", 1), ("  Move-West. ", 1),
         ("move_left", 1), ('"Do"', 5), ("noop", 0), ("Make Iron Sword", 16),
-        ("make   iron\tsword", 16), ("place_table", 8),
+        ("make   iron\tsword", 16), ("place_table", 8), ("MoveWest", 1),
+        ("makewoodpickaxe", 11), ("PlaceTable", 8),
     ],
 )
 def test_parse_action_variants(text, expected):
@@ -155,3 +156,12 @@ def test_progression_and_crafter_score():
     cm.crafter_score([1.0] * 3)
   with pytest.raises(ValueError, match="missing"):
     cm.crafter_score({"collect_wood": 1.0})
+
+
+def test_a_single_string_is_not_a_batch():
+  from automem.envs.base import check_batch
+
+  with pytest.raises(TypeError, match="one string"):
+    check_batch("east", 4)
+  with pytest.raises(ValueError, match="expected 4 actions"):
+    check_batch(["east"], 4)
