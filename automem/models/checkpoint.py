@@ -41,12 +41,24 @@ class SafetensorsFile:
 
   def __init__(self, path: str):
     self.path = path
-    with open(path, "rb") as f:
-      (n,) = _struct.unpack("<Q", f.read(8))
-      header = json.loads(f.read(n))
+    size = os.path.getsize(path)
+    try:
+      with open(path, "rb") as f:
+        (n,) = _struct.unpack("<Q", f.read(8))
+        if 8 + n > size:
+          raise ValueError(f"header of {n} bytes does not fit in a {size}-byte file")
+        header = json.loads(f.read(n))
+      if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    except (_struct.error, ValueError, UnicodeDecodeError) as e:
+      raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
     self.metadata = header.pop("__metadata__", None) or {}
     self.header = header
     self._offset = 8 + n
+    for name, info in header.items():
+      start, end = info.get("data_offsets", (0, -1))
+      if not 0 <= start <= end or self._offset + end > size:
+        raise CheckpointError(f"{path}: tensor {name} lies outside the file (truncated shard?)")
     self._mm = np.memmap(path, dtype=np.uint8, mode="r")
 
   def keys(self) -> list[str]:
@@ -61,7 +73,10 @@ class SafetensorsFile:
       raise CheckpointError(f"{self.path}: tensor {name} has unsupported dtype {info['dtype']}")
     start, end = info["data_offsets"]
     raw = self._mm[self._offset + start : self._offset + end]
-    return raw.view(_ST_DTYPES[info["dtype"]]).reshape(info["shape"])
+    try:
+      return raw.view(_ST_DTYPES[info["dtype"]]).reshape(info["shape"])
+    except ValueError as e:
+      raise CheckpointError(f"{self.path}: tensor {name}: {e}") from e
 
 
 def _open_shards(path: str) -> dict[str, SafetensorsFile]:

@@ -128,6 +128,19 @@ def test_missing_and_misshaped_tensors_are_reported(hf_qwen2_dir, tmp_path):
   assert cfg["model_type"] == "qwen2"
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_shards_are_a_clear_error(hf_qwen2_dir, tmp_path, damage):
+  import shutil
+
+  bad = tmp_path / damage
+  shutil.copytree(hf_qwen2_dir, bad)
+  shard = bad / "model.safetensors"
+  data = shard.read_bytes()
+  shard.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\xff" * 64)
+  with pytest.raises(CheckpointError, match=r"model\.safetensors"):
+    load_hf_checkpoint(str(bad))
+
+
 # Real model configs (from their config.json), checked structurally without any weights.
 REAL_CONFIGS = {
     "Qwen2.5-7B": dict(model_type="qwen2", vocab_size=152064, hidden_size=3584,
