@@ -215,7 +215,7 @@ def split_episodes(episode_ids: Sequence[str], val_fraction: float, seed: int) -
 
 
 def _stats(examples: Sequence[Example], rows: dict[str, np.ndarray], dropped: int,
-           truncated: int) -> dict[str, Any]:
+           truncated: int, untrained: int) -> dict[str, Any]:
   tokens = int((rows["segment_ids"] > 0).sum())
   trained = int((rows["weights"] > 0).sum())
   ops: collections.Counter = collections.Counter()
@@ -225,6 +225,7 @@ def _stats(examples: Sequence[Example], rows: dict[str, np.ndarray], dropped: in
   return {
       "episodes": len({e.episode_id for e in examples}),
       "examples": len(examples), "dropped": dropped, "truncated": truncated,
+      "untrained": untrained,
       "rows": int(n_rows), "tokens": tokens, "trained_tokens": trained,
       "masked_fraction": trained / tokens if tokens else 0.0,
       "packing_efficiency": tokens / (n_rows * row_length) if n_rows else 0.0,
@@ -242,12 +243,17 @@ def build_dataset(turns: Sequence[TurnRecord], tok: ChatTokenizer, cfg: DatasetC
   """
   val_eps = split_episodes([t.episode_id for t in turns], cfg.val_fraction, cfg.seed)
   splits: dict[str, list[Example]] = {"train": [], "val": []}
-  counts = {"train": [0, 0], "val": [0, 0]}  # dropped, truncated
+  # dropped (too long), truncated, untrained (no trained command: only ACTION, or only failed
+  # commands; such turns would be rows of zero weight)
+  counts = {"train": [0, 0, 0], "val": [0, 0, 0]}
   for rec in turns:
     split = "val" if rec.episode_id in val_eps else "train"
     ex, cut = fit_to_row(tokenize_turn(rec, tok, cfg), cfg.row_length, cfg.overflow)
     if ex is None:
       counts[split][0] += 1
+      continue
+    if not ex.weights.any():
+      counts[split][2] += 1
       continue
     counts[split][1] += int(cut)
     splits[split].append(ex)

@@ -176,3 +176,12 @@ def test_synthetic_trajectories_have_header_turns_and_end(tmp_path):
   lines = [json.loads(x) for x in pathlib.Path(paths[0]).read_text().splitlines()]
   assert lines[0]["type"] == "header" and lines[-1]["type"] == "end"
   assert {x["phase"] for x in lines if x["type"] == "turn"} == {"log", "plan"}
+
+
+def test_turns_with_nothing_to_train_are_counted_not_packed(synth_run, chat_tok):
+  rec = _turns(synth_run)[0]
+  action_only = dataclasses.replace(rec, completion="<|ACTION|>Noop<|END|>", commands=[])
+  data, stats = dataset.build_dataset([rec, action_only], chat_tok, dataset.DatasetConfig(
+      row_length=512, val_fraction=0.0))
+  assert stats["train"]["untrained"] == 1 and stats["train"]["examples"] == 1
+  assert (data["train"]["segment_ids"].max(axis=1) == 1).all()  # one example per row at most
