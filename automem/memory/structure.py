@@ -424,6 +424,7 @@ class MemoryStructure:
     for key in data:
       if key not in known:
         raise StructureError(str(key), f"unknown field; known: {', '.join(sorted(known))}")
+    _require(cls, data, "")
     for key, value in data.items():
       if key in PHASES:
         kwargs[key] = _build(PhaseSpec, value, key, tuples=("allowed_ops",))
@@ -693,6 +694,14 @@ def _list(value: Any, field: str) -> list[Any]:
   return list(value)
 
 
+def _require(cls: type, value: Mapping[str, Any], prefix: str) -> None:
+  """Names the first required field (no default) that `value` lacks."""
+  for f in dataclasses.fields(cls):
+    if (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        and f.name not in value):
+      raise StructureError(f"{prefix}{f.name}", "missing (a required field)")
+
+
 def _build(cls: type, value: Any, field: str, tuples: tuple[str, ...] = ()) -> Any:
   if not isinstance(value, Mapping):
     raise StructureError(field, "must be an object")
@@ -700,6 +709,7 @@ def _build(cls: type, value: Any, field: str, tuples: tuple[str, ...] = ()) -> A
   for key in value:
     if key not in known:
       raise StructureError(f"{field}.{key}", f"unknown field; known: {', '.join(sorted(known))}")
+  _require(cls, value, f"{field}.")
   kwargs = dict(value)
   for key in tuples:
     if key in kwargs:

@@ -127,6 +127,23 @@ def test_validation_names_the_field(base, change, field):
   assert str(e.value).startswith(field)
 
 
+@pytest.mark.parametrize("path", [
+    ("game",), ("game_rules",), ("log",), ("plan",), ("log", "system"), ("plan", "allowed_ops"),
+    ("files", 0, "name"), ("observers", 0, "name"),
+])
+def test_missing_required_field_is_named(base, path):
+  d = base.to_dict()
+  node = d
+  for part in path[:-1]:
+    node = node[part]
+  del node[path[-1]]
+  field = ".".join(str(p) for p in path).replace(".0.", "[0].")
+  with pytest.raises(StructureError) as e:
+    MemoryStructure.from_dict(d)
+  assert e.value.field == field, str(e.value)
+  assert "missing" in e.value.message and "positional" not in str(e.value)
+
+
 def test_from_json_rejects_non_json():
   with pytest.raises(StructureError, match="not valid JSON"):
     MemoryStructure.from_json("{nope")
