@@ -141,3 +141,12 @@ def test_make_client_picks_the_backend(monkeypatch):
   config.base_url = "localhost:30000"
   with pytest.raises(ValueError, match="http://"):
     make_client(config)
+
+
+def test_served_model_check_tells_checkpoints_apart():
+  from automem.llm.sglang_backend import _same_model
+
+  assert _same_model("/ckpt/Qwen2.5-7B/", "/ckpt/Qwen2.5-7B")
+  assert _same_model("Qwen/Qwen2.5-7B", "/models/Qwen2.5-7B")  # hub id vs local copy
+  assert not _same_model("/runs/a/checkpoint", "/runs/b/checkpoint")
+  assert not _same_model("Qwen/Qwen2.5-7B", "/models/Qwen2.5-32B")
