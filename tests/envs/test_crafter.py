@@ -94,6 +94,10 @@ def check_text(text: str, s) -> None:
     count = int(getattr(s.inventory, item))
     assert (f"- {item}: {count}" in text) == (count > 0), item
   assert text.startswith("You are sleeping") == bool(s.is_sleeping)
+  phase = "day" if float(s.light_level) >= 0.5 else "night"
+  m = re.search(r"It is (day|night) \(daylight (\d+)%\)\.", text)
+  assert m and m.group(1) == phase, (m and m.group(0), float(s.light_level))
+  assert abs(int(m.group(2)) - 100 * float(s.light_level)) <= 1
 
 
 def test_make_env_and_action_names():
