@@ -3,7 +3,7 @@
 An `EpisodeMetrics` record is written for every finished episode
 (`metrics/episodes.jsonl`); `summarize` folds them into the run summary
 (`summary.json`): mean progression with a 95% confidence interval per game
-and task, achievement rates, LLM usage per env step, memory-command counts by
+and task (errored episodes counted apart), achievement rates, LLM usage per env step, memory-command counts by
 op, invalid commands and fallback actions.
 """
 
@@ -36,8 +36,14 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
   return mean, half
 
 
+def is_error(record: EpisodeMetrics) -> bool:
+  """Whether the episode ended with an error (failed LLM turn, crashed env), not by play."""
+  return record.stats.get("end_reason") == "error"
+
+
 def _group_summary(records: Sequence[EpisodeMetrics]) -> dict[str, Any]:
-  prog = [r.progression for r in records]
+  # An errored episode says nothing about the agent's play: it is counted, not scored.
+  prog = [r.progression for r in records if not is_error(r)]
   mean, half = mean_ci95(prog)
   steps = sum(r.env_steps for r in records)
   per_step = max(steps, 1)
@@ -53,6 +59,7 @@ def _group_summary(records: Sequence[EpisodeMetrics]) -> dict[str, Any]:
     ends[r.stats.get("end_reason", "unknown")] += 1
   return {
       "episodes": len(records),
+      "errors": sum(is_error(r) for r in records),
       "progression_mean": mean,
       "progression_ci95": half,
       "progression_min": min(prog) if prog else math.nan,
@@ -86,6 +93,12 @@ def summarize(records: Iterable[EpisodeMetrics]) -> dict[str, Any]:
   A game's progression is the mean over its tasks' means (BALROG's
   convention: every MiniHack task weighs the same whatever its episode
   count); its interval comes from the episodes pooled.
+
+  Episodes that ended with an error (end_reason "error": a failed LLM turn,
+  a crashed env) are left out of the progression mean, interval, min and
+  max, and counted in `errors` instead; a group with only such episodes has
+  a NaN progression. Every other figure (usage, commands, end reasons, ...)
+  counts all episodes.
   """
   records = list(records)
   by_task: dict[tuple[str, str], list[EpisodeMetrics]] = collections.defaultdict(list)

@@ -8,8 +8,9 @@ agent has committed an action; then each env batch takes one step with all
 committed actions (the envs of different games step in parallel threads).
 Finished slots are refilled with the next episode of their task.
 
-A failed LLM request or a crashed env ends only the affected episodes, with
-the reason in their end record; the run goes on. Every env step flushes the
+Clients are started first, so a backend that is down stops the run with its
+message. A failed LLM request or a crashed env ends only the affected
+episodes, with the reason in their end record; the run goes on. Every env step flushes the
 trajectories; a run started again on the same directory skips finished
 episodes and replays unfinished ones from the start.
 """
@@ -30,7 +31,7 @@ from automem.agent import AgentConfig, EpisodeAgent, Phase, TrajectoryWriter
 from automem.envs import TextEnv, make_env
 from automem.llm.types import LLMRequest, LLMResult
 from automem.memory import MemoryStore
-from automem.rollout.metrics import EpisodeMetrics, format_summary, summarize
+from automem.rollout.metrics import EpisodeMetrics, format_summary, is_error, summarize
 from automem.rollout.rundir import RunDir
 
 
@@ -165,6 +166,7 @@ class Runner:
   async def arun(self) -> dict[str, Any]:
     finished = self.run_dir.finished(p.episode_id for p in self.plans)
     todo = [p for p in self.plans if p.episode_id not in finished]
+    await self._start_clients()
     if finished:
       logging.info("resuming: %d of %d episodes already finished", len(finished), len(self.plans))
     groups = [_Group(self.setups[g], t, ps, self.env_factory)
@@ -173,7 +175,8 @@ class Runner:
                     disable=not self.progress, dynamic_ncols=True)
     self._bar, self._live_prog = bar, collections.defaultdict(list)
     for m in self.run_dir.episode_metrics(p.episode_id for p in self.plans):
-      self._live_prog[m.game].append(m.progression)
+      if not is_error(m):
+        self._live_prog[m.game].append(m.progression)
     try:
       await self._loop(groups)
     finally:
@@ -184,6 +187,15 @@ class Runner:
         g.close()
       bar.close()
     return self.write_summary()
+
+  async def _start_clients(self) -> None:
+    """Starts every client that has `start()` (LLMClient), so that a backend that is down
+    at start-up (`LLMServerUnavailable`) stops the run with its message instead of failing
+    every turn of every episode after its readiness wait."""
+    for client in {id(c): c for c in self.clients.values()}.values():
+      start = getattr(client, "start", None)
+      if start is not None:
+        await start()
 
   def write_summary(self) -> dict[str, Any]:
     records = self.run_dir.episode_metrics(p.episode_id for p in self.plans)
@@ -225,8 +237,12 @@ class Runner:
       observations = await asyncio.to_thread(group.env.reset, [p.seed for p in take], free)
     except Exception as e:  # a broken env ends its episodes, not the run
       logging.exception("env reset failed for %s/%s", group.setup.game, group.task)
+      reason = f"env reset failed: {type(e).__name__}: {e}"
       for plan in take:
-        self._write_failed_episode(plan, f"env reset failed: {type(e).__name__}: {e}")
+        self._write_failed_episode(plan, reason)
+      # The env goes away, so the episodes still playing on it end too (else they would
+      # wait forever for a step, or be stepped on a fresh env they never saw).
+      self._fail_live(group, reason)
       group.close()
       return
     for idx, plan, obs in zip(free, take, observations):
@@ -296,8 +312,7 @@ class Runner:
       return list(results)
     except Exception as e:  # clients should not raise; if one does, fail its turns
       logging.exception("LLM client for role %s raised", role)
-      return [LLMResult(text="", finish_reason="error", error=f"client raised: {e!r}")
-              for _ in requests]
+      return [LLMResult.failure("engine", f"client raised: {e!r}") for _ in requests]
 
   async def _step(self, group: _Group) -> None:
     if group.env is None:
@@ -310,15 +325,20 @@ class Runner:
       results = await asyncio.to_thread(group.env.step, actions)
     except Exception as e:  # the env is rebuilt; its episodes end with the error
       logging.exception("env step failed for %s/%s", group.setup.game, group.task)
-      for s in group.slots:
-        if s is not None:
-          s.agent.fail(f"env step failed: {type(e).__name__}: {e}")
+      self._fail_live(group, f"env step failed: {type(e).__name__}: {e}")
       group.close()
       return
     for s, res in zip(group.slots, results):
       if s is None or res is None:
         continue
       s.agent.on_env_step(res)
+
+  @staticmethod
+  def _fail_live(group: _Group, reason: str) -> None:
+    """Ends every episode playing on the group's env with `reason` (`_collect` records them)."""
+    for s in group.slots:
+      if s is not None:
+        s.agent.fail(reason)
 
   def _collect(self, group: _Group) -> None:
     for i, s in enumerate(group.slots):
@@ -334,7 +354,8 @@ class Runner:
   def _episode_done(self, metrics: EpisodeMetrics) -> None:
     self._done_count += 1
     self.run_dir.append_metrics(metrics)
-    self._live_prog[metrics.game].append(metrics.progression)
+    if not is_error(metrics):  # as in the summary: errors are counted, not scored
+      self._live_prog[metrics.game].append(metrics.progression)
     self._bar.update(1)
     self._bar.set_postfix({g: f"{sum(v) / len(v):.1f}" for g, v in self._live_prog.items()})
     tb = self._tensorboard()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import socket
+
 import pytest
 
 from automem.agent import AgentConfig, read_trajectory
 from automem.llm import LLMResult
 from automem.memory import load_structure
 from automem.rollout import EpisodePlan, GameSetup, RunDir, Runner
+from automem.rollout.evaluate import evaluate
 from automem.rollout.runner import default_env_factory
+from experiments.configs.evaluate import get_config
 
 
 class ScriptedClient:
@@ -88,3 +93,79 @@ def test_bad_plans_are_refused(tmp_path):
   with pytest.raises(ValueError, match="no GameSetup"):
     Runner(RunDir(tmp_path), setup(), plans(1, "nethack"), {"base": ScriptedClient("b")},
            AgentConfig())
+
+
+@pytest.mark.timeout(120)  # before the fix the loop spun forever on the orphaned episode
+def test_a_failed_reset_also_ends_the_episodes_still_playing_on_that_env(tmp_path):
+  resets = []
+
+  def flaky(game, num_envs, **kw):
+    env = default_env_factory(game, num_envs, **kw)
+    real_reset, real_step = env.reset, env.step
+
+    def reset(seeds, indices=None):
+      resets.append(list(indices))
+      if len(resets) == 2:
+        raise RuntimeError("reset broke")
+      return real_reset(seeds, indices)
+
+    def step(actions):
+      out = list(real_step(actions))
+      if out[0] is not None:  # slot 0's episode ends after one step; slot 1's plays on
+        out[0] = dataclasses.replace(
+            out[0], done=True, stats=dataclasses.replace(out[0].stats, end_reason="goal"))
+      return out
+
+    env.reset, env.step = reset, step
+    return env
+
+  runner = Runner(RunDir(tmp_path), setup(), plans(3), {"base": ScriptedClient("b")},
+                  AgentConfig(), env_factory=flaky, progress=False)
+  summary = runner.run()
+  # The second reset (episode 2 into slot 0) came while episode 1 was live in slot 1.
+  assert resets == [[0, 1], [0]]
+  assert summary["episodes_finished"] == 3
+  ends = {i: read_trajectory(tmp_path / "trajectories" / f"crafter-{i}.jsonl")["end"]
+          for i in range(3)}
+  assert ends[0]["stats"]["end_reason"] == "goal"
+  for i in (1, 2):
+    assert ends[i]["stats"]["end_reason"] == "error"
+    assert "env reset failed: RuntimeError: reset broke" in ends[i]["error"]
+  g = summary["games"]["crafter"]
+  assert g["end_reasons"] == {"error": 2, "goal": 1} and g["errors"] == 2
+  # Only the episode that played counts towards progression.
+  assert g["progression_ci95"] == 0.0
+
+
+class RaisingClient(ScriptedClient):
+  async def generate(self, requests):
+    raise ConnectionError("socket closed")
+
+
+def test_a_raising_client_fails_its_turns_with_an_error_cause(tmp_path):
+  runner = Runner(RunDir(tmp_path), setup(), plans(1), {"base": RaisingClient("b")},
+                  AgentConfig(), progress=False)
+  summary = runner.run()
+  assert summary["games"]["crafter"]["end_reasons"] == {"error": 1}
+  t = read_trajectory(tmp_path / "trajectories" / "crafter-0.jsonl")
+  # The fallback result names its cause ("engine"), as every client's failures do.
+  assert "engine: client raised: ConnectionError('socket closed')" in t["end"]["error"]
+  assert t["turns"][-1]["error"].startswith("engine: client raised")
+  assert summary["games"]["crafter"]["failed_llm_calls"] == 1
+
+
+def closed_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_a_dead_server_at_start_up_stops_the_run_with_its_message(tmp_path):
+  config = get_config("games=crafter,episodes=2,steps=2,backend=sglang")
+  config.progress = False
+  config.llm.base_url = f"http://127.0.0.1:{closed_port()}"
+  config.llm.sglang.wait_ready_s = 0.3
+  with pytest.raises(RuntimeError, match=r"is not ready after 0\.3 s"):
+    evaluate(config, str(tmp_path))
+  # Nothing was played: no episode became an error record.
+  assert not list((tmp_path / "trajectories").glob("*.jsonl"))

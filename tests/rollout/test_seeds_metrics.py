@@ -54,3 +54,21 @@ def test_summary_per_game_and_task():
   assert mh["commands"] == {"ACTION": 30, "APPEND": 6}
   assert mh["fallback_rate"] == pytest.approx(0.1)
   assert s["overall"]["episodes"] == 4 and s["games"]["crafter"]["progression_ci95"] == 0.0
+
+
+def test_errored_episodes_are_counted_not_scored():
+  played = [record("minihack", "A", 100.0), record("minihack", "A", 50.0)]
+  crashed = record("minihack", "A", 0.0)
+  crashed.stats.update(end_reason="error", error="env step failed")
+  lost = record("minihack", "B", 0.0)
+  lost.stats.update(end_reason="error", error="LLM request failed")
+  s = summarize([*played, crashed, lost])
+  a = s["games"]["minihack"]["tasks"]["A"]
+  assert a["progression_mean"] == 75.0 and a["progression_min"] == 50.0
+  assert a["progression_ci95"] == mean_ci95([100.0, 50.0])[1]
+  assert a["errors"] == 1 and a["episodes"] == 3
+  assert a["end_reasons"] == {"death": 2, "error": 1}
+  assert a["llm_calls"] == 90  # usage still counts every episode
+  b = s["games"]["minihack"]["tasks"]["B"]
+  assert b["errors"] == 1 and math.isnan(b["progression_mean"])
+  assert s["overall"]["errors"] == 2 and s["overall"]["progression_mean"] == 75.0
