@@ -14,6 +14,9 @@ the end of the text; for ops other than APPEND, WRITE and EDIT only to the
 end of its line). Each command and each unparseable fragment carries the
 character span `(start, end)` of its text in the completion, so `text[start:end]`
 is exactly the command, markers included (Loop 2 builds its loss mask from it).
+Prose without command markers stays silent; a marker the parser could not use
+(`<|READ notes.txt`, `<||>x<|END|>`, a stray `<|END|>`, `READ|notes.txt` at the
+start of a line) is an error saying `expected <|OP|>arg|...<|END|>`.
 
 Arguments are split on `|`; the last argument takes the rest of the body, so
 free text (a note, a map row with `|` walls) may contain bars, but only the
@@ -281,10 +284,12 @@ def _arity_error(op: OpSpec, args: tuple[str, ...]) -> str | None:
 def parse_commands(text: str) -> ParseResult:
   """Parses every command and every broken command fragment in `text`.
 
-  Never raises on any string input. Prose, code fences and stray end
-  markers are ignored; an unknown `<|NAME|>` tag, a command with missing or
-  empty arguments and an unterminated argument list yield a `ParseError`
-  that says what was expected.
+  Never raises on any string input, and runs in time linear in its length.
+  Prose and code fences are ignored; an unknown `<|NAME|>` tag, a command with
+  missing or empty arguments, an unterminated argument list, and any command
+  marker left outside the parsed commands (`<|READ notes.txt`, `<||>`, a stray
+  `<|END|>`, `|>`, a line starting `READ|notes.txt`) yield a `ParseError` that
+  says what was expected.
   """
   if not isinstance(text, str):
     return ParseResult((ParseError("expected text", (0, 0)),))
@@ -343,7 +348,89 @@ def parse_commands(text: str) -> ParseResult:
     else:
       items.append(Command(op.name, args, (tag.start, end), closed))
     i = i_next
-  return ParseResult(tuple(items))
+  return ParseResult(tuple(_with_leftovers(text, items)))
+
+
+# Command markers the tag parser could not use: `<|` with whatever name-like text follows
+# (`<|READ notes.txt`, `<||>`, `<|END|>`), `<NAME|>`, `NAME|>`, and a line starting with a
+# known op name directly followed by `|` (`READ|notes.txt`), which runs to the end of its
+# line. Bounded quantifiers keep the scan linear on hostile text.
+_OP_WORDS = "|".join(sorted(ALL_OPS, key=len, reverse=True))
+_LEFTOVER = re.compile(
+    rf"(?P<opline>^[ \t]{{0,8}}(?P<op>{_OP_WORDS})\|[^\n]*)"
+    r"|<\|[^<>|\n]{0,32}(?:\|>|[|>])?"
+    r"|<[^<>|\n]{0,32}\|>"
+    r"|[A-Za-z_]{0,24}\|>",
+    re.IGNORECASE | re.MULTILINE)
+_EXPECTED = "expected <|OP|>arg|...<|END|>"
+# Leftover fragments reported per text at most (hostile text could hold thousands).
+_MAX_LEFTOVERS = 16
+
+
+def _leftover_error(text: str, start: int, end: int, op: str) -> ParseError:
+  frag = text[start:end]
+  shown = repr(frag if len(frag) <= 60 else frag[:57] + "...")
+  core = frag.strip("<>|/ \t").upper()
+  if op:
+    spec = OPS[op.upper()]
+    return ParseError(f"{shown} has no command markers; {_EXPECTED} (here {spec.usage})",
+                      (start, end), op=spec.name)
+  if core in _END_NAMES:
+    return ParseError(f"stray end marker {shown} with no command before it; {_EXPECTED}",
+                      (start, end))
+  m = re.match(r"<?\|?/? ?([A-Za-z_]*) ?(\|>)?", frag)
+  name = m.group(1).upper()
+  if not name:
+    why = "no op name"
+  elif name not in OPS:
+    why = f"unknown op {name!r}"
+  elif not m.group(2):
+    why = f"the op name {name} is not closed by '|>'"
+  else:
+    why = "broken markers"
+  known = name in OPS and frag.lstrip("<|").upper().startswith(name)
+  return ParseError(f"malformed command {shown} ({why}); {_EXPECTED}", (start, end),
+                    op=name if known else "")
+
+
+def _with_leftovers(text: str, items: list[Command | ParseError]) -> list[Command | ParseError]:
+  """`items` plus a `ParseError` for each stray command marker outside their spans.
+
+  Neighbouring leftovers merge into one fragment: markers separated only by spaces, and an
+  opening fragment with the stray end marker later on its line (`<||>x<|END|>`).
+  """
+  frags: list[list[Any]] = []  # [start, end, op, is_end]
+  bounds = [0, *(b for item in items for b in item.span), len(text)]
+  for a, b in zip(bounds[::2], bounds[1::2]):
+    for m in _LEFTOVER.finditer(text, a, b):
+      start, end, op = m.start(), m.end(), m.group("op") or ""
+      if op:
+        start = m.start("op")
+      end = start + len(text[start:end].rstrip())
+      if end <= start:
+        continue
+      is_end = not op and text[start:end].strip("<>|/ \t").upper() in _END_NAMES
+      prev = frags[-1] if frags else None
+      if prev is not None and not prev[2] and not prev[3] and not op and prev[1] >= a:
+        gap = text[prev[1]:start]
+        if not gap.strip(" \t") or (is_end and "\n" not in gap):
+          prev[1], prev[3] = end, is_end
+          continue
+      frags.append([start, end, op, is_end])
+  if not frags:
+    return items
+  if len(frags) > _MAX_LEFTOVERS:
+    frags = frags[:_MAX_LEFTOVERS]
+  errors = [_leftover_error(text, s, e, op) for s, e, op, _ in frags]
+  merged: list[Command | ParseError] = []
+  k = 0
+  for item in items:
+    while k < len(errors) and errors[k].span[0] < item.span[0]:
+      merged.append(errors[k])
+      k += 1
+    merged.append(item)
+  merged.extend(errors[k:])
+  return merged
 
 
 def render_command(op: str, *args: str) -> str:

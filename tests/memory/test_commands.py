@@ -102,9 +102,50 @@ def test_errors_say_what_was_expected(text, fragment, expect):
   assert _span_text(text, err) == fragment
 
 
-def test_prose_and_stray_markers_are_ignored():
-  text = "I think <b>bold</b> and <|END|> and a < b > c, then </DONE>."
+def test_prose_without_command_markers_is_silent():
+  text = ("I think <b>bold</b> and a < b > c, then </DONE>. Read | write | search\n"
+          "Search the map, then READ it: done | ok\n- read|write are ops")
   assert len(parse_commands(text)) == 0
+
+
+@pytest.mark.parametrize("text, fragment, expect", [
+    ("<|READ notes.txt", "<|READ notes.txt", "READ is not closed by '|>'"),
+    ("<||>x<|END|>", "<||>x<|END|>", "no op name"),
+    ("I am done. <|END|> bye", "<|END|>", "stray end marker '<|END|>'"),
+    ("READ|notes.txt", "READ|notes.txt", "'READ|notes.txt' has no command markers"),
+    ("ok:\n  SEARCH|map.txt|stairs<|END|>  \nthen", "SEARCH|map.txt|stairs<|END|>",
+     "(here <|SEARCH|>file|query<|END|>)"),
+    ("<|FROB>x", "<|FROB>", "unknown op 'FROB'"),
+    ("x <|<|<|  <| y", "<|<|<|  <| y", "no op name"),
+    ("x <|READ  \n", "<|READ", "READ is not closed"),
+    ("so tail|> 5", "tail|>", "malformed command 'tail|>'"),
+])
+def test_leftover_markers_are_errors_that_say_what_was_expected(text, fragment, expect):
+  res = parse_commands(text)
+  assert not res.commands
+  (err,) = res.errors
+  assert _span_text(text, err) == fragment
+  assert expect in err.message, err.message
+  assert "expected <|OP|>arg|...<|END|>" in err.message
+
+
+def test_leftovers_interleave_with_commands_in_text_order():
+  text = ("<|READ|>a.txt<|END|> <|END|>\nTAIL|a.txt|3\n<|DONE|> <|SEARCH a.txt|x<|END|>"
+          " <|END|><|END|>")
+  res = parse_commands(text)
+  got = [(type(i).__name__, _span_text(text, i)) for i in res.items]
+  assert got == [
+      ("Command", "<|READ|>a.txt<|END|>"), ("ParseError", "<|END|>"),
+      ("ParseError", "TAIL|a.txt|3"), ("Command", "<|DONE|>"),
+      ("ParseError", "<|SEARCH a.txt|x<|END|>"), ("ParseError", "<|END|>"),
+      ("ParseError", "<|END|>")]
+  assert res.errors[1].op == "TAIL" and res.errors[2].op == "SEARCH"
+
+
+def test_leftover_errors_are_capped_on_hostile_text():
+  text = "x|> " * 5_000
+  errors = parse_commands(text).errors
+  assert 1 <= len(errors) <= 16
 
 
 def test_items_are_in_text_order_with_errors_interleaved():
@@ -193,7 +234,8 @@ def test_parser_never_raises_and_spans_are_sane(text):
     assert 0 <= s < e <= len(text)
     assert s >= last
     last = e
-    assert text[s] == "<"
+    assert not text[s].isspace() and not text[e - 1].isspace()
     if isinstance(item, Command):
+      assert text[s] == "<"
       assert item.op in OPS
       assert OPS[item.op].min_args <= len(item.args) <= OPS[item.op].max_args
