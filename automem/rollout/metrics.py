@@ -115,14 +115,15 @@ def summarize(records: Iterable[EpisodeMetrics]) -> dict[str, Any]:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-  """A small plain-text table of progression per game and task."""
-  lines = [f"{'game/task':<44} {'n':>4} {'progression':>18} {'calls/step':>10} {'fallback':>8}"]
+  """A small plain-text table of progression (and errored episodes) per game and task."""
+  lines = [f"{'game/task':<44} {'n':>4} {'errors':>6} {'progression':>18} {'calls/step':>10} "
+           f"{'fallback':>8}"]
   for game, g in summary.get("games", {}).items():
     rows = [(game, g)] + [(f"  {t}", s) for t, s in g["tasks"].items()]
     for name, s in rows:
       prog = f"{s['progression_mean']:.2f} ± {s['progression_ci95']:.2f}"
       lines.append(
-          f"{name:<44} {s['episodes']:>4} {prog:>18} {s['llm_calls_per_step']:>10.2f} "
+          f"{name:<44} {s['episodes']:>4} {s['errors']:>6} {prog:>18} {s['llm_calls_per_step']:>10.2f} "
           f"{s['fallback_rate']:>8.2f}"
       )
   return "\n".join(lines)

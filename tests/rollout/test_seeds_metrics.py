@@ -7,7 +7,15 @@ import math
 import pytest
 from scipy import stats
 
-from automem.rollout import SEED_SETS, EpisodeMetrics, mean_ci95, seed_set_of, seeds, summarize
+from automem.rollout import (
+    SEED_SETS,
+    EpisodeMetrics,
+    format_summary,
+    mean_ci95,
+    seed_set_of,
+    seeds,
+    summarize,
+)
 
 
 def test_seed_sets_are_disjoint_and_named():
@@ -72,3 +80,5 @@ def test_errored_episodes_are_counted_not_scored():
   b = s["games"]["minihack"]["tasks"]["B"]
   assert b["errors"] == 1 and math.isnan(b["progression_mean"])
   assert s["overall"]["errors"] == 2 and s["overall"]["progression_mean"] == 75.0
+  row = next(line for line in format_summary(s).splitlines() if line.startswith("  A "))
+  assert row.split()[1:4] == ["3", "1", "75.00"]
