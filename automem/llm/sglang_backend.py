@@ -220,7 +220,7 @@ def _same_model(wanted: str, served: str) -> bool:
   norm = lambda s: os.path.normpath(s.rstrip("/"))  # noqa: E731
   if norm(wanted) == norm(served):
     return True
-  if os.path.isabs(wanted) and os.path.isabs(served):  # two paths: runA/ckpt is not runB/ckpt
-    return False
-  # A hub id against a local copy ("Qwen/Qwen2.5-7B" vs "/ckpt/Qwen2.5-7B"): compare names.
+  # The client and the server may see one checkpoint under different mount points, and a hub
+  # id against a local copy ("Qwen/Qwen2.5-7B" vs "/ckpt/Qwen2.5-7B"): compare the names. Two
+  # checkpoints that share a directory name (runs/a/ckpt, runs/b/ckpt) are not told apart.
   return os.path.basename(norm(wanted)) == os.path.basename(norm(served))

