@@ -49,7 +49,7 @@ _CRAFTER_MOVES = ("Move West", "Move East", "Move North", "Move South", "Do", "N
 
 def _factory():
   if _GAME.value == "crafter_original":
-    return crafter_original_slot_factory(max_episode_steps=10**9)
+    return crafter_original_slot_factory(max_steps=10**9)
   kwargs = {"max_steps": 10**9}
   if _GAME.value == "nethack":
     return nethack_slot_factory(_TASK.value or "NetHackChallenge-v0", no_progress_steps=None, **kwargs)

@@ -52,7 +52,6 @@ _EPISODES = flags.DEFINE_integer("episodes", 2, "Episodes per game.")
 _STEPS = flags.DEFINE_integer("steps", 30, "Env steps per episode (step cap).")
 _TASKS = {"crafter": "crafter", "minihack": "MiniHack-Corridor-R3-v0",
           "nethack": "NetHackChallenge-v0"}
-_STEP_KW = {"crafter": "max_episode_steps"}
 
 
 class ScriptedMemoryPolicy:
@@ -114,7 +113,7 @@ def play(layout: str, tokenizer) -> ScriptedMemoryPolicy:
   policy = ScriptedMemoryPolicy(tokenizer)
   setups, plans = {}, []
   for game in _GAMES.value:
-    kw = {_STEP_KW.get(game, "max_steps"): _STEPS.value}
+    kw = {"max_steps": _STEPS.value}
     if game != "crafter":
       kw["num_workers"] = 1
     setups[game] = GameSetup(game, load_structure(game), kw, envs_per_task=_EPISODES.value)

@@ -231,7 +231,7 @@ class CrafterEnv(TextEnv):
 
   Args:
     num_envs: number of slots B.
-    max_episode_steps: the episode cap (`end_reason="step_cap"`).
+    max_steps: the episode cap (`end_reason="step_cap"`).
     location_style: "offset" ("1 step south and 4 steps west") or "classic"
       (BALROG's "5 steps to your south-west").
     params: Craftax-Classic `EnvParams` (day length, spawn rates, ...).
@@ -248,7 +248,7 @@ class CrafterEnv(TextEnv):
       self,
       num_envs: int,
       *,
-      max_episode_steps: int = 2000,
+      max_steps: int = 2000,
       location_style: str = "offset",
       params: EnvParams | None = None,
       reset_chunk: int = 8,
@@ -256,8 +256,8 @@ class CrafterEnv(TextEnv):
   ) -> None:
     if num_envs < 1:
       raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    if max_episode_steps < 1:
-      raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+    if max_steps < 1:
+      raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     if location_style not in ct.STYLES:
       raise ValueError(f"location_style must be one of {ct.STYLES}, got {location_style!r}")
     if dynamics not in DYNAMICS:
@@ -266,7 +266,7 @@ class CrafterEnv(TextEnv):
       raise ValueError(f"reset_chunk must be >= 1, got {reset_chunk}")
     self._n = num_envs
     self._reset_chunk = min(reset_chunk, num_envs)
-    self.max_episode_steps = max_episode_steps
+    self.max_steps = max_steps
     self.location_style = location_style
     self.dynamics = dynamics
     self._fns = _compiled(params or EnvParams(), StaticEnvParams(), dynamics)
@@ -387,7 +387,7 @@ class CrafterEnv(TextEnv):
       self._order[i].extend(ACHIEVEMENTS[k] for k in new)
     self._unlocked[slots] = unlocked
     dead = ints[:, _SLICES["dead"]][:, 0].astype(bool)
-    capped = lengths >= self.max_episode_steps
+    capped = lengths >= self.max_steps
     self._done[slots] = dead | capped
     ends = np.where(dead, "death", np.where(capped, "step_cap", "running")).tolist()
     progress = (100.0 * unlocked.sum(axis=1) / len(ACHIEVEMENTS)).tolist()

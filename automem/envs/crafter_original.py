@@ -62,7 +62,7 @@ class CrafterOriginalSlotEnv:
   """One game of the original `crafter` with text observations.
 
   Args:
-    max_episode_steps: the episode cap (`end_reason="step_cap"`); BALROG: 2000.
+    max_steps: the episode cap (`end_reason="step_cap"`); BALROG: 2000.
     location_style: "offset" or "classic" (see `crafter_text.render_text`).
     area: world size.
   """
@@ -70,12 +70,12 @@ class CrafterOriginalSlotEnv:
   game = "crafter"
   task = "crafter_original"
 
-  def __init__(self, *, max_episode_steps: int = 2000, location_style: str = "offset", area: tuple[int, int] = (64, 64)):
+  def __init__(self, *, max_steps: int = 2000, location_style: str = "offset", area: tuple[int, int] = (64, 64)):
     import crafter
 
     if location_style not in ct.STYLES:
       raise ValueError(f"location_style must be one of {ct.STYLES}, got {location_style!r}")
-    self.max_episode_steps = int(max_episode_steps)
+    self.max_steps = int(max_steps)
     self.location_style = location_style
     self._env = crafter.Env(area=tuple(area), view=(9, 9), length=None, seed=0)
     self._env._obs = lambda: None  # text only: skip drawing the image
@@ -110,7 +110,7 @@ class CrafterOriginalSlotEnv:
       if info["achievements"][name] > 0 and name not in self._order:
         self._order.append(name)
     length = self._stats.length + 1
-    end = "death" if self._env._player.health <= 0 else "step_cap" if length >= self.max_episode_steps else "running"
+    end = "death" if self._env._player.health <= 0 else "step_cap" if length >= self.max_steps else "running"
     self._done = end != "running"
     self._stats = EpisodeStats(
         game=self.game, task=self.task, seed=self._stats.seed,
@@ -149,7 +149,7 @@ def CrafterOriginalEnv(
     num_envs: int = 1,
     *,
     num_workers: int | None = None,
-    max_episode_steps: int = 2000,
+    max_steps: int = 2000,
     location_style: str = "offset",
     area: tuple[int, int] = (64, 64),
     **pool_kwargs: Any,
@@ -159,10 +159,10 @@ def CrafterOriginalEnv(
   Args:
     num_envs: slots.
     num_workers: worker processes (default one per CPU core); 0 runs in-process.
-    max_episode_steps: episode cap; BALROG uses 2000.
+    max_steps: episode cap; BALROG uses 2000.
     location_style: "offset" or "classic" object locations.
     area: world size (crafter's default 64x64).
     **pool_kwargs: `EnvPool` options (step_timeout_s, start_timeout_s).
   """
-  factory = crafter_original_slot_factory(max_episode_steps=max_episode_steps, location_style=location_style, area=area)
+  factory = crafter_original_slot_factory(max_steps=max_steps, location_style=location_style, area=area)
   return host_slots(factory, num_envs, num_workers, **pool_kwargs)

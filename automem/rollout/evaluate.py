@@ -44,10 +44,6 @@ def game_list(config: ml_collections.ConfigDict) -> list[str]:
   return games
 
 
-# The keyword each env factory takes for its step cap.
-_STEP_CAP_KWARG = {"crafter": "max_episode_steps", "crafter_original": "max_episode_steps"}
-
-
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   out: dict[str, Any] = {}
   for key, value in tree.items():
@@ -126,7 +122,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   setups = {}
   for g in games:
     gc = config.game[g]
-    kwargs = {_STEP_CAP_KWARG.get(g, "max_steps"): gc.max_steps, **_plain(gc.env_kwargs)}
+    kwargs = {"max_steps": gc.max_steps, **_plain(gc.env_kwargs)}
     setups[g] = GameSetup(g, structures[g], kwargs, gc.envs_per_task)
   plans = build_plans(config)
   logging.info("evaluation: %d episodes of %s into %s", len(plans), ", ".join(games), run_dir.root)

@@ -101,8 +101,8 @@ def check_text(text: str, s) -> None:
 
 
 def test_make_env_and_action_names():
-  e = make_env("crafter", B, max_episode_steps=10)
-  assert isinstance(e, CrafterEnv) and e.num_envs == B and e.max_episode_steps == 10
+  e = make_env("crafter", B, max_steps=10)
+  assert isinstance(e, CrafterEnv) and e.num_envs == B and e.max_steps == 10
   assert e.action_names[:5] == ("Noop", "Move West", "Move East", "Move North", "Move South")
   with pytest.raises(ValueError, match="step"):
     e.step(["Noop"] * B)  # never reset
@@ -245,7 +245,7 @@ def test_partial_reset_and_determinism_across_batches(env):
 
 
 def test_episode_cap_and_done_slots_stay_done():
-  env = CrafterEnv(B, max_episode_steps=3)
+  env = CrafterEnv(B, max_steps=3)
   env.reset(SEEDS)
   for _ in range(3):
     results = env.step(["Noop"] * B)

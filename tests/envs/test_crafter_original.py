@@ -26,7 +26,7 @@ def test_seed_s_is_the_world_of_crafter_env_seed_s():
 
 
 def test_text_actions_and_stats():
-  env = crafter_original_slot_factory(max_episode_steps=5, area=(24, 24))()  # small world: fast worldgen
+  env = crafter_original_slot_factory(max_steps=5, area=(24, 24))()  # small world: fast worldgen
   obs = env.reset(3)
   assert "You see" in obs.text and "Your status" in obs.text
   assert env.action_names == ct.ACTION_NAMES

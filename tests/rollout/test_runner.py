@@ -45,7 +45,7 @@ def plans(n, steps_game="crafter"):
 
 def setup(**kw):
   structure = load_structure("crafter").revise({"plan.max_iterations": 1}, note="one turn")
-  return {"crafter": GameSetup("crafter", structure, {"max_episode_steps": 2, **kw},
+  return {"crafter": GameSetup("crafter", structure, {"max_steps": 2, **kw},
                                envs_per_task=2)}
 
 
