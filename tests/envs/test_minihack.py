@@ -54,17 +54,22 @@ def test_missing_boxoban_levels_is_a_clear_error(tmp_path, monkeypatch):
   minihack_slot_factory("Corridor-R3")
 
 
+def _walk_towards(env, obs, name: str, max_steps: int):
+  """Steps towards the nearest entity called `name` until the episode ends; the last result."""
+  for _ in range(max_steps):
+    targets = [e for e in obs.info["nearby"] if e["name"] == name]
+    assert targets, obs.text
+    r = env.step(targets[0]["direction"])
+    obs = r.observation
+    if r.done:
+      break
+  return r
+
+
 def test_reaching_the_goal_gives_progression_100():
   env = minihack_slot_factory("Room-5x5")()
   for seed in range(3):
-    obs = env.reset(seed)
-    for _ in range(30):
-      stairs = [e for e in obs.info["nearby"] if e["name"] == "staircase down"]
-      assert stairs, obs.text
-      r = env.step(stairs[0]["direction"])
-      obs = r.observation
-      if r.done:
-        break
+    r = _walk_towards(env, env.reset(seed), "staircase down", 30)
     assert r.done and r.stats.end_reason == "goal" and r.stats.progression == 100.0
     assert r.reward > 0
   env.close()
@@ -84,14 +89,7 @@ def test_step_cap_defaults_to_balrogs_100():
 
 def test_walking_into_lava_ends_in_death():
   env = minihack_slot_factory("Quest-Easy")()
-  obs = env.reset(0)
-  for _ in range(20):
-    lava = [e for e in obs.info["nearby"] if e["name"] == "molten lava"]
-    assert lava, obs.text
-    r = env.step(lava[0]["direction"])
-    obs = r.observation
-    if r.done:
-      break
+  r = _walk_towards(env, env.reset(0), "molten lava", 20)
   assert r.done and r.stats.end_reason == "death" and r.stats.progression == 0.0
   assert r.observation.info["how_done"] == "burning"
   env.close()
