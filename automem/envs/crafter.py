@@ -234,6 +234,8 @@ class CrafterEnv(TextEnv):
     max_steps: the episode cap (`end_reason="step_cap"`).
     location_style: "offset" ("1 step south and 4 steps west") or "classic"
       (BALROG's "5 steps to your south-west").
+    skip_items: cell names left out of "You see" (default: none of the ground,
+      as BALROG; `crafter_text.COMPACT_SKIP` leaves out grass, sand and path).
     params: Craftax-Classic `EnvParams` (day length, spawn rates, ...).
     reset_chunk: worlds generated per reset call (at most `num_envs`); one
       compiled shape, padded when fewer slots are reset.
@@ -250,6 +252,7 @@ class CrafterEnv(TextEnv):
       *,
       max_steps: int = 2000,
       location_style: str = "offset",
+      skip_items: tuple[str, ...] = ct.DEFAULT_SKIP,
       params: EnvParams | None = None,
       reset_chunk: int = 8,
       dynamics: str = "local",
@@ -268,6 +271,7 @@ class CrafterEnv(TextEnv):
     self._reset_chunk = min(reset_chunk, num_envs)
     self.max_steps = max_steps
     self.location_style = location_style
+    self.skip_items = ct.check_skip(skip_items)
     self.dynamics = dynamics
     self._fns = _compiled(params or EnvParams(), StaticEnvParams(), dynamics)
     self._state: EnvState | None = None
@@ -337,7 +341,7 @@ class CrafterEnv(TextEnv):
       self._order[i] = []
       self._stats[i] = EpisodeStats(game=self.game, task="crafter", seed=int(seeds[j]))
     ints, light = ints[:n], light[:n]
-    texts = ct.render_text(unpack_view(ints, light), self.location_style)
+    texts = ct.render_text(unpack_view(ints, light), self.location_style, self.skip_items)
     observations = [Observation(t, info) for t, info in zip(texts, _infos(ints, light))]
     for i, obs in zip(indices, observations):
       self._last_obs[i] = obs
@@ -374,7 +378,7 @@ class CrafterEnv(TextEnv):
     t2 = time.perf_counter()
     slots = np.flatnonzero(active)
     ints, light, reward = ints[slots], light[slots], reward[slots]
-    texts = ct.render_text(unpack_view(ints, light), self.location_style)
+    texts = ct.render_text(unpack_view(ints, light), self.location_style, self.skip_items)
     t3 = time.perf_counter()
 
     # Episode bookkeeping for all stepped slots at once.

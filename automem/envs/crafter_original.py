@@ -65,18 +65,27 @@ class CrafterOriginalSlotEnv:
     max_steps: the episode cap (`end_reason="step_cap"`); BALROG: 2000.
     location_style: "offset" or "classic" (see `crafter_text.render_text`).
     area: world size.
+    skip_items: cell names left out of "You see" (see `crafter_text.DEFAULT_SKIP`).
   """
 
   game = "crafter"
   task = "crafter_original"
 
-  def __init__(self, *, max_steps: int = 2000, location_style: str = "offset", area: tuple[int, int] = (64, 64)):
+  def __init__(
+      self,
+      *,
+      max_steps: int = 2000,
+      location_style: str = "offset",
+      area: tuple[int, int] = (64, 64),
+      skip_items: tuple[str, ...] = ct.DEFAULT_SKIP,
+  ):
     import crafter
 
     if location_style not in ct.STYLES:
       raise ValueError(f"location_style must be one of {ct.STYLES}, got {location_style!r}")
     self.max_steps = int(max_steps)
     self.location_style = location_style
+    self.skip_items = ct.check_skip(skip_items)
     self._env = crafter.Env(area=tuple(area), view=(9, 9), length=None, seed=0)
     self._env._obs = lambda: None  # text only: skip drawing the image
     self._stats: EpisodeStats | None = None
@@ -125,7 +134,7 @@ class CrafterOriginalSlotEnv:
 
   def _observe(self) -> Observation:
     view = view_of(self._env)
-    text = ct.render_text(view, self.location_style)[0]
+    text = ct.render_text(view, self.location_style, self.skip_items)[0]
     player = self._env._player
     facing = (int(player.facing[1]), int(player.facing[0]))
     info = {
@@ -152,6 +161,7 @@ def CrafterOriginalEnv(
     max_steps: int = 2000,
     location_style: str = "offset",
     area: tuple[int, int] = (64, 64),
+    skip_items: tuple[str, ...] = ct.DEFAULT_SKIP,
     **pool_kwargs: Any,
 ) -> TextEnv:
   """A batch of original-crafter games in worker processes (0 workers: in-process).
@@ -162,7 +172,10 @@ def CrafterOriginalEnv(
     max_steps: episode cap; BALROG uses 2000.
     location_style: "offset" or "classic" object locations.
     area: world size (crafter's default 64x64).
+    skip_items: cell names left out of "You see" (see `crafter_text.DEFAULT_SKIP`).
     **pool_kwargs: `EnvPool` options (step_timeout_s, start_timeout_s).
   """
-  factory = crafter_original_slot_factory(max_steps=max_steps, location_style=location_style, area=area)
+  factory = crafter_original_slot_factory(
+      max_steps=max_steps, location_style=location_style, area=area, skip_items=skip_items
+  )
   return host_slots(factory, num_envs, num_workers, **pool_kwargs)

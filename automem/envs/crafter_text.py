@@ -19,6 +19,8 @@ Departures from BALROG's wrapper, on purpose:
   since it tempts models into diagonal moves that do not exist;
 - objects are listed nearest first, plants say whether they are ripe, and the
   daylight is stated.
+As in BALROG, the nearest grass, sand and path are listed (`DEFAULT_SKIP`);
+`COMPACT_SKIP` leaves them out. docs/balrog_compatibility.md lists every difference.
 """
 
 from __future__ import annotations
@@ -62,8 +64,11 @@ CELL_NAMES: tuple[str, ...] = (
 )
 CELL_IDS: dict[str, int] = {name: i for i, name in enumerate(CELL_NAMES)}
 
-# Cells left out of "You see" (BALROG's defaults plus what is never an object).
-DEFAULT_SKIP: tuple[str, ...] = ("unknown", "grass", "sand", "path", "player")
+# Cells left out of "You see" by default: only what is never an object. BALROG's default
+# skip list is empty, so it reports the nearest grass, sand and path too, and so do we.
+DEFAULT_SKIP: tuple[str, ...] = ("unknown", "player")
+# The shorter listing (BALROG's commented-out alternative): ground cells left out too.
+COMPACT_SKIP: tuple[str, ...] = ("unknown", "grass", "sand", "path", "player")
 
 VITALS: tuple[str, ...] = ("health", "food", "drink", "energy")
 VITAL_MAX = 9
@@ -124,6 +129,14 @@ FACING: dict[str, tuple[int, int]] = {
 }
 
 STYLES = ("offset", "classic")
+
+
+def check_skip(skip: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+  """`skip` as a tuple of cell names; a ValueError names any that is not one."""
+  bad = [n for n in skip if n not in CELL_IDS]
+  if bad:
+    raise ValueError(f"unknown cell names {bad} in skip_items; expected names from {CELL_NAMES}")
+  return tuple(skip)
 
 
 def parse_action(text: str | None) -> int | None:

@@ -82,8 +82,8 @@ def check_text(text: str, s) -> None:
     nearest = min(abs(a) + abs(b) for (a, b), n in view.items() if n == name)
     assert abs(dr) + abs(dc) == nearest, line
     listed.add(name)
-  # Every visible object type is listed (grass, sand, path are left out on purpose).
-  visible = {n for n in view.values() if n not in ("grass", "sand", "path")}
+  # Every visible cell type is listed, the ground (grass, sand, path) too, as BALROG does.
+  visible = {n for n in view.values() if n not in ct.DEFAULT_SKIP}
   assert listed == visible, (listed, visible)
   fr, fc = DIRECTION[int(s.player_direction)]
   faced = true_name(s, (pos[0] + fr, pos[1] + fc))

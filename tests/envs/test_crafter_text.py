@@ -72,7 +72,7 @@ def test_nearest_instance_in_steps_and_order():
   cells[4, 3] = ct.CELL_IDS["tree"]
   cells[3, 8] = ct.CELL_IDS["water"]  # 4 steps east
   cells[2, 4] = ct.CELL_IDS["cow"]  # 1 step north, faced
-  text = ct.render_text(make_view(cells))[0]
+  text = ct.render_text(make_view(cells), skip=ct.COMPACT_SKIP)[0]
   lines = text.split("\n")
   seen = lines[1 : lines.index("")]
   assert seen == [
@@ -81,7 +81,14 @@ def test_nearest_instance_in_steps_and_order():
       "- water 4 steps east",
   ]
   assert "You face cow at your front (north)." in text
-  assert ct.nearest_objects(cells) == {"cow": (-1, 0), "tree": (1, -1), "water": (0, 4)}
+  assert ct.nearest_objects(cells, ct.COMPACT_SKIP) == {"cow": (-1, 0), "tree": (1, -1), "water": (0, 4)}
+  # By default the ground is listed too, at its nearest cell (BALROG's empty skip list).
+  full = ct.render_text(make_view(cells))[0].split("\n")
+  assert full[1 : full.index("")] == [
+      "- cow 1 step north", "- grass 1 step west", "- tree 1 step south and 1 step west",
+      "- water 4 steps east",
+  ]
+  assert ct.nearest_objects(cells)["grass"] == (0, -1)
   # BALROG compared only the first number ("1 step south..." vs "3 steps north"); the
   # classic wording uses the total distance.
   classic = ct.render_text(make_view(cells), style="classic")[0]
@@ -100,9 +107,10 @@ def test_faced_cell_uses_row_and_column():
 def test_status_vitals_inventory_daylight():
   view = make_view(grass(), vitals=(3, 4, 5, 0), inventory={"wood": 2, "wood_pickaxe": 1},
                    sleeping=True, daylight=0.25)
-  text = ct.render_text(view)[0]
+  text = ct.render_text(view, skip=ct.COMPACT_SKIP)[0]
   assert text.startswith("You are sleeping")
   assert "You see nothing away from you." in text
+  assert "You see:\n- grass 1 step north\n" in ct.render_text(view)[0]
   assert "- health: 3/9\n- food: 4/9\n- drink: 5/9\n- energy: 0/9" in text
   assert "Your inventory:\n- wood: 2\n- wood_pickaxe: 1" in text
   assert "It is night (daylight 25%)." in text
@@ -113,6 +121,12 @@ def test_status_vitals_inventory_daylight():
   # Night is daylight < 0.5 (when crafter darkens the screen), whatever the rounding says.
   assert "It is night (daylight 50%)." in ct.render_text(make_view(grass(), daylight=0.498))[0]
   assert "It is day (daylight 50%)." in ct.render_text(make_view(grass(), daylight=0.5))[0]
+
+
+def test_skip_items_are_checked():
+  assert ct.check_skip(["grass"]) == ("grass",)
+  with pytest.raises(ValueError, match="gras"):
+    ct.check_skip(("gras",))
 
 
 def test_batched_render_matches_per_slot():
