@@ -5,7 +5,11 @@
 `task` is a full MiniHack id ("MiniHack-Quest-Easy-v0") or its short form
 ("Quest-Easy"); `BALROG_TASKS` are the eight tasks BALROG and the paper use.
 Defaults follow BALROG: a random role, 100 steps per episode, step penalty
--0.01. Progression is 100 when the task is solved, else 0.
+-0.01, and BALROG's success rule: progression is 100 when the episode's last
+reward is at least 1.0, else 0. A role fast enough to reach the goal in a move
+that takes no game time gets 0.99 (1 minus the step penalty) and counts as a
+failure there; `success_rule="goal"` counts every solved task (the end reason
+is "goal" either way). See docs/balrog_compatibility.md.
 
 Boxoban levels: MiniHack-Boxoban-* read level files that minihack downloads
 from the internet into `<minihack>/dat/boxoban-levels-master/`. Here they are
@@ -107,6 +111,7 @@ def minihack_slot_factory(
     max_steps: int = 100,
     boxoban_dir: str | None = None,
     nearby_limit: int = 20,
+    success_rule: str = "balrog",
     env_kwargs: dict[str, Any] | None = None,
 ) -> functools.partial:
   """A picklable factory of one MiniHack slot env; checks Boxoban levels first."""
@@ -115,7 +120,7 @@ def minihack_slot_factory(
   kwargs = {**BALROG_ENV_KWARGS, **(env_kwargs or {})}
   return functools.partial(
       MiniHackSlotEnv, task, boxoban_dir=levels, max_steps=max_steps, no_progress_steps=None,
-      nearby_limit=nearby_limit, env_kwargs=kwargs,
+      nearby_limit=nearby_limit, success_rule=success_rule, env_kwargs=kwargs,
   )
 
 
@@ -127,6 +132,7 @@ def MiniHackEnv(
     max_steps: int = 100,
     boxoban_dir: str | None = None,
     nearby_limit: int = 20,
+    success_rule: str = "balrog",
     env_kwargs: dict[str, Any] | None = None,
     **pool_kwargs: Any,
 ) -> TextEnv:
@@ -139,10 +145,13 @@ def MiniHackEnv(
     max_steps: episode cap in agent steps (BALROG: 100).
     boxoban_dir: Boxoban levels (default `$AUTOMEM_BOXOBAN_DIR`); Boxoban tasks only.
     nearby_limit: most entities listed in the "nearby" section of an observation.
+    success_rule: "balrog" (last reward >= 1.0, for comparison with BALROG's
+      leaderboard) or "goal" (the task reports success).
     env_kwargs: keyword arguments for `gymnasium.make`, over `BALROG_ENV_KWARGS`.
     **pool_kwargs: `EnvPool` options (step_timeout_s, start_timeout_s).
   """
   factory = minihack_slot_factory(
-      task, max_steps=max_steps, boxoban_dir=boxoban_dir, nearby_limit=nearby_limit, env_kwargs=env_kwargs
+      task, max_steps=max_steps, boxoban_dir=boxoban_dir, nearby_limit=nearby_limit,
+      success_rule=success_rule, env_kwargs=env_kwargs,
   )
   return host_slots(factory, num_envs, num_workers, **pool_kwargs)

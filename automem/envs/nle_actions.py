@@ -16,6 +16,7 @@ only change interface options are not offered.
 
 from __future__ import annotations
 
+import dataclasses
 import string
 from collections.abc import Iterable
 
@@ -102,6 +103,22 @@ NAMED_ACTIONS: dict[str, tuple[int, str]] = {
     "teleport": (_ctrl("t"), "teleport (if you can)"),
     "attributes": (_ctrl("x"), "show your attributes"),
     "overview": (_ctrl("o"), "show an overview of the dungeon"),
+    "move": (ord("m"), "move one step without picking anything up or fighting (then a direction)"),
+    "movefar": (ord("M"), "move far without picking anything up or fighting (then a direction)"),
+    "rush": (ord("g"), "rush in a direction until something interesting (then a direction)"),
+    "rush2": (ord("G"), "rush in a direction, past branching corridors (then a direction)"),
+    "seeall": (ord("*"), "list the items in use (wielded, worn, ...)"),
+    "seeweapon": (ord(")"), "show the wielded weapon"),
+    "seearmor": (ord("["), "show the armour being worn"),
+    "seerings": (ord("="), "show the rings being worn"),
+    "seeamulet": (ord('"'), "show the amulet being worn"),
+    "seetools": (ord("("), "show the tools in use"),
+    "seegold": (ord("$"), "count your gold"),
+    "seespells": (ord("+"), "list the spells you know"),
+    "seetrap": (ord("^"), "show the type of an adjacent trap (then a direction)"),
+    "inventtype": (ord("I"), "show the inventory items of one class (then choose it in the menu)"),
+    "adjust": (_meta("a"), "change an item's inventory letter (then item letters)"),
+    "annotate": (_meta("A"), "leave a note about the level (then type the text)"),
     "esc": (27, "cancel a prompt or close a menu"),
     "enter": (ord("\r"), "confirm a menu or a prompt"),
     "space": (ord(" "), "next page of a menu"),
@@ -110,6 +127,85 @@ NAMED_ACTIONS: dict[str, tuple[int, str]] = {
 # Single keys for item prompts, menus and counts.
 KEY_ACTIONS: tuple[str, ...] = tuple(string.ascii_lowercase + string.ascii_uppercase + string.digits + "-*$<>.")
 KEY_DESCRIPTION = "this key at a prompt or in a menu (item letter, menu choice, digit, map symbol)"
+
+# BALROG's names (the NLE language wrapper's) that differ from ours, accepted as the same
+# keystroke: alias -> key. Offered names with the same key list them as "also: ...".
+ALIASES: dict[str, int] = {
+    "more": ord("\r"),
+    "turnundead": _meta("t"),
+    "minus": ord("-"),
+    "apos": ord("'"),
+    "dollar": ord("$"),
+    "plus": ord("+"),
+    "zero": ord("0"), "one": ord("1"), "two": ord("2"), "three": ord("3"), "four": ord("4"),
+    "five": ord("5"), "six": ord("6"), "seven": ord("7"), "eight": ord("8"), "nine": ord("9"),
+    # Accepted because BALROG's NetHack action space has them; they change nothing in NLE
+    # ("#shell command not available", the version line), so they are not offered.
+    "shell": ord("!"),
+    "versionshort": ord("v"),
+}
+
+# BALROG describes places with 16 compass points ("westnorthwest"); NetHack moves in 8. A
+# 16-point word is read as the direction named first: the axis along which the place is
+# farther (BALROG's wording puts the larger offset first), one of the two equally near ones.
+COMPASS_16: dict[str, str] = {
+    "northnortheast": "north", "eastnortheast": "east", "eastsoutheast": "east",
+    "southsoutheast": "south", "southsouthwest": "south", "westsouthwest": "west",
+    "westnorthwest": "west", "northnorthwest": "north",
+}
+# Words accepted as an argument besides single keys: the move directions name the
+# direction keys (NetHack's "In what direction?" takes them), "up"/"down" are < and >.
+_DIRECTION_WORDS = ("north", "east", "south", "west", "northeast", "southeast", "southwest",
+                    "northwest", "up", "down")
+# BALROG's names of single keys, accepted as answers too ("wield minus").
+_KEY_WORDS: dict[str, int] = {
+    w: k for w, k in ALIASES.items() if k < 128 and w not in ("more", "shell", "versionshort")
+} | {"space": ord(" ")}
+# Commands whose prompt ends in a line of text: words after them are typed, then Enter.
+TEXT_COMMANDS = frozenset({"engrave", "annotate", "call"})
+MAX_ARGUMENTS = 6  # keys or text pieces after a command name, at most
+MAX_TEXT = 80  # characters typed at a text prompt, at most
+
+
+@dataclasses.dataclass(frozen=True)
+class Argument:
+  """One answer to a prompt, carried after a command name ("wield -", "zap g north").
+
+  Attributes:
+    text: as the model wrote it.
+    keys: the keystrokes that answer the prompt (text is followed by Enter).
+    typed: free text for a text prompt (engrave, annotate, call), sent only there.
+  """
+
+  text: str
+  keys: tuple[int, ...]
+  typed: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedAction:
+  """An action text read as one command key and the answers to its prompts.
+
+  Attributes:
+    name: the name the command key was chosen by (an offered name or an alias).
+    key: the command's keystroke.
+    arguments: answers to send, one by one, while the game keeps asking.
+    notes: how the text was read, when not literally (16-point directions).
+  """
+
+  name: str
+  key: int
+  arguments: tuple[Argument, ...] = ()
+  notes: tuple[str, ...] = ()
+
+
+def _is_word(token: str) -> bool:
+  """A token that may be part of a command name: letters/digits at both ends."""
+  return len(token) > 1 and token[0].isalnum() and token[-1].isalnum()
+
+
+def _squash(text: str) -> str:
+  return normalize_action_name(text).replace(" ", "")
 
 
 class ActionVocab:
@@ -134,26 +230,120 @@ class ActionVocab:
         names[ch] = ord(ch)
         desc[ch] = KEY_DESCRIPTION
     self.names: tuple[str, ...] = tuple(names)
+    self.accepts_letters = any(c in names for c in string.ascii_letters)
+    self._keys = dict(names)
+    self._all_keys = keys
+    by_key = {k: n for n, k in reversed(list(names.items())) if len(n) > 1}
+    aliases = {}
+    for alias, key in ALIASES.items():
+      if key in keys:
+        target = by_key.get(key)
+        aliases[alias] = target or alias
+        self._keys.setdefault(alias, key)
+        if target:
+          desc[target] += f" (also: {alias})"
+    self.aliases = aliases  # accepted alias -> the name it stands for
     self.descriptions = desc
-    self._keys = names
-    self._lookup = {normalize_action_name(n): n for n in names if len(n) > 1}
+    self._lookup = {_squash(n): n for n in names if len(n) > 1}
+    self._lookup.update({_squash(a): n for a, n in aliases.items()})
+
+  def _word(self, text: str) -> tuple[str, str] | None:
+    """(name, note) for a whole command name, its alias or a 16-point direction."""
+    squashed = _squash(text)
+    name = self._lookup.get(squashed)
+    if name is not None:
+      return name, ""
+    far = squashed.startswith("far")
+    target = COMPASS_16.get(squashed[3:] if far else squashed)
+    name = self._lookup.get(("far" if far else "") + target) if target else None
+    if name is None:
+      return None
+    return name, (
+        f"{text.strip()!r} is not one of NetHack's 8 directions; it was taken as {name!r}, "
+        f"the nearest of them (the direction named first)."
+    )
 
   def resolve(self, text: str) -> str | None:
-    """The offered name `text` stands for, or None when it is not one."""
-    if not isinstance(text, str):
-      return None
-    raw = text.strip()
-    if len(raw) == 1:
-      return raw if raw in self._keys else None
-    return self._lookup.get(normalize_action_name(raw))
+    """The name a whole action text stands for (no arguments), or None."""
+    parsed = self.parse(text)
+    return parsed.name if isinstance(parsed, ParsedAction) and not parsed.arguments else None
 
   def key(self, name: str) -> int:
-    """The keystroke of an offered name."""
+    """The keystroke of an offered name or an alias."""
     return self._keys[name]
 
-  def unknown_feedback(self, text: str) -> str:
-    shown = text if len(text) <= 40 else text[:37] + "..."
+  def parse(self, text: str) -> ParsedAction | str:
+    """Reads an action text; a ParsedAction, or the feedback for a text it refuses.
+
+    The text is a command name (aliases, case, "_"/"-" and 16-point directions
+    accepted), a single key, or a name followed by answers to its prompts
+    ("wield -", "zap g north", "engrave - Elbereth"). An answer that is not a key
+    or a direction word is refused with the whole action, so nothing is sent that
+    the model did not ask for.
+    """
+    if not isinstance(text, str):
+      return self.unknown_feedback(repr(text))
+    raw = text.strip()
+    if len(raw) == 1:
+      return ParsedAction(raw, self._keys[raw]) if raw in self._keys else self.unknown_feedback(raw)
+    tokens = raw.split()
+    head = None
+    for k in range(len(tokens), 0, -1):  # the longest leading run of words that names a command
+      if all(_is_word(t) for t in tokens[:k]):
+        hit = self._word(" ".join(tokens[:k]))
+        if hit is not None:
+          head = k, hit
+          break
+    if head is None:
+      return self.unknown_feedback(raw)
+    k, (name, note) = head
+    notes = [note] if note else []
+    arguments: list[Argument] = []
+    for i in range(k, len(tokens)):
+      token = tokens[i]
+      if len(token) == 1 and ord(token) in self._all_keys:
+        arguments.append(Argument(token, (ord(token),)))
+      elif (word := self._argument_word(token)) is not None:
+        key, note = word
+        arguments.append(Argument(token, (key,)))
+        notes += [note] if note else []
+      elif name in TEXT_COMMANDS:
+        typed = raw.split(None, i)[i]
+        codes = tuple(ord(c) for c in typed)
+        if len(typed) > MAX_TEXT or not all(c in self._all_keys for c in codes):
+          return self._argument_feedback(raw, name, typed, f"text of at most {MAX_TEXT} plain characters")
+        arguments.append(Argument(typed, (*codes, ord("\r")), typed=True))
+        break
+      else:
+        return self._argument_feedback(raw, name, token, "a single key (an item letter, -, a digit) or a direction")
+    if len(arguments) > MAX_ARGUMENTS:
+      return self._argument_feedback(raw, name, " ".join(a.text for a in arguments), f"at most {MAX_ARGUMENTS} answers")
+    return ParsedAction(name, self._keys[name], tuple(arguments), tuple(notes))
+
+  def _argument_word(self, token: str) -> tuple[int, str] | None:
+    """(key, note) of a word that names one key as an answer: a direction or a key's name."""
+    hit = self._word(token)
+    if hit is not None and hit[0] in _DIRECTION_WORDS:
+      return self._keys[hit[0]], hit[1]
+    key = _KEY_WORDS.get(_squash(token))
+    return (key, "") if key in self._all_keys else None
+
+  def _argument_feedback(self, raw: str, name: str, bad: str, wanted: str) -> str:
     return (
-        f"Invalid action {shown!r}: not one of this game's action names; nothing was done. "
-        f"Use a name from the action list, e.g. {', '.join(self.names[:4])}, or a single item letter."
+        f"Invalid action {self._shown(raw)}: {bad!r} cannot be passed to the prompt of {name!r}, "
+        f"which takes {wanted}; nothing was done. Send {name!r} alone and answer the prompt "
+        "in the next action, or put the answer after the name (e.g. 'wield -', 'zap f north')."
+    )
+
+  @staticmethod
+  def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+  def unknown_feedback(self, text: str) -> str:
+    """The feedback for a text that names no action of this game."""
+    example = ", ".join(n for n in self.names[:4])
+    letters = " or a single item letter at a prompt" if self.accepts_letters else ""
+    return (
+        f"Invalid action {self._shown(text)}: not one of this game's action names; nothing was done. "
+        f"Use a name from the action list, e.g. {example}{letters}."
     )

@@ -9,7 +9,10 @@ episode's metrics and caps.
 Step semantics: every call to `step` counts one step towards the caps. An
 invalid action name sends no keystroke (the game does not advance) and comes
 back with `valid_action=False` and a feedback line; it still counts as a step
-(it cost the agent a turn) and towards the no-progress timeout.
+(it cost the agent a turn) and towards the no-progress timeout. A name may
+carry answers to the prompts it opens ("wield -", "zap f north", "engrave -
+Elbereth"): they are sent while the game asks for them, all within the one
+step; one it did not ask for is not sent, and the feedback says so.
 
 Seeds: NetHack's core and disp RNGs are both set from the episode seed with
 reseeding off, the moon phase is derived from the seed (`fix_moon_phase`), and
@@ -30,14 +33,16 @@ from typing import Any
 import numpy as np
 
 from automem.envs.base import EpisodeStats, Observation, StepResult
-from automem.envs.nle_actions import ActionVocab
+from automem.envs.nle_actions import ActionVocab, ParsedAction
 from automem.envs.nle_progress import ProgressTracker
-from automem.envs.nle_text import BL_DEPTH, BL_TIME, OBS_KEYS, more_text, render
+from automem.envs.nle_text import BL_DEPTH, BL_TIME, OBS_KEYS, more_text, prompt_kind, render
 
 # NLE's StepStatus values (nle.env.base.NLE.StepStatus, tasks add TASK_SUCCESSFUL).
 _ABORTED, _DEATH, _TASK_SUCCESSFUL = -1, 1, 2
 _ENTER = ord("\r")
 _MAX_MORE = 64  # --More-- prompts stepped through per action, at most
+_POSITION_DONE = frozenset(map(ord, ".,;:")) | {27}  # keys that end a map-position prompt
+SUCCESS_RULES = ("balrog", "goal")
 
 
 def _seed_pair(seed: int) -> tuple[int, int]:
@@ -57,6 +62,9 @@ class NLESlotEnv:
       consecutive steps in which the in-game turn counter did not move;
       None disables it.
     nearby_limit: most entities listed in the "nearby" section.
+    success_rule: MiniHack progression: "balrog" (100 when the last step's reward is
+      at least 1.0, BALROG's rule) or "goal" (100 when the task reports success, even
+      at reward 0.99 when the winning move took no game time). NetHack ignores it.
     env_kwargs: extra keyword arguments for `gymnasium.make(task, ...)`.
   """
 
@@ -68,6 +76,7 @@ class NLESlotEnv:
       max_steps: int,
       no_progress_steps: int | None = None,
       nearby_limit: int = 20,
+      success_rule: str = "goal",
       env_kwargs: dict[str, Any] | None = None,
   ):
     import gymnasium as gym
@@ -77,7 +86,10 @@ class NLESlotEnv:
       with warnings.catch_warnings():  # minihack 1.0.2 imports the deprecated pkg_resources
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
         import minihack  # noqa: F401 -- registers MiniHack tasks
+    if success_rule not in SUCCESS_RULES:
+      raise ValueError(f"success_rule must be one of {SUCCESS_RULES}, got {success_rule!r}")
     self.game, self.task = game, task
+    self.success_rule = success_rule
     self.max_steps = int(max_steps)
     self.no_progress_steps = no_progress_steps
     self.nearby_limit = nearby_limit
@@ -133,15 +145,14 @@ class NLESlotEnv:
       raise RuntimeError("step() before reset()")
     if self._done:
       return StepResult(self._last, 0.0, True, False, "The episode has ended; reset to play again.", self._stats)
-    name = self.vocab.resolve(action)
+    parsed = self.vocab.parse(action)
     reward, done, end = 0.0, False, "running"
-    if name is None:
-      feedback, valid = self.vocab.unknown_feedback(str(action)), False
+    if isinstance(parsed, str):
+      feedback, valid = parsed, False
       self._stalled += 1
     else:
-      feedback, valid = "", True
-      obs, reward, term, trunc, info = self._env.step(self._index[self.vocab.key(name)])
-      obs, reward, done, info, messages = self._skip_more(obs, float(reward), term or trunc, info)
+      valid = True
+      obs, reward, done, info, messages, feedback = self._send(parsed)
       how = None
       if done:
         status = int(info.get("end_status", _DEATH))
@@ -159,6 +170,8 @@ class NLESlotEnv:
     self._done = done
     if self.game == "nethack":
       progression = self._progress.progression
+    elif self.success_rule == "balrog":  # BALROG: a win is a last reward of at least 1.0
+      progression = 100.0 if valid and reward >= 1.0 else 0.0
     else:
       progression = 100.0 if end == "goal" else 0.0
     self._stats = dataclasses.replace(
@@ -177,6 +190,43 @@ class NLESlotEnv:
       self._env = None
 
   # -- internals --------------------------------------------------------------
+
+  def _press(self, key: int):
+    """Sends one keystroke and steps through the --More-- prompts it brings."""
+    obs, reward, term, trunc, info = self._env.step(self._index[key])
+    return self._skip_more(obs, float(reward), term or trunc, info)
+
+  def _send(self, parsed: ParsedAction):
+    """Sends a command key, then its arguments while the game keeps asking for them.
+
+    An argument goes only to a prompt that can take it: a key to a yes/no, item or
+    direction question, an open menu or a map-position cursor; text (then Enter) to
+    a text prompt. The first one the game did not ask for, and those after it, are
+    not sent, and the feedback says so: never a keystroke the game would read as a
+    new command.
+    """
+    obs, reward, done, info, messages = self._press(parsed.key)
+    notes = list(parsed.notes)
+    position = False  # a map-position cursor (travel, jump, ...) stays until . , ; : or esc
+    for i, arg in enumerate(parsed.arguments):
+      asked = None if done else prompt_kind(obs, position)
+      if asked is None or (arg.typed and asked != "text"):
+        rest = " ".join(a.text for a in parsed.arguments[i:])
+        why = (
+            "the episode ended" if done else "the game did not ask for anything more"
+            if asked is None else "the game asks for a key here, not a line of text"
+        )
+        notes.append(f"{rest!r} was not sent after {parsed.name!r}: {why}.")
+        break
+      keys = arg.keys if arg.typed or asked != "text" else (*arg.keys, ord("\r"))
+      for key in keys:
+        obs, r, done, info, more = self._press(key)
+        reward += r
+        messages += more
+        if done:
+          break
+      position = asked == "position" and keys[-1] not in _POSITION_DONE
+    return obs, reward, done, info, messages, " ".join(notes)
 
   def _skip_more(self, obs, reward, done, info):
     """Presses Enter at --More-- prompts, collecting their text."""

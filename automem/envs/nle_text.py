@@ -7,6 +7,11 @@ Turns one NLE observation dict into the text an LLM acts on, in fixed sections:
   nearby:     a language description of what is around the player: each
               monster, object and notable dungeon feature with its compass
               direction and its step distance (king moves, as the player moves)
+  around you: the structure along each of the 8 directions, up to 9 steps:
+              walls and corners, doorways, corridors, dark areas, iron bars
+              (Boxoban's walls), as runs ("floor 1-3, horizontal wall 4")
+  cursor:     where the terminal cursor is on the map and what is there: on the
+              player (naming the role) or, at a travel/jump prompt, the picked cell
   map:        the ASCII screen (map area) with the player's coordinates
   status:     NetHack's two bottom lines (HP, Pw, AC, Dlvl, XP, time, hunger,
               conditions)
@@ -33,6 +38,7 @@ OBS_KEYS = (
     "screen_descriptions",
     "inv_letters",
     "inv_strs",
+    "misc",
 )
 
 MORE = "--More--"
@@ -101,6 +107,28 @@ def menu_text(lines: list[str]) -> str | None:
   return None
 
 
+def prompt_kind(obs: Mapping[str, np.ndarray], position: bool = False) -> str | None:
+  """What the game is waiting for: "text", "key", "position" or None (a new command).
+
+  "text": a line of text (engrave, call); "key": a yes/no, item or direction
+  question or an open menu; "position": a map cursor (travel, jump), which stays
+  until it is confirmed, so a caller that knows it is in one passes `position`.
+  NLE's `misc` observation flags the first two; the cursor prompt is known by its
+  "(For instructions type a ?)" line.
+  """
+  misc = obs.get("misc")
+  if misc is not None and misc[1]:
+    return "text"
+  if misc is not None and misc[0]:
+    return "key"
+  lines = tty_lines(obs["tty_chars"])
+  if misc is not None and misc[2] and menu_text(lines) is not None:
+    return "key"
+  if position or "For instructions type a" in lines[0]:
+    return "position"
+  return None
+
+
 def direction(dx: int, dy: int) -> str:
   """Compass direction of an offset on the screen (y grows southwards)."""
   if dx == 0 and dy == 0:
@@ -151,6 +179,96 @@ def nearby_entities(obs: Mapping[str, np.ndarray], limit: int = 20) -> list[dict
       seen.add((e["name"], e["direction"]))
     kept.append(e)
   return kept[:limit]
+
+
+# NetHack 3.6's map symbols (defsyms) up to the traps, in glyph order, named as BALROG's
+# text names them where that tells more than NetHack's own description ("wall" for all
+# eleven wall pieces), with the corners named consistently.
+CMAP_NAMES: tuple[str, ...] = (
+    "dark area", "vertical wall", "horizontal wall", "northwest corner", "northeast corner",
+    "southwest corner", "southeast corner", "cross wall", "t up wall", "t down wall",
+    "t west wall", "t east wall", "doorway", "open door", "open door", "closed door",
+    "closed door", "iron bars", "tree", "floor", "dark floor", "corridor", "lit corridor",
+    "staircase up", "staircase down", "ladder up", "ladder down", "altar", "grave", "throne",
+    "sink", "fountain", "water", "ice", "lava", "lowered drawbridge", "lowered drawbridge",
+    "raised drawbridge", "raised drawbridge", "air", "cloud", "water",
+)
+# Symbols a look along a line stops at: nothing is known (or reachable) past them.
+_BLOCKING = frozenset(
+    {*range(0, 12), 15, 16, 17, 18, 37, 38}
+)
+_STEPS = {
+    "north": (0, -1), "northeast": (1, -1), "east": (1, 0), "southeast": (1, 1),
+    "south": (0, 1), "southwest": (-1, 1), "west": (-1, 0), "northwest": (-1, -1),
+}
+REACH = 9  # cells looked at along each direction (BALROG's ray length)
+
+
+def _cell_name(obs: Mapping[str, np.ndarray], x: int, y: int) -> tuple[str, bool]:
+  """(name, blocks the view) of a map cell: structure by its map symbol, else NetHack's words."""
+  from nle import nethack  # the worker has it; imported here to keep this module light
+
+  cmap = int(obs["glyphs"][y, x]) - nethack.GLYPH_CMAP_OFF
+  if 0 <= cmap < len(CMAP_NAMES):
+    return CMAP_NAMES[cmap], cmap in _BLOCKING
+  return _decode(obs["screen_descriptions"][y, x]) or "dark area", False
+
+
+def surroundings(obs: Mapping[str, np.ndarray], reach: int = REACH) -> dict[str, list[tuple[str, int, int]]]:
+  """What lies along each of the 8 directions from the player, as runs of equal cells.
+
+  Each direction maps to [(name, first step, last step), ...], looking up to
+  `reach` cells and stopping after the first wall, closed door, bars, tree or
+  dark area (as BALROG's text does), or at the map's edge.
+  """
+  glyphs = obs["glyphs"]
+  px, py = int(obs["blstats"][BL_X]), int(obs["blstats"][BL_Y])
+  out: dict[str, list[tuple[str, int, int]]] = {}
+  for name, (dx, dy) in _STEPS.items():
+    runs: list[tuple[str, int, int]] = []
+    for k in range(1, reach + 1):
+      x, y = px + k * dx, py + k * dy
+      if not (0 <= y < glyphs.shape[0] and 0 <= x < glyphs.shape[1]):
+        break
+      cell, blocks = _cell_name(obs, x, y)
+      if runs and runs[-1][0] == cell:
+        runs[-1] = (cell, runs[-1][1], k)
+      else:
+        runs.append((cell, k, k))
+      if blocks:
+        break
+    out[name] = runs
+  return out
+
+
+def cursor(obs: Mapping[str, np.ndarray]) -> dict[str, Any] | None:
+  """Where the terminal cursor is on the map and what is there; None when it is off the map.
+
+  It sits on the player in normal play (their description names the role) and
+  moves over the map while the game asks for a position (travel, jump, look).
+  """
+  row, col = (int(v) for v in obs["tty_cursor"])
+  height, width = obs["glyphs"].shape
+  x, y = col, row - 1  # the map starts on the terminal's second line
+  if not (0 <= y < height and 0 <= x < width):
+    return None
+  px, py = int(obs["blstats"][BL_X]), int(obs["blstats"][BL_Y])
+  dx, dy = x - px, y - py
+  return {
+      "x": x, "y": y, "on_player": dx == 0 and dy == 0, "name": _decode(obs["screen_descriptions"][y, x]),
+      "direction": direction(dx, dy), "distance": max(abs(dx), abs(dy)),
+  }
+
+
+def _runs_text(runs: list[tuple[str, int, int]]) -> str:
+  return ", ".join(f"{n} {a}" if a == b else f"{n} {a}-{b}" for n, a, b in runs) or "(map edge)"
+
+
+def _cursor_text(c: dict[str, Any]) -> str:
+  if c["on_player"]:
+    return f"on you ({c['name'] or 'you'})"
+  steps = f"{c['distance']} step{'s' if c['distance'] != 1 else ''} {c['direction']}"
+  return f"at x={c['x']}, y={c['y']}, {steps} of you: {c['name'] or 'dark area'}"
 
 
 def inventory_lines(obs: Mapping[str, np.ndarray]) -> list[str]:
@@ -206,12 +324,20 @@ def render(obs: Mapping[str, np.ndarray], messages: list[str] | None = None, nea
   # An open menu covers the map; its text is in the message section already.
   map_lines = lines[1:22] if menu is None else ["(covered by the menu above)"]
   nearby = [f"{e['name']}: {e['distance']} step{'s' if e['distance'] != 1 else ''} {e['direction']}" for e in entities]
+  around = surroundings(obs)
+  where = cursor(obs)
   parts = [
       "message:\n" + (message or "(none)"),
       "nearby:\n" + ("\n".join(nearby) if nearby else "(nothing notable in view)"),
+      f"around you (each direction up to {REACH} steps; numbers are steps):\n"
+      + "\n".join(f"{d}: {_runs_text(r)}" for d, r in around.items()),
+      *(["cursor:\n" + _cursor_text(where)] if where is not None else []),
       f"map (you are the @ at x={vit['x']}, y={vit['y']}; x grows east, y grows south):\n" + "\n".join(map_lines),
       "status:\n" + "\n".join(lines[22:24]).strip("\n"),
       "inventory:\n" + ("\n".join(inv) if inv else "(empty)"),
   ]
-  info = {"message": message, "menu": menu, "nearby": entities, "vitals": vit, "inventory": inv}
+  info = {
+      "message": message, "menu": menu, "nearby": entities, "vitals": vit, "inventory": inv,
+      "around": {d: [list(run) for run in r] for d, r in around.items()}, "cursor": where,
+  }
   return "\n\n".join(parts), info
