@@ -1,4 +1,4 @@
-"""Readable action names for NLE-based games, offered and accepted as one list.
+"""Readable action names for NLE-based games: the offered list and its accepted aliases.
 
 A name maps to one keystroke. Named commands ("north", "far east", "eat",
 "kick", "esc", ...) come first; then single keys for prompts and menus:
@@ -9,9 +9,15 @@ A game only offers the names whose keystroke its NLE action set contains, so
 everything offered can be sent, and nothing else is accepted.
 
 Matching: a one-character name matches exactly (inventory letters are case
-sensitive); longer names match case-insensitively with "_"/"-" read as spaces
-(`normalize_action_name`). Commands that leave the game (quit, save, shell) or
-only change interface options are not offered.
+sensitive); longer names match case-insensitively with "_"/"-" and spaces
+ignored (`normalize_action_name`). Every name of BALROG's action space is
+accepted as the same keystroke (`ALIASES` for those we name differently, e.g.
+"more" is "enter"), and a 16-point direction word as the nearest of the 8
+(`COMPASS_16`). A name may carry the answers to its prompts ("wield -",
+"zap f north", "engrave - Elbereth"): `parse` reads them, the env sends them
+only while the game asks. Commands that leave the game (quit, save) or only
+change interface options are not offered. docs/balrog_compatibility.md lists
+every difference from BALROG's action handling.
 """
 
 from __future__ import annotations
@@ -144,6 +150,34 @@ ALIASES: dict[str, int] = {
     "shell": ord("!"),
     "versionshort": ord("v"),
 }
+
+# BALROG's NetHack action space (balrog/environments/nle/base.py at af7d1f1): the NLE
+# language wrapper's name of each of NLE's USEFUL_ACTIONS, then single letters and digits
+# (it lists "00".."99" too, but its wrapper raises on them; they are refused here with
+# feedback). Every name here is accepted, as the same keystroke.
+BALROG_NETHACK_NAMES: tuple[str, ...] = (
+    "north", "east", "south", "west", "northeast", "southeast", "southwest", "northwest",
+    "far north", "far east", "far south", "far west", "far northeast", "far southeast",
+    "far southwest", "far northwest", "up", "down", "wait", "more", "adjust", "apply",
+    "attributes", "call", "cast", "chat", "close", "dip", "drop", "droptype", "eat", "engrave",
+    "enhance", "esc", "fight", "fire", "force", "inventory", "inventtype", "invoke", "jump",
+    "kick", "look", "loot", "monster", "move", "movefar", "offer", "open", "pay", "pickup",
+    "pray", "puton", "quaff", "quiver", "read", "remove", "ride", "rub", "rush", "rush2",
+    "search", "seearmor", "seerings", "seetools", "seetrap", "seeweapon", "shell", "sit",
+    "swap", "takeoff", "takeoffall", "throw", "tip", "turnundead", "twoweapon", "untrap",
+    "versionshort", "wear", "wield", "wipe", "zap", "seespells", "seeamulet", "seegold", "space",
+)
+# Names BALROG's NetHack instruction prompt lists beyond its action space (it answers them
+# with its default action, esc); accepted here as what they name.
+BALROG_PROMPT_NAMES: tuple[str, ...] = ("annotate", "overview", "teleport", "travel", "minus", "apos")
+# BALROG's MiniHack action names (balrog/environments/minihack/__init__.py); a task offers
+# those its action set has.
+BALROG_MINIHACK_NAMES: tuple[str, ...] = (
+    "north", "east", "south", "west", "northeast", "southeast", "southwest", "northwest",
+    "far north", "far east", "far south", "far west", "far northeast", "far southeast",
+    "far southwest", "far northwest", "up", "down", "wait", "more", "apply", "close", "open",
+    "eat", "force", "kick", "loot", "pickup", "pray", "puton", "quaff", "search", "zap",
+)
 
 # BALROG describes places with 16 compass points ("westnorthwest"); NetHack moves in 8. A
 # 16-point word is read as the direction named first: the axis along which the place is

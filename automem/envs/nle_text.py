@@ -181,22 +181,19 @@ def nearby_entities(obs: Mapping[str, np.ndarray], limit: int = 20) -> list[dict
   return kept[:limit]
 
 
-# NetHack 3.6's map symbols (defsyms) up to the traps, in glyph order, named as BALROG's
-# text names them where that tells more than NetHack's own description ("wall" for all
-# eleven wall pieces), with the corners named consistently.
-CMAP_NAMES: tuple[str, ...] = (
-    "dark area", "vertical wall", "horizontal wall", "northwest corner", "northeast corner",
-    "southwest corner", "southeast corner", "cross wall", "t up wall", "t down wall",
-    "t west wall", "t east wall", "doorway", "open door", "open door", "closed door",
-    "closed door", "iron bars", "tree", "floor", "dark floor", "corridor", "lit corridor",
-    "staircase up", "staircase down", "ladder up", "ladder down", "altar", "grave", "throne",
-    "sink", "fountain", "water", "ice", "lava", "lowered drawbridge", "lowered drawbridge",
-    "raised drawbridge", "raised drawbridge", "air", "cloud", "water",
-)
-# Symbols a look along a line stops at: nothing is known (or reachable) past them.
-_BLOCKING = frozenset(
-    {*range(0, 12), 15, 16, 17, 18, 37, 38}
-)
+# Names of NetHack 3.6's structural map symbols (defsyms index -> name), as BALROG's text
+# names them: NetHack's own description says only "wall" for all eleven wall pieces and
+# nothing for unexplored stone. Other symbols (doors, stairs, fountains, lava, bars, ...)
+# keep NetHack's own words, the ones the "nearby" section uses.
+STRUCTURE_NAMES: dict[int, str] = {
+    0: "dark area", 1: "vertical wall", 2: "horizontal wall", 3: "northwest corner",
+    4: "northeast corner", 5: "southwest corner", 6: "southeast corner", 7: "cross wall",
+    8: "t up wall", 9: "t down wall", 10: "t west wall", 11: "t east wall", 19: "floor",
+    20: "dark floor", 21: "corridor", 22: "lit corridor",
+}
+# Symbols a look along a line stops at (walls, dark area, closed doors, iron bars, tree,
+# raised drawbridge): nothing past them is known or reachable that way.
+_BLOCKING = frozenset({*range(0, 12), 15, 16, 17, 18, 37, 38})
 _STEPS = {
     "north": (0, -1), "northeast": (1, -1), "east": (1, 0), "southeast": (1, 1),
     "south": (0, 1), "southwest": (-1, 1), "west": (-1, 0), "northwest": (-1, -1),
@@ -208,10 +205,10 @@ def _cell_name(obs: Mapping[str, np.ndarray], x: int, y: int) -> tuple[str, bool
   """(name, blocks the view) of a map cell: structure by its map symbol, else NetHack's words."""
   from nle import nethack  # the worker has it; imported here to keep this module light
 
-  cmap = int(obs["glyphs"][y, x]) - nethack.GLYPH_CMAP_OFF
-  if 0 <= cmap < len(CMAP_NAMES):
-    return CMAP_NAMES[cmap], cmap in _BLOCKING
-  return _decode(obs["screen_descriptions"][y, x]) or "dark area", False
+  glyph = int(obs["glyphs"][y, x])
+  cmap = glyph - nethack.GLYPH_CMAP_OFF if nethack.glyph_is_cmap(glyph) else -1
+  name = STRUCTURE_NAMES.get(cmap) or _decode(obs["screen_descriptions"][y, x]) or "dark area"
+  return name, cmap in _BLOCKING
 
 
 def surroundings(obs: Mapping[str, np.ndarray], reach: int = REACH) -> dict[str, list[tuple[str, int, int]]]:
