@@ -10,8 +10,9 @@ cells wide and 7 tall, the player in its centre; north is up (toward row 0),
 west is left (toward column 0); "Move North" decreases the row.
 
 Departures from BALROG's wrapper, on purpose:
-- the nearest instance of an object is nearest in steps (Manhattan distance);
-  BALROG compared only the first number of the "precise" wording;
+- the nearest instance of an object is nearest in steps (Manhattan distance, as
+  BALROG's sum of the numbers in its wording); a tie goes north first, then west,
+  where BALROG keeps the first cell of its west-to-east scan;
 - the faced cell is read with (row, column) the right way round and is named
   as it is (grass, sand, ...) since placing needs a free faced cell;
 - the default wording is the exact offset ("1 step south and 4 steps west");

@@ -89,8 +89,7 @@ def test_nearest_instance_in_steps_and_order():
       "- water 4 steps east",
   ]
   assert ct.nearest_objects(cells)["grass"] == (0, -1)
-  # BALROG compared only the first number ("1 step south..." vs "3 steps north"); the
-  # classic wording uses the total distance.
+  # The classic (BALROG) wording gives the total distance.
   classic = ct.render_text(make_view(cells), style="classic")[0]
   assert "- tree 2 steps to your south-west" in classic
 
