@@ -18,6 +18,7 @@ from nle.nethack import actions as A
 from automem.envs.minihack import BALROG_TASKS, BOXOBAN_ENV_VAR, minihack_slot_factory
 from automem.envs.nethack import nethack_slot_factory
 from automem.envs.nle_actions import (
+    ALIASES,
     BALROG_MINIHACK_NAMES,
     BALROG_NETHACK_NAMES,
     BALROG_PROMPT_NAMES,
@@ -72,7 +73,7 @@ def test_every_balrog_name_is_the_same_keystroke():
 
 def test_nethack_plays_balrogs_whole_vocabulary(slot):
   slot.reset(6)
-  names = BALROG_NETHACK_NAMES + BALROG_PROMPT_NAMES + tuple(string.ascii_letters + string.digits)
+  names = (*BALROG_NETHACK_NAMES, *BALROG_PROMPT_NAMES, *ALIASES, *string.ascii_letters, *string.digits)
   for name in names:
     r = slot.step(name)
     assert r.valid_action, (name, r.feedback)
@@ -136,6 +137,14 @@ def test_an_answer_the_game_did_not_ask_for_is_not_sent(slot):
   assert "'x' was not sent after 'search'" in r.feedback and "did not ask" in r.feedback
   assert r.observation.info["vitals"]["time"] == start.info["vitals"]["time"] + 1
   assert r.observation.info["inventory"] == start.info["inventory"]  # no weapon swapped
+
+
+def test_text_is_not_typed_at_a_key_prompt(slot):
+  slot.reset(3)
+  r = slot.step("engrave Elbereth")  # engrave first asks what to write with: a key
+  assert r.valid_action and "What do you want to write with?" in r.observation.info["message"]
+  assert "'Elbereth' was not sent after 'engrave'" in r.feedback and "not a line of text" in r.feedback
+  assert "Never mind" in slot.step("esc").observation.info["message"]
 
 
 @pytest.mark.parametrize("text", ["Eat the apple", "wield sword", "eat 12"])
