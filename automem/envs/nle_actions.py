@@ -179,9 +179,10 @@ BALROG_MINIHACK_NAMES: tuple[str, ...] = (
     "eat", "force", "kick", "loot", "pickup", "pray", "puton", "quaff", "search", "zap",
 )
 
-# BALROG describes places with 16 compass points ("westnorthwest"); NetHack moves in 8. A
-# 16-point word is read as the direction named first: the axis along which the place is
-# farther (BALROG's wording puts the larger offset first), one of the two equally near ones.
+# BALROG describes places with 16 compass points ("westnorthwest"); NetHack moves in 8. On
+# the 16-point rose such a word lies halfway between two of the 8; it is read as the one
+# named first, which in BALROG's wording is the axis of the larger offset (2 west and 1
+# north is "westnorthwest").
 COMPASS_16: dict[str, str] = {
     "northnortheast": "north", "eastnortheast": "east", "eastsoutheast": "east",
     "southsoutheast": "south", "southsouthwest": "south", "westsouthwest": "west",
@@ -293,8 +294,8 @@ class ActionVocab:
     if name is None:
       return None
     return name, (
-        f"{text.strip()!r} is not one of NetHack's 8 directions; it was taken as {name!r}, "
-        f"the nearest of them (the direction named first)."
+        f"{text.strip()!r} is not one of NetHack's 8 directions; it was taken as {name!r}: "
+        f"of the two nearest of them, the one named first."
     )
 
   def resolve(self, text: str) -> str | None:
