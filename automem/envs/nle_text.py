@@ -201,12 +201,9 @@ _STEPS = {
 REACH = 9  # cells looked at along each direction (BALROG's ray length)
 
 
-def _cell_name(obs: Mapping[str, np.ndarray], x: int, y: int) -> tuple[str, bool]:
+def _cell_name(obs: Mapping[str, np.ndarray], x: int, y: int, cmap_offset: int) -> tuple[str, bool]:
   """(name, blocks the view) of a map cell: structure by its map symbol, else NetHack's words."""
-  from nle import nethack  # the worker has it; imported here to keep this module light
-
-  glyph = int(obs["glyphs"][y, x])
-  cmap = glyph - nethack.GLYPH_CMAP_OFF if nethack.glyph_is_cmap(glyph) else -1
+  cmap = int(obs["glyphs"][y, x]) - cmap_offset
   name = STRUCTURE_NAMES.get(cmap) or _decode(obs["screen_descriptions"][y, x]) or "dark area"
   return name, cmap in _BLOCKING
 
@@ -218,6 +215,8 @@ def surroundings(obs: Mapping[str, np.ndarray], reach: int = REACH) -> dict[str,
   `reach` cells and stopping after the first wall, closed door, bars, tree or
   dark area (as BALROG's text does), or at the map's edge.
   """
+  from nle import nethack  # the worker has it; imported here to keep this module light
+
   glyphs = obs["glyphs"]
   px, py = int(obs["blstats"][BL_X]), int(obs["blstats"][BL_Y])
   out: dict[str, list[tuple[str, int, int]]] = {}
@@ -227,7 +226,7 @@ def surroundings(obs: Mapping[str, np.ndarray], reach: int = REACH) -> dict[str,
       x, y = px + k * dx, py + k * dy
       if not (0 <= y < glyphs.shape[0] and 0 <= x < glyphs.shape[1]):
         break
-      cell, blocks = _cell_name(obs, x, y)
+      cell, blocks = _cell_name(obs, x, y, nethack.GLYPH_CMAP_OFF)
       if runs and runs[-1][0] == cell:
         runs[-1] = (cell, runs[-1][1], k)
       else:
