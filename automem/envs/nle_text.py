@@ -321,7 +321,7 @@ def render(obs: Mapping[str, np.ndarray], messages: list[str] | None = None, nea
   map_lines = lines[1:22] if menu is None else ["(covered by the menu above)"]
   nearby = [f"{e['name']}: {e['distance']} step{'s' if e['distance'] != 1 else ''} {e['direction']}" for e in entities]
   around = surroundings(obs)
-  where = cursor(obs)
+  where = cursor(obs) if menu is None else None  # over a menu the cursor names no map cell
   parts = [
       "message:\n" + (message or "(none)"),
       "nearby:\n" + ("\n".join(nearby) if nearby else "(nothing notable in view)"),

@@ -249,6 +249,9 @@ def test_cursor_on_the_player_and_at_travel(slot):
   assert f"at x={cur['x']}, y={cur['y']}, {cur['distance']} step" in r.observation.text
   assert _map_lines(r.observation.text)[cur["y"]][cur["x"]] == "<"
   slot.step("esc")
+  menu = slot.step("inventory").observation  # a menu covers the map: no cursor line
+  assert menu.info["menu"] and menu.info["cursor"] is None and "\ncursor:\n" not in menu.text
+  slot.step("esc")
 
 
 # -- MiniHack success ----------------------------------------------------------
