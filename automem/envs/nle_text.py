@@ -332,8 +332,7 @@ def render(obs: Mapping[str, np.ndarray], messages: list[str] | None = None, nea
       "status:\n" + "\n".join(lines[22:24]).strip("\n"),
       "inventory:\n" + ("\n".join(inv) if inv else "(empty)"),
   ]
-  info = {
-      "message": message, "menu": menu, "nearby": entities, "vitals": vit, "inventory": inv,
-      "around": {d: [list(run) for run in r] for d, r in around.items()}, "cursor": where,
-  }
+  info = {"message": message, "menu": menu, "nearby": entities, "vitals": vit, "inventory": inv}
+  info["around"] = {d: [list(run) for run in r] for d, r in around.items()}
+  info["cursor"] = where
   return "\n\n".join(parts), info
