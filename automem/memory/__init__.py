@@ -44,6 +44,7 @@ Public API::
   OPS, ALL_OPS, READ_ONLY_OPS, WRITE_OPS, CONTROL_OPS, DEFAULT_PHASE_OPS
 
   MemoryStore(root, limits=, initial_files=, descriptions=, keep=, read_only=)
+    (holds an exclusive lock on root until .close(); a second live store there is refused)
   MemoryStore.from_structure(root, structure)
     .reset() .snapshot() -> dict .restore(snapshot) .index() -> [FileInfo] .index_text()
     .names() .read_text(name) .total_bytes
@@ -55,6 +56,7 @@ Public API::
   execute(store, parsed, *, phase, structure=None) -> [CommandResult]
   CommandResult(op, args, span, ok, text, control, changed, meta)   .to_record()
   format_results(results) -> str             the {results} text of a follow-up prompt
+  results_budget(limits) -> int              characters all results of one completion may take
 
   MemoryStructure (frozen, validated; to_json/from_json/save/load/revise)
     .system_prompt(phase, actions=, task=)   static text, prefix-cacheable
@@ -87,7 +89,7 @@ from automem.memory.commands import (
     parse_commands,
     render_command,
 )
-from automem.memory.executor import CommandResult, execute, format_results
+from automem.memory.executor import CommandResult, execute, format_results, results_budget
 from automem.memory.names import InvalidName, normalize_name
 from automem.memory.store import (
     FileInfo,
@@ -155,6 +157,7 @@ __all__ = [
     "normalize_name",
     "parse_commands",
     "render_command",
+    "results_budget",
     "spec_reference",
     "structure_diff",
 ]

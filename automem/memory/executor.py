@@ -5,6 +5,14 @@ order; a refused command (op not allowed in this phase, bad arguments, a
 limit, an invalid name, a read-only file) changes nothing and says why. DONE
 and ACTION are returned as control results for the agent to act on; they
 never touch the store. No exception escapes `execute`.
+
+Every text returned to the model is bounded: an argument echoed in a result
+(a SEARCH or COUNT query, an ACTION name) is cut to `ECHO_CHARS`, LIST and
+every read result fit `max_read_chars`, and the results of one completion
+together fit `results_budget(limits)`; the results past that budget still
+run but their text is replaced by one note saying how many were left out
+(a completion full of unknown tags cannot grow the follow-up prompt).
+Text that cleans to nothing (only control characters) is refused.
 """
 
 from __future__ import annotations
@@ -23,7 +31,22 @@ from automem.memory.commands import (
     ParseError,
     ParseResult,
 )
-from automem.memory.store import MemoryStore, StoreError, count_lines
+from automem.memory.store import MemoryStore, StoreError, StoreLimits, clean_content, count_lines
+
+# Characters of a model-written argument echoed back in a result.
+ECHO_CHARS = 80
+# The results of one completion fit in this many `max_read_chars` (see `results_budget`).
+RESULTS_BUDGET_READS = 4
+
+
+def results_budget(limits: StoreLimits) -> int:
+  """Characters all results of one completion may take in the follow-up prompt."""
+  return RESULTS_BUDGET_READS * limits.max_read_chars
+
+
+def _echo(arg: str) -> str:
+  """`repr` of a model-written argument, cut to `ECHO_CHARS` characters."""
+  return repr(arg if len(arg) <= ECHO_CHARS else arg[:ECHO_CHARS] + "...")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +87,35 @@ class CommandResult:
 
 
 def format_results(results: Iterable[CommandResult]) -> str:
-  """The results of one turn as prompt text (the `{results}` placeholder)."""
-  return "\n\n".join(r.text for r in results) or "(no commands found)"
+  """The results of one turn as prompt text (the `{results}` placeholder).
+
+  Results hidden by the per-completion budget (empty text) are skipped; the
+  note on the first of them says how many there were.
+  """
+  return "\n\n".join(r.text for r in results if r.text) or "(no commands found)"
+
+
+def _bound(results: list[CommandResult], budget: int) -> list[CommandResult]:
+  """`results` with the texts past `budget` characters replaced by one note."""
+  used = 0
+  for i, r in enumerate(results):
+    used += len(r.text) + 2
+    if used > budget:
+      hidden = len(results) - i
+      note = (f"[{r.op or 'ERROR'}] {hidden} more result(s) of this turn not shown: the "
+              f"results of one turn are limited to {budget} characters; send fewer commands")
+      return [*results[:i], dataclasses.replace(r, text=note, meta={**r.meta, "hidden": True}),
+              *(dataclasses.replace(x, text="", meta={**x.meta, "hidden": True})
+                for x in results[i + 1:])]
+  return results
+
+
+def _cleaned(text: str, what: str) -> str:
+  """`text` as it would be stored; refuses text that cleans to nothing but was not empty."""
+  out = clean_content(text)
+  if text.strip() and not out.strip():
+    raise _Refused(f"{what} has only control characters; nothing to store")
+  return out
 
 
 class _Refused(Exception):
@@ -110,7 +160,8 @@ class _Runner:
   # read-only ------------------------------------------------------------------------------
 
   def op_list(self):
-    return f"[LIST] {len(self.store.names())} file(s):\n{self.store.index_text()}", False, {}
+    listing = self.store.index_text(max_chars=self.lim.max_read_chars)
+    return f"[LIST] {len(self.store.names())} file(s):\n{listing}", False, {}
 
   def op_read(self, file, start="1"):
     name = self.store.resolve(file)
@@ -145,11 +196,12 @@ class _Runner:
       where = name
     total = len(hits)
     if not total:
-      return f"[SEARCH {where} for {query!r}] no matching lines", False, {"matches": 0}
+      return f"[SEARCH {where} for {_echo(query)}] no matching lines", False, {"matches": 0}
     shown = hits[-self.lim.max_search_results:]
-    shown, cut = _fit(shown, self.lim.max_read_chars, from_end=True)
+    head_room = 200 + ECHO_CHARS  # the header line below
+    shown, cut = _fit(shown, max(self.lim.max_read_chars - head_room, 1), from_end=True)
     note = f" (showing the last {len(shown)})" if len(shown) < total else ""
-    head = f"[SEARCH {where} for {query!r}] {total} matching line(s){note}:"
+    head = f"[SEARCH {where} for {_echo(query)}] {total} matching line(s){note}:"
     if cut and not shown:
       head += " (lines too long to show; use READ)"
     return head + "\n" + "\n".join(shown), False, {"matches": total}
@@ -176,12 +228,12 @@ class _Runner:
     if not query:
       return f"[COUNT {name}] {total} lines", False, {"matches": total}
     n = len(_matches(content, query))
-    return f"[COUNT {name} for {query!r}] {n} of {total} lines match", False, {"matches": n}
+    return f"[COUNT {name} for {_echo(query)}] {n} of {total} lines match", False, {"matches": n}
 
   # writes -----------------------------------------------------------------------------------
 
   def op_append(self, file, text):
-    text = text.strip("\n")
+    text = _cleaned(text, "the text").strip("\n")
     if not text.strip():
       raise _Refused("APPEND needs some text")
     content = self.store.read_text(file) if self.store.exists(file) else ""
@@ -192,6 +244,7 @@ class _Runner:
     return f"[APPEND {name}] added {count_lines(text)} line(s); now {total} lines", True, {}
 
   def op_write(self, file, text):
+    text = _cleaned(text, "the text")
     content = text.strip("\n") + "\n" if text.strip() else ""
     existed = self.store.exists(file)
     name = self.store.write(file, content)
@@ -207,6 +260,7 @@ class _Runner:
     content = self.store.read_text(name)
     if not old:
       raise _Refused("EDIT needs the exact text to replace")
+    new = _cleaned(new, "the new text")
     n = content.count(old)
     if n == 0:
       raise _Refused(f"the text to replace was not found in {name}; READ or SEARCH it first")
@@ -224,10 +278,10 @@ class _Runner:
     return f"[RENAME {old}] now {new}", old != new, {}
 
   def op_upsert(self, file, key, value):
-    key = " ".join(key.split())
+    key = " ".join(_cleaned(key, "the key").split())
     if not key:
       raise _Refused("UPSERT needs a key")
-    value = " ".join(value.split())
+    value = " ".join(_cleaned(value, "the value").split())
     line = f"{key}{self.sep}{value}"
     prefix = (key + self.sep.rstrip()).casefold()
     content = self.store.read_text(file) if self.store.exists(file) else ""
@@ -297,7 +351,7 @@ def execute(
                                    f"(allowed: {allowed_txt})"))
       continue
     if spec.control:
-      text = "[DONE] logging finished" if op == "DONE" else f"[ACTION] committed {args[0]!r}"
+      text = "[DONE] logging finished" if op == "DONE" else f"[ACTION] committed {_echo(args[0])}"
       results.append(CommandResult(op, args, span, True, text, control=True))
       continue
     n_run += 1
@@ -316,4 +370,4 @@ def execute(
       logging.exception("memory command %s failed", op)
       results.append(CommandResult(op, args, span, False,
                                    f"[ERROR {op}] internal error: {type(e).__name__}"))
-  return results
+  return _bound(results, results_budget(store.limits))

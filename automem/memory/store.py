@@ -2,14 +2,29 @@
 
 Files live on disk under `root` (one flat directory, so a person can open
 them) and are mirrored in memory; the mirror is authoritative for reads, so
-nothing is ever read back through a path a model could influence. Every
-write goes to a fresh temp file in `root` (`O_EXCL | O_NOFOLLOW`) and is
-moved into place with `os.replace`, so a crash leaves the old or the new
-file, never half of one, and a symlink planted at a file's path is replaced,
-not followed. `reset` removes every stray entry (files, links) it finds in
-the root; directories planted there are left alone and never read. A root
-is claimed with a hidden marker file: a non-empty directory without one is
-refused, so a misconfigured root never loses its files.
+nothing is ever read back through a path a model could influence.
+
+Promises (each has a test in tests/memory/test_store_durability.py):
+
+- The root is opened once, as a directory descriptor without following a
+  link (`O_DIRECTORY | O_NOFOLLOW`); every open, replace, unlink and rename
+  is done relative to that descriptor, so renaming the root's parents cannot
+  redirect a write outside it.
+- A write is complete or fails: content goes to a fresh temp file
+  (`O_EXCL | O_NOFOLLOW`), is written in full, fsynced and its size checked,
+  then moved into place with `os.replace`. A full disk or a file-size limit
+  gives a `StoreError` and leaves the previous content on disk and in the
+  mirror. With `durable=True` the directory is fsynced too (power loss).
+- `restore` and `reset` are all-or-nothing: every new file is staged first,
+  then moved into place, and files are deleted last; on any failure the
+  files already moved are put back and the mirror is left unchanged.
+- A root is claimed with a hidden marker file holding a fixed text. A
+  non-empty directory without exactly that marker (whatever entry sits at
+  its name) is refused, so a misconfigured root never loses its files.
+- One writer per store: the root descriptor holds an exclusive `flock`; a
+  second store on a live root (another process, or the same one) is refused
+  with a `StoreError` until the first is `close()`d. Calls on one store are
+  serialised by a lock, so threads sharing a store cannot lose writes.
 
 Snapshots are plain `dict[name, content]` (cheap: strings are shared), and
 `diff_snapshots` gives a JSON-serialisable record that `apply_diff` replays.
@@ -20,11 +35,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import errno
+import fcntl
+import functools
 import os
 import stat
+import threading
 import uuid
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from absl import logging
 
@@ -33,6 +52,11 @@ from automem.memory.names import DEFAULT_MAX_NAME_LEN, InvalidName, name_key, no
 Snapshot = dict[str, str]
 # Hidden file that marks a directory as a memory store (never a valid memory file name).
 MARKER = ".automem-store"
+MARKER_TEXT = "automem memory store: files here are replaced at every episode reset\n"
+# Prefix of staged temp files (never a valid memory file name either).
+TMP_PREFIX = ".tmp-"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +152,17 @@ def count_lines(text: str) -> int:
   return len(text.splitlines())
 
 
+def _locked(method: Callable[..., _T]) -> Callable[..., _T]:
+  """Runs a store method under the store's lock (threads sharing one store)."""
+
+  @functools.wraps(method)
+  def wrapper(self: MemoryStore, *args: Any, **kwargs: Any) -> _T:
+    with self._lock:
+      return method(self, *args, **kwargs)
+
+  return wrapper
+
+
 class MemoryStore:
   """The memory directory of one episode slot.
 
@@ -140,7 +175,12 @@ class MemoryStore:
       run); they start from `initial_files` the first time, or from their
       content in `root` when a resumed run finds them there.
     read_only: names the agent may read but not change.
-    durable: fsync each write (survives power loss, not just crashes).
+    durable: also fsync the directory after each change (survives power
+      loss, not just a killed process; file contents are always fsynced).
+
+  Raises:
+    StoreError: the root is a link or not a directory, is a non-empty
+      directory that is not a store, or is held by another live store.
   """
 
   def __init__(
@@ -154,15 +194,14 @@ class MemoryStore:
       read_only: Iterable[str] = (),
       durable: bool = False,
   ):
+    self._fd = -1
+    self._lock = threading.RLock()
     self.limits = limits or StoreLimits()
     problems = self.limits.check()
     if problems:
       raise ValueError(f"invalid StoreLimits: {problems}")
     self._root = os.path.abspath(os.fspath(root))
     self.durable = durable
-    os.makedirs(self._root, exist_ok=True)
-    self._check_root()
-    self._claim_root()
     self._initial: dict[str, str] = {}
     for name, content in (initial_files or {}).items():
       canon = normalize_name(name, self.limits.max_name_len)
@@ -174,8 +213,18 @@ class MemoryStore:
     self._files: dict[str, str] = {}
     self._desc: dict[str, str] = {}
     self._total = 0
-    self._load_kept_from_disk()
-    self.reset()
+    try:
+      os.makedirs(self._root, exist_ok=True)
+    except OSError as e:
+      raise StoreError(f"cannot create memory root {self._root}: {e.strerror}") from e
+    self._fd = self._open_root()
+    try:
+      self._claim_root()
+      self._load_kept_from_disk()
+      self.reset()
+    except BaseException:
+      self.close()
+      raise
 
   @classmethod
   def from_structure(
@@ -190,6 +239,28 @@ class MemoryStore:
         read_only=[f.name for f in structure.files if f.read_only],
         **kwargs,
     )
+
+  def close(self) -> None:
+    """Releases the root (its lock and descriptor); the mirror stays readable."""
+    with self._lock:
+      if self._fd >= 0:
+        with contextlib.suppress(OSError):
+          os.close(self._fd)  # closing the descriptor drops its flock
+        self._fd = -1
+
+  @property
+  def closed(self) -> bool:
+    return self._fd < 0
+
+  def __enter__(self) -> MemoryStore:
+    return self
+
+  def __exit__(self, *exc: object) -> None:
+    self.close()
+
+  def __del__(self) -> None:
+    with contextlib.suppress(Exception):
+      self.close()
 
   # --- inspection -----------------------------------------------------------------------
 
@@ -240,26 +311,44 @@ class MemoryStore:
         for n in self.names()
     ]
 
-  def index_text(self) -> str:
-    """The file index as prompt text, one line per file."""
+  def index_text(self, max_chars: int | None = None) -> str:
+    """The file index as prompt text, one line per file.
+
+    Args:
+      max_chars: cut the listing to whole rows within this many characters
+        and say how many files were left out.
+    """
     rows = []
     for f in self.index():
       ro = ", read-only" if self.is_read_only(f.name) else ""
       desc = f": {f.description}" if f.description else ""
       rows.append(f"- {f.name} ({f.lines} lines, {f.size} bytes{ro}){desc}")
-    return "\n".join(rows) if rows else "(no files)"
+    if not rows:
+      return "(no files)"
+    if max_chars is not None:
+      used, kept = 0, []
+      for row in rows:
+        if used + len(row) + 1 > max_chars - 40:
+          break
+        kept.append(row)
+        used += len(row) + 1
+      if len(kept) < len(rows):
+        rows = [*kept, f"({len(rows) - len(kept)} more file(s) not listed)"]
+    return "\n".join(rows)
 
   # --- snapshots ------------------------------------------------------------------------
 
   def snapshot(self) -> Snapshot:
     return dict(self._files)
 
+  @_locked
   def restore(self, snapshot: Mapping[str, str]) -> None:
     """Makes the store hold exactly `snapshot` (descriptions of kept names stay).
 
     Raises:
-      StoreError: the snapshot has an invalid name or breaks a limit; the
-        store is unchanged then.
+      StoreError: the snapshot has an invalid name or breaks a limit, or a
+        file cannot be written or removed; the store (disk and mirror) is
+        unchanged then.
     """
     target: dict[str, str] = {}
     for name, content in snapshot.items():
@@ -268,35 +357,21 @@ class MemoryStore:
         raise StoreError(f"snapshot has two names for one file: {canon!r}")
       target[canon] = clean_content(content)
     self._check_quota(target)
-    for name in list(self._files):
-      if name not in target:
-        self._unlink(name)
-        del self._files[name]
-        self._desc.pop(name, None)
-    for name, content in target.items():
-      if self._files.get(name) != content:
-        self._atomic_write(name, content)
-        self._files[name] = content
-    self._total = sum(len(c.encode("utf-8")) for c in self._files.values())
+    self._commit(target)
+    self._desc = {n: d for n, d in self._desc.items() if n in target}
 
+  @_locked
   def reset(self) -> None:
-    """Starts a new episode: initial files, plus the kept files' last content."""
+    """Starts a new episode: initial files, plus the kept files' last content.
+
+    Stray entries in the root (files and links the store did not write) are
+    removed last; directories planted there are left alone and never read.
+
+    Raises:
+      StoreError: a file cannot be written or removed; the store is unchanged.
+    """
     kept = {n: c for n, c in self._files.items() if name_key(n) in self._keep}
     kept_desc = {n: self._desc.get(n, "") for n in kept}
-    self._check_root()
-    for entry in os.scandir(self._root):
-      try:
-        st = entry.stat(follow_symlinks=False)
-        if entry.name == MARKER and stat.S_ISREG(st.st_mode):
-          continue
-        if stat.S_ISDIR(st.st_mode):
-          logging.warning("memory store %s: ignoring directory %r", self._root, entry.name)
-          continue
-        os.unlink(entry.path)  # a symlink is removed itself, never its target
-      except OSError as e:
-        raise StoreError(f"cannot clear {entry.path}: {e}") from e
-    self._files, self._desc, self._total = {}, {}, 0
-    self._claim_root()
     files = dict(self._initial)
     descs = dict(self._initial_desc)
     for name, content in kept.items():
@@ -305,20 +380,20 @@ class MemoryStore:
       files[name] = content
       descs[name] = kept_desc[name] or descs.get(name, "")
     self._check_quota(files)
-    for name, content in files.items():
-      self._atomic_write(name, content)
-      self._files[name] = content
+    self._commit(files, sweep=True, rewrite=True)
     self._desc = {n: d for n, d in descs.items() if n in self._files}
-    self._total = sum(len(c.encode("utf-8")) for c in self._files.values())
 
   # --- mutation (used by the executor; each call is all-or-nothing) ----------------------
 
+  @_locked
   def write(self, raw: str, content: str, *, create_only: bool = False,
             must_exist: bool = False, description: str | None = None) -> str:
     """Creates or replaces a file. Returns the stored name.
 
     Raises:
-      StoreError: invalid name, read-only file, existence mismatch or a limit.
+      StoreError: invalid name, read-only file, existence mismatch, a limit,
+        or a write that could not be completed (disk full, ...): the old
+        content is kept on disk and in the mirror then.
     """
     name = self._normalize(raw)
     existing = self._find(name)
@@ -334,22 +409,27 @@ class MemoryStore:
     new = dict(self._files)
     new[name] = content
     self._check_quota(new)
-    self._atomic_write(name, content)
+    self._check_root()
+    tmp = self._stage(name, content)
+    self._move_into_place(tmp, name)
     self._total += len(content.encode("utf-8")) - len(self._files.get(name, "").encode("utf-8"))
     self._files[name] = content
     if description is not None:
       self._desc[name] = clean_content(description).replace("\n", " ").strip()[:200]
     return name
 
+  @_locked
   def delete(self, raw: str) -> str:
     name = self.resolve(raw)
     if self.is_read_only(name):
       raise StoreError(f"file {name!r} is read-only")
+    self._check_root()
     self._unlink(name)
     self._total -= len(self._files.pop(name).encode("utf-8"))
     self._desc.pop(name, None)
     return name
 
+  @_locked
   def rename(self, raw_old: str, raw_new: str) -> tuple[str, str]:
     old = self.resolve(raw_old)
     new = self._normalize(raw_new)
@@ -361,49 +441,97 @@ class MemoryStore:
     if old == new:
       return old, new
     self._check_root()
+    self._check_replaceable(new)
     try:
-      os.replace(self._path(old), self._path(new))
+      os.replace(old, new, src_dir_fd=self._fd, dst_dir_fd=self._fd)
     except OSError as e:
       raise StoreError(f"cannot rename {old!r}: {e.strerror}") from e
+    self._sync_dir()
     self._files[new] = self._files.pop(old)
     if old in self._desc:
       self._desc[new] = self._desc.pop(old)
     return old, new
 
-  # --- internals ------------------------------------------------------------------------
+  # --- internals: the root --------------------------------------------------------------
+
+  def _open_root(self) -> int:
+    """The root as a directory descriptor (no link followed), exclusively locked."""
+    try:
+      fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
+    except OSError as e:
+      if e.errno in (errno.ELOOP, errno.ENOTDIR):
+        raise StoreError(
+            f"memory root {self._root} must be a real directory, not a link or file") from e
+      raise StoreError(f"memory root {self._root} is not accessible: {e.strerror}") from e
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      os.close(fd)
+      if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+        raise StoreError(f"memory root {self._root} is in use by another live store "
+                         "(one writer per store; close the other one first)") from e
+      raise StoreError(f"cannot lock memory root {self._root}: {e.strerror}") from e
+    return fd
 
   def _claim_root(self) -> None:
     """Marks the root as a memory store; refuses a non-empty directory that is not one.
 
     `reset` deletes every file in the root, so a misconfigured root (a run
-    directory, a home directory) must be caught before anything is removed.
+    directory, a home directory) must be caught before anything is removed:
+    only a regular marker file with the exact marker text counts.
     """
-    marker = os.path.join(self._root, MARKER)
     try:
-      st = os.lstat(marker)
-      if stat.S_ISREG(st.st_mode):
-        return
-      os.unlink(marker)  # something planted under the marker's name
+      st = os.stat(MARKER, dir_fd=self._fd, follow_symlinks=False)
     except FileNotFoundError:
-      if any(e.name != MARKER for e in os.scandir(self._root)):
-        raise StoreError(f"{self._root} is not empty and is not a memory store; refusing to use "
-                         "it (reset would delete its files)") from None
+      st = None
     except OSError as e:
-      raise StoreError(f"cannot use {self._root} as a memory store: {e}") from e
-    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    with os.fdopen(fd, "w") as f:
-      f.write("automem memory store: files here are replaced at every episode reset\n")
+      raise StoreError(f"cannot use {self._root} as a memory store: {e.strerror}") from e
+    if st is not None and stat.S_ISREG(st.st_mode) and self._marker_ok():
+      return
+    if st is not None or os.listdir(self._fd):
+      raise StoreError(f"{self._root} is not empty and is not a memory store; refusing to use "
+                       "it (reset would delete its files)")
+    self._write_marker()
+
+  def _marker_ok(self) -> bool:
+    try:
+      fd = os.open(MARKER, os.O_RDONLY | _NOFOLLOW, dir_fd=self._fd)
+    except OSError:
+      return False
+    try:
+      return stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 4096) == MARKER_TEXT.encode()
+    finally:
+      os.close(fd)
+
+  def _write_marker(self) -> None:
+    tmp = self._stage(MARKER, MARKER_TEXT)
+    self._move_into_place(tmp, MARKER)
+
+  def _check_root(self) -> None:
+    if self._fd < 0:
+      raise StoreError(f"memory store {self._root} is closed")
+    try:
+      st = os.fstat(self._fd)
+    except OSError as e:
+      raise StoreError(f"memory root {self._root} is not accessible: {e.strerror}") from e
+    if st.st_nlink == 0:
+      raise StoreError(f"memory root {self._root} was removed")
+
+  def _sync_dir(self) -> None:
+    if self.durable:
+      with contextlib.suppress(OSError):
+        os.fsync(self._fd)
 
   def _load_kept_from_disk(self) -> None:
     """Kept files already in the root (a resumed run) start from their content on disk."""
     if not self._keep:
       return
-    for entry in os.scandir(self._root):
+    for entry in os.listdir(self._fd):
       try:
-        if (name_key(entry.name) not in self._keep or not entry.is_file(follow_symlinks=False)
-            or normalize_name(entry.name, self.limits.max_name_len) != entry.name):
+        if (name_key(entry) not in self._keep
+            or normalize_name(entry, self.limits.max_name_len) != entry):
           continue
-        fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(entry, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK, dir_fd=self._fd)
         try:
           if not stat.S_ISREG(os.fstat(fd).st_mode):
             continue
@@ -413,7 +541,10 @@ class MemoryStore:
       except (OSError, InvalidName):
         continue
       if len(data) <= self.limits.max_file_bytes:
-        self._files[entry.name] = clean_content(data.decode("utf-8", "replace"))
+        self._files[entry] = clean_content(data.decode("utf-8", "replace"))
+    self._total = sum(len(c.encode("utf-8")) for c in self._files.values())
+
+  # --- internals: names and quotas ------------------------------------------------------
 
   def _normalize(self, raw: str) -> str:
     try:
@@ -429,18 +560,6 @@ class MemoryStore:
       if name_key(n) == key:
         return n
     return None
-
-  def _path(self, name: str) -> str:
-    # `name` passed normalize_name: one component from [A-Za-z0-9._-], no '..'.
-    return os.path.join(self._root, name)
-
-  def _check_root(self) -> None:
-    try:
-      st = os.lstat(self._root)
-    except OSError as e:
-      raise StoreError(f"memory root {self._root} is not accessible: {e}") from e
-    if not stat.S_ISDIR(st.st_mode):
-      raise StoreError(f"memory root {self._root} must be a real directory, not a link or file")
 
   def _check_quota(self, files: Mapping[str, str]) -> None:
     lim = self.limits
@@ -459,32 +578,148 @@ class MemoryStore:
       raise StoreError(f"limit max_total_bytes ({lim.max_total_bytes}) exceeded: memory would hold "
                        f"{total} bytes", "max_total_bytes")
 
-  def _atomic_write(self, name: str, content: str) -> None:
-    self._check_root()
-    tmp = os.path.join(self._root, f".tmp-{uuid.uuid4().hex}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+  # --- internals: complete-or-fail file operations --------------------------------------
+
+  def _stage(self, name: str, content: str) -> str:
+    """Writes `content` in full to a fresh temp file in the root; returns its name.
+
+    Raises:
+      StoreError: the write was short or failed (disk full, file-size limit);
+        no temp file is left behind.
+    """
+    data = content.encode("utf-8")
+    tmp = f"{TMP_PREFIX}{uuid.uuid4().hex}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
     try:
-      fd = os.open(tmp, flags, 0o644)
+      fd = os.open(tmp, flags, 0o644, dir_fd=self._fd)
+    except OSError as e:
+      raise StoreError(f"cannot write {name!r}: {e.strerror}") from e
+    try:
       try:
-        os.write(fd, content.encode("utf-8"))
-        if self.durable:
-          os.fsync(fd)
+        view, done = memoryview(data), 0
+        while done < len(data):
+          n = os.write(fd, view[done:])
+          if n <= 0:
+            raise OSError(errno.ENOSPC, "short write (disk full?)")
+          done += n
+        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        if size != len(data):
+          raise OSError(errno.EIO, f"wrote {size} of {len(data)} bytes")
       finally:
         os.close(fd)
-      os.replace(tmp, self._path(name))
     except OSError as e:
-      with contextlib.suppress(OSError):
-        os.unlink(tmp)
+      self._discard(tmp)
+      raise StoreError(f"cannot write {name!r}: {e.strerror or e}") from e
+    return tmp
+
+  def _discard(self, tmp: str) -> None:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp, dir_fd=self._fd)
+
+  def _check_replaceable(self, name: str) -> None:
+    """Refuses a name held on disk by something `os.replace` cannot take over (a directory)."""
+    try:
+      st = os.stat(name, dir_fd=self._fd, follow_symlinks=False)
+    except FileNotFoundError:
+      return
+    except OSError as e:
       raise StoreError(f"cannot write {name!r}: {e.strerror}") from e
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+      raise StoreError(f"cannot write {name!r}: an entry that is not a file holds its name")
+
+  def _move_into_place(self, tmp: str, name: str) -> None:
+    """Replaces `name` by the staged `tmp` (a link at `name` is replaced, not followed)."""
+    try:
+      self._check_replaceable(name)
+      os.replace(tmp, name, src_dir_fd=self._fd, dst_dir_fd=self._fd)
+    except (OSError, StoreError) as e:
+      self._discard(tmp)
+      if isinstance(e, StoreError):
+        raise
+      raise StoreError(f"cannot write {name!r}: {e.strerror}") from e
+    self._sync_dir()
 
   def _unlink(self, name: str) -> None:
-    self._check_root()
     try:
-      os.unlink(self._path(name))
+      os.unlink(name, dir_fd=self._fd)
     except FileNotFoundError:
       pass
     except OSError as e:
       raise StoreError(f"cannot delete {name!r}: {e.strerror}") from e
+
+  def _strays(self, keep: Iterable[str]) -> list[str]:
+    """Entries of the root that are neither in `keep` nor the marker (directories skipped)."""
+    keep = set(keep)
+    out = []
+    for entry in os.listdir(self._fd):
+      if entry in keep or entry == MARKER:
+        continue
+      try:
+        st = os.stat(entry, dir_fd=self._fd, follow_symlinks=False)
+      except FileNotFoundError:
+        continue
+      except OSError as e:
+        raise StoreError(f"cannot inspect {entry!r} in {self._root}: {e.strerror}") from e
+      if stat.S_ISDIR(st.st_mode):
+        logging.warning("memory store %s: ignoring directory %r", self._root, entry)
+        continue
+      out.append(entry)
+    return out
+
+  def _commit(self, target: dict[str, str], *, sweep: bool = False,
+              rewrite: bool = False) -> None:
+    """Makes disk and mirror hold exactly `target`, all-or-nothing.
+
+    Stages every changed file, moves them into place, then deletes what goes
+    (the mirror's other files; with `sweep` every stray entry, and a marker
+    that is no longer a regular file is rewritten). On a failure the files
+    already moved are put back from the old mirror and the error is raised.
+    """
+    self._check_root()
+    old = dict(self._files)
+    changed = [n for n, c in target.items() if rewrite or old.get(n) != c]
+    for name in changed:
+      self._check_replaceable(name)
+    staged: dict[str, str] = {}
+    try:
+      for name in changed:
+        staged[name] = self._stage(name, target[name])
+    except StoreError:
+      for tmp in staged.values():
+        self._discard(tmp)
+      raise
+    moved: list[str] = []
+    try:
+      for name in changed:
+        self._move_into_place(staged.pop(name), name)
+        moved.append(name)
+      gone = [n for n in old if n not in target]
+      if sweep:
+        gone += [n for n in self._strays(target) if n not in gone]
+      for name in gone:
+        self._unlink(name)
+      if sweep and not self._marker_ok():
+        self._unlink(MARKER)
+        self._write_marker()
+    except StoreError:
+      for tmp in staged.values():
+        self._discard(tmp)
+      self._roll_back(old, moved)
+      raise
+    self._files = dict(target)
+    self._total = sum(len(c.encode("utf-8")) for c in self._files.values())
+
+  def _roll_back(self, old: Mapping[str, str], moved: Iterable[str]) -> None:
+    """Best effort: the names in `moved` get their old content back (or go)."""
+    for name in moved:
+      try:
+        if name in old:
+          self._move_into_place(self._stage(name, old[name]), name)
+        else:
+          self._unlink(name)
+      except StoreError as e:
+        logging.error("memory store %s: could not roll back %r: %s", self._root, name, e)
 
 
 # --- snapshot diffs -----------------------------------------------------------------------

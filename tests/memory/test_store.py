@@ -59,6 +59,7 @@ def test_kept_files_survive_a_restart(tmp_path):
   s = MemoryStore(tmp_path, initial_files={"lessons.txt": "", "a.txt": "a"}, keep=["lessons.txt"])
   s.write("lessons.txt", "avoid lava\n")
   s.write("a.txt", "changed")
+  s.close()  # one live store per root; a restart is a new process
   s2 = MemoryStore(tmp_path, initial_files={"lessons.txt": "", "a.txt": "a"}, keep=["lessons.txt"])
   assert s2.snapshot() == {"lessons.txt": "avoid lava\n", "a.txt": "a"}
 
