@@ -361,7 +361,8 @@ def execute(
                                    "reached; this command was not run"))
       continue
     try:
-      text, changed, meta = runner.run(op, args)
+      with store.locked():  # one command is atomic for threads sharing the store
+        text, changed, meta = runner.run(op, args)
       results.append(CommandResult(op, args, span, True, text, changed=changed, meta=meta))
     except (StoreError, _Refused) as e:
       meta = {"limit": e.limit} if isinstance(e, StoreError) and e.limit else {}

@@ -248,6 +248,10 @@ class MemoryStore:
           os.close(self._fd)  # closing the descriptor drops its flock
         self._fd = -1
 
+  def locked(self) -> threading.RLock:
+    """The store's (re-entrant) lock: hold it across a read-modify-write such as APPEND."""
+    return self._lock
+
   @property
   def closed(self) -> bool:
     return self._fd < 0
