@@ -4,7 +4,10 @@
   python -m experiments.evaluate --config=experiments/configs/evaluate.py:full \
       --config.llm.base_url=http://127.0.0.1:30000 --workdir=runs/eval_32b
 
-Re-running with the same --workdir resumes: finished episodes are kept.
+Re-running with the same --workdir resumes: finished episodes are kept, episodes
+that ended in an infrastructure error are played again (unless --config.keep_errored).
+Exit status: 0 done, 2 bad input (one line naming the field or file), 3 stopped
+early because an LLM server stayed unreachable (rerun to resume).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from automem.rollout.evaluate import evaluate
+from automem.rollout.evaluate import evaluate, validate_config
+from automem.utils import reports_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "evaluate.py"),
@@ -36,10 +40,12 @@ def _persistent_compile_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+@reports_errors
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
+  validate_config(config)  # bad input is one line, before the config dump
   workdir = _WORKDIR.value or os.path.join("runs", time.strftime("eval-%Y%m%d-%H%M%S", time.gmtime()))
   logging.info("python %s on %s; workdir %s", platform.python_version(), platform.node(), workdir)
   logging.info("config:\n%s", config)

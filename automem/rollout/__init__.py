@@ -2,9 +2,13 @@
 
 Public API::
 
-  Runner(run_dir, setups, plans, clients, agent_config).run() -> summary
+  Runner(run_dir, setups, plans, clients, agent_config, keep_errored=False,
+         outage=OutagePolicy(wait_s, backoff_s, backoff_max_s)).run() -> summary
+                                       raises RunStopped (one-line reason) when a server
+                                       stays unreachable; a rerun resumes
   GameSetup(game, structure, env_kwargs, envs_per_task);  EpisodePlan(episode_id, game, task, seed)
   RunDir(root): config.json, structures/, trajectories/, memory/, metrics/, summary.json, tb/
+    .episode_state(id) -> EpisodeState(status finished|errored|unfinished, metrics, error)
   episode_id(game, task, seed)
   seeds(name, num, offset=0), seed_set_of(seed), SEED_SETS   named disjoint seed sets
   EpisodeMetrics, summarize(records), format_summary(summary), mean_ci95(values)
@@ -14,16 +18,19 @@ Public API::
 
 from automem.rollout.evaluate import evaluate
 from automem.rollout.metrics import EpisodeMetrics, format_summary, mean_ci95, summarize
-from automem.rollout.rundir import RunDir, episode_id
-from automem.rollout.runner import EpisodePlan, GameSetup, Runner
+from automem.rollout.rundir import EpisodeState, RunDir, episode_id
+from automem.rollout.runner import EpisodePlan, GameSetup, OutagePolicy, Runner, RunStopped
 from automem.rollout.seeds import SEED_SETS, seed_set_of, seeds
 
 __all__ = [
     "SEED_SETS",
     "EpisodeMetrics",
     "EpisodePlan",
+    "EpisodeState",
     "GameSetup",
+    "OutagePolicy",
     "RunDir",
+    "RunStopped",
     "Runner",
     "episode_id",
     "evaluate",

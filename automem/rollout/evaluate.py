@@ -2,6 +2,9 @@
 
 `evaluate(config, workdir)` is what `experiments/evaluate.py` calls; a test
 or a notebook can call it too. Re-running on the same workdir resumes.
+Input errors (an unknown game, task or seed set, a bad structure file, an
+unwritable workdir, a count out of range) are `InputError`s naming the field
+or file, raised before anything is started.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import ml_collections
 from absl import logging
 
 from automem.agent import AgentConfig, SamplingConfig
+from automem.envs import available_games
 from automem.llm import make_client
-from automem.memory import MemoryStructure, load_structure
+from automem.memory import MemoryStructure, StructureError, load_structure
 from automem.rollout.rundir import RunDir, episode_id
-from automem.rollout.runner import EpisodePlan, GameSetup, Runner
-from automem.rollout.seeds import seeds
+from automem.rollout.runner import EpisodePlan, GameSetup, OutagePolicy, Runner
+from automem.rollout.seeds import SEED_SETS, seeds
+from automem.utils.errors import InputError
 
 
 def _plain(value: Any) -> Any:
@@ -36,11 +41,73 @@ def _plain(value: Any) -> Any:
 def game_list(config: ml_collections.ConfigDict) -> list[str]:
   games = [g.strip() for g in str(config.games).split(",") if g.strip()]
   if not games:
-    raise ValueError("config.games is empty")
+    raise InputError("config.games", "is empty")
   for g in games:
     if g not in config.game:
-      raise ValueError(f"config.games names {g!r}, which has no config.game.{g} section; "
+      raise InputError("config.games", f"names {g!r}, which has no config.game.{g} section; "
                        f"known: {', '.join(config.game.keys())}")
+    if g not in available_games():
+      raise InputError("config.games", f"unknown game {g!r}; known: {', '.join(available_games())}")
+  return games
+
+
+def _registered_ids(game: str) -> set[str]:
+  import gymnasium
+  import nle  # noqa: F401 -- registers the NetHack tasks
+  if game == "minihack":
+    import minihack  # noqa: F401 -- registers the MiniHack tasks
+  return set(gymnasium.registry)
+
+
+def check_tasks(game: str, tasks: tuple[str, ...], where: str) -> None:
+  """Refuses task ids the game does not have (before any env is built)."""
+  if game in ("crafter", "crafter_original"):
+    bad = [t for t in tasks if t != game]
+    if bad:
+      raise InputError(where, f"{game} has no tasks (use ()), got {bad}")
+    return
+  if game not in ("minihack", "nethack") or not tasks:
+    return
+  from automem.envs.minihack import resolve_task
+
+  ids = _registered_ids(game)
+  for t in tasks:
+    full = resolve_task(t) if game == "minihack" else t
+    prefix = "MiniHack-" if game == "minihack" else "NetHack"
+    if full not in ids or not full.startswith(prefix):
+      known = sorted(i for i in ids if i.startswith(prefix))
+      raise InputError(where, f"unknown {game} task {t!r}; known: {', '.join(known[:12])}"
+                       + (", ..." if len(known) > 12 else ""))
+
+
+def _positive(value: Any, where: str, *, allow: tuple[int, ...] = ()) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value not in allow):
+    extra = f" (or {', '.join(map(str, allow))})" if allow else ""
+    raise InputError(where, f"must be a whole number >= 1{extra}, got {value!r}")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> list[str]:
+  """Checks every field `evaluate` uses; returns the games. Raises `InputError`."""
+  games = game_list(config)
+  if config.seed_set not in SEED_SETS:
+    raise InputError("config.seed_set", f"unknown seed set {config.seed_set!r}; known: "
+                     f"{', '.join(SEED_SETS)}")
+  if not isinstance(config.seed_offset, int) or config.seed_offset < 0:
+    raise InputError("config.seed_offset", f"must be >= 0, got {config.seed_offset!r}")
+  _positive(config.episodes_per_task, "config.episodes_per_task")
+  if config.outage_wait_s < 0:
+    raise InputError("config.outage_wait_s", f"must be >= 0, got {config.outage_wait_s}")
+  for g in games:
+    gc = config.game[g]
+    _positive(gc.episodes, f"config.game.{g}.episodes", allow=(-1,))
+    _positive(gc.max_steps, f"config.game.{g}.max_steps")
+    _positive(gc.envs_per_task, f"config.game.{g}.envs_per_task")
+    check_tasks(g, tuple(gc.tasks), f"config.game.{g}.tasks")
+    try:
+      seeds(config.seed_set, gc.episodes if gc.episodes > 0 else config.episodes_per_task,
+            config.seed_offset)
+    except ValueError as e:
+      raise InputError(f"config.game.{g}.episodes", str(e)) from None
   return games
 
 
@@ -57,10 +124,16 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def build_structure(game: str, gcfg: ml_collections.ConfigDict) -> MemoryStructure:
   """The game's structure: v0 or a file, with the config's overrides as a revision."""
-  structure = MemoryStructure.load(gcfg.structure) if gcfg.structure else load_structure(game)
+  try:
+    structure = MemoryStructure.load(gcfg.structure) if gcfg.structure else load_structure(game)
+  except (OSError, ValueError, StructureError) as e:
+    raise InputError(f"config.game.{game}.structure", f"{gcfg.structure}: {e}") from None
   overrides = _flatten(_plain(gcfg.structure_overrides))
   if overrides:
-    structure = structure.revise(overrides, note=f"evaluation config overrides: {overrides}")
+    try:
+      structure = structure.revise(overrides, note=f"evaluation config overrides: {overrides}")
+    except (ValueError, StructureError) as e:
+      raise InputError(f"config.game.{game}.structure_overrides", str(e)) from None
   return structure
 
 
@@ -98,8 +171,8 @@ def _check_structures(run_dir: RunDir, structures: Mapping[str, MemoryStructure]
       with open(path, encoding="utf-8") as f:
         saved = json.load(f)
       if saved != s.to_dict():
-        raise ValueError(f"{run_dir.root} was started with a different {game} structure "
-                         f"({path}); use a new --workdir or the same structure")
+        raise InputError("--workdir", f"{run_dir.root} was started with a different {game} "
+                         f"structure ({path}); use a new --workdir or the same structure")
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -112,9 +185,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     env_factory: a `make_env`-like factory instead of `automem.envs.make_env`.
     clients: role -> LLM client instead of the ones `config.llm` describes.
   """
-  run_dir = RunDir(workdir)
-  games = game_list(config)
+  games = validate_config(config)
   structures = {g: build_structure(g, config.game[g]) for g in games}
+  try:
+    run_dir = RunDir(workdir)
+    probe = run_dir.path(f".write-test{os.getpid()}")
+    with open(probe, "w", encoding="utf-8"):
+      pass
+    os.unlink(probe)
+  except OSError as e:
+    raise InputError("--workdir", f"{workdir} is not a writable directory: {e}") from None
   _check_structures(run_dir, structures)
   run_dir.write_config(_plain(config))
   for g, s in structures.items():
@@ -138,7 +218,8 @@ async def _run(config, run_dir, setups, plans, env_factory, clients) -> dict[str
   kwargs = {"env_factory": env_factory} if env_factory is not None else {}
   runner = Runner(run_dir, setups, plans, clients, agent_config(config),
                   progress=config.progress, header_extra={"llm_backend": config.llm.backend},
-                  **kwargs)
+                  keep_errored=config.keep_errored,
+                  outage=OutagePolicy(wait_s=config.outage_wait_s), **kwargs)
   try:
     return await runner.arun()
   finally:

@@ -12,7 +12,15 @@ Clients are started first, so a backend that is down stops the run with its
 message. A failed LLM request or a crashed env ends only the affected
 episodes, with the reason in their end record; the run goes on. Every env step flushes the
 trajectories; a run started again on the same directory skips finished
-episodes and replays unfinished ones from the start.
+episodes and replays unfinished ones from the start (and, unless
+`keep_errored`, the ones that ended in an infrastructure error).
+
+A server that stays unreachable past its client's retries (a request failed
+with a cause in `OUTAGE_CAUSES`) stops new episodes from starting; the live
+ones play on. Once none is live the runner probes the server with backoff
+for up to `outage_wait_s`; if it answers the run goes on, else it raises
+`RunStopped` with a one-line reason after writing the summary (nothing
+played is lost; a rerun on the same directory resumes).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -33,6 +42,31 @@ from automem.llm.types import LLMRequest, LLMResult
 from automem.memory import MemoryStore
 from automem.rollout.metrics import EpisodeMetrics, format_summary, is_error, summarize
 from automem.rollout.rundir import RunDir
+from automem.utils.errors import RunStopped
+
+# Error causes (after the client's own retries) that mean the server is unreachable or
+# overloaded rather than that one request was bad.
+OUTAGE_CAUSES = frozenset({"connection", "timeout", "server_error", "rate_limited"})
+
+
+@dataclasses.dataclass(frozen=True)
+class OutagePolicy:
+  """How long a run waits for an unreachable LLM server before it stops.
+
+  Attributes:
+    wait_s: longest wait, in seconds, from the first probe (0 = stop at once).
+    backoff_s: first pause between probes; doubles per probe.
+    backoff_max_s: longest pause between probes.
+  """
+
+  wait_s: float = 600.0
+  backoff_s: float = 2.0
+  backoff_max_s: float = 60.0
+
+  def __post_init__(self):
+    if self.wait_s < 0 or self.backoff_s <= 0 or self.backoff_max_s < self.backoff_s:
+      raise ValueError(f"invalid OutagePolicy {self}: need wait_s >= 0 and "
+                       "0 < backoff_s <= backoff_max_s")
 
 
 def default_env_factory(game: str, num_envs: int, **kwargs: Any) -> TextEnv:
@@ -124,6 +158,9 @@ class Runner:
     env_factory: `make_env`-like factory (tests pass wrappers).
     progress: show a tqdm progress bar.
     header_extra: JSON facts added to every trajectory header.
+    keep_errored: keep episodes that ended in an infrastructure error on
+      resume (default: play them again).
+    outage: how long to wait for an unreachable server before stopping.
   """
 
   def __init__(
@@ -137,6 +174,8 @@ class Runner:
       env_factory: Callable[..., TextEnv] = default_env_factory,
       progress: bool = True,
       header_extra: Mapping[str, Any] | None = None,
+      keep_errored: bool = False,
+      outage: OutagePolicy | None = None,
   ):
     if "base" not in clients:
       raise ValueError("clients needs a 'base' client")
@@ -154,6 +193,10 @@ class Runner:
     self.env_factory = env_factory
     self.progress = progress
     self.header_extra = dict(header_extra or {})
+    self.keep_errored = keep_errored
+    self.outage = outage or OutagePolicy()
+    self._outage: tuple[str, str] | None = None  # (role, last error) while a server is down
+    self._retried: set[str] = set()
     self._tb = None
     self._done_count = 0
 
@@ -164,11 +207,18 @@ class Runner:
     return asyncio.run(self.arun())
 
   async def arun(self) -> dict[str, Any]:
-    finished = self.run_dir.finished(p.episode_id for p in self.plans)
+    states = self.run_dir.states(p.episode_id for p in self.plans)
+    keep = ("finished", "errored") if self.keep_errored else ("finished",)
+    finished = {e for e, st in states.items() if st.status in keep}
     todo = [p for p in self.plans if p.episode_id not in finished]
     await self._start_clients()
-    if finished:
-      logging.info("resuming: %d of %d episodes already finished", len(finished), len(self.plans))
+    for e, st in states.items():
+      if st.status == "errored" and e not in finished:
+        self.run_dir.log_retry(e, st.error)
+        self._retried.add(e)
+    if finished or self._retried:
+      logging.info("resuming: %d of %d episodes already finished; %d errored one(s) played "
+                   "again", len(finished), len(self.plans), len(self._retried))
     groups = [_Group(self.setups[g], t, ps, self.env_factory)
               for (g, t), ps in plan_groups(todo).items()]
     bar = tqdm.tqdm(total=len(self.plans), initial=len(finished), desc="episodes",
@@ -179,14 +229,24 @@ class Runner:
         self._live_prog[m.game].append(m.progression)
     try:
       await self._loop(groups)
+    except RunStopped as e:
+      self._close_groups(groups)
+      bar.close()
+      self.write_summary(stopped=str(e))
+      raise
     finally:
-      for g in groups:
-        for slot in g.slots:
-          if slot is not None:
-            slot.writer.close()  # unfinished: no end line, replayed on resume
-        g.close()
+      self._close_groups(groups)
       bar.close()
     return self.write_summary()
+
+  @staticmethod
+  def _close_groups(groups: Sequence[_Group]) -> None:
+    for g in groups:
+      for i, slot in enumerate(g.slots):
+        if slot is not None:
+          slot.writer.close()  # unfinished: no end line, replayed on resume
+          g.slots[i] = None
+      g.close()
 
   async def _start_clients(self) -> None:
     """Starts every client that has `start()` (LLMClient), so that a backend that is down
@@ -197,12 +257,27 @@ class Runner:
       if start is not None:
         await start()
 
-  def write_summary(self) -> dict[str, Any]:
-    records = self.run_dir.episode_metrics(p.episode_id for p in self.plans)
+  def write_summary(self, stopped: str = "") -> dict[str, Any]:
+    """Writes metrics and summary.json; returns the summary.
+
+    Episode counts: `episodes_finished` ended by play, `episodes_errored`
+    ended by an infrastructure error (errored for good unless a resume plays
+    them again), `episodes_retried` were played again after an error (in any
+    session of this directory), `episodes_unfinished` have no end yet;
+    `stopped` is the reason the run stopped early ("" when it ran through).
+    """
+    states = self.run_dir.states(p.episode_id for p in self.plans)
+    records = [st.metrics for st in states.values() if st.metrics is not None]
     self.run_dir.write_metrics(records)
     summary = summarize(records)
+    retried = self.run_dir.retried() & set(states)
     summary["episodes_planned"] = len(self.plans)
-    summary["episodes_finished"] = len(records)
+    summary["episodes_finished"] = sum(st.status == "finished" for st in states.values())
+    summary["episodes_errored"] = sum(st.status == "errored" for st in states.values())
+    summary["episodes_unfinished"] = sum(st.status == "unfinished" for st in states.values())
+    summary["episodes_retried"] = len(retried)
+    summary["episodes_retried_finished"] = sum(states[e].status == "finished" for e in retried)
+    summary["stopped"] = stopped
     usage = {}
     for role, client in self.clients.items():
       u = getattr(client, "usage", None)
@@ -219,7 +294,10 @@ class Runner:
 
   async def _loop(self, groups: list[_Group]) -> None:
     while any(g.busy for g in groups):
-      await asyncio.gather(*(self._fill(g) for g in groups if g.queue))
+      if self._outage is not None and not any(s is not None for g in groups for s in g.slots):
+        await self._wait_for_server(sum(len(g.queue) for g in groups))
+      if self._outage is None:  # no new episode while a server is down
+        await asyncio.gather(*(self._fill(g) for g in groups if g.queue))
       await self._llm_rounds(groups)
       await asyncio.gather(*(self._step(g) for g in groups))
       for g in groups:
@@ -302,7 +380,43 @@ class Runner:
                                     for role in roles))
       for role, results in zip(roles, outs):
         for (agent, _), result in zip(by_role[role], results):
+          if result.error is not None and result.error_cause in OUTAGE_CAUSES:
+            if self._outage is None:
+              logging.warning("LLM server for role %s failed past its retries (%s); no new "
+                              "episodes start until it answers again", role, result.error)
+            self._outage = (role, result.error)
           agent.on_llm_result(result)
+
+  async def _wait_for_server(self, waiting: int) -> None:
+    """Probes the failed role's client with backoff until it answers or `outage.wait_s` ends.
+
+    Raises:
+      RunStopped: the server did not answer in time.
+    """
+    assert self._outage is not None
+    role, error = self._outage
+    start = time.monotonic()
+    delay = self.outage.backoff_s
+    rng = random.Random(0)
+    while True:
+      left = self.outage.wait_s - (time.monotonic() - start)
+      if left <= 0:
+        reason = " ".join(str(error).split())[:300]
+        raise RunStopped(
+            f"LLM server for role {role!r} unreachable for {time.monotonic() - start:.0f} s "
+            f"(last error: {reason}); {waiting} episode(s) not started; rerun with the same "
+            "workdir to resume")
+      await asyncio.sleep(min(left, delay * rng.uniform(0.5, 1.0)))
+      delay = min(delay * 2, self.outage.backoff_max_s)
+      probe = LLMRequest(messages=[{"role": "user", "content": "ping"}], max_new_tokens=1,
+                         temperature=0.0, request_id="runner/probe/0")
+      [result] = await self._generate(role, [probe])
+      if result.error is None or result.error_cause not in OUTAGE_CAUSES:
+        logging.info("LLM server for role %s answers again after %.0f s; the run goes on", role,
+                     time.monotonic() - start)
+        self._outage = None
+        return
+      error = result.error
 
   async def _generate(self, role: str, requests: list[LLMRequest]) -> list[LLMResult]:
     try:

@@ -72,6 +72,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed_offset = 0  # first seed's index within the set
   c.episodes_per_task = a["episodes"] if a["episodes"] > 0 else (5 if full else 2)  # default count
   c.progress = True  # tqdm progress bar with live progression
+  # Keep episodes that ended in an infrastructure error (server, engine, env) when the run
+  # is resumed; by default they are played again.
+  c.keep_errored = False
+  # Seconds to wait (probing with backoff) for an LLM server that stays unreachable past its
+  # retries before the run stops with exit status 3; a rerun on the same workdir resumes.
+  c.outage_wait_s = 600.0
 
   steps = a["steps"]
   c.game = ml_collections.ConfigDict()
