@@ -27,6 +27,32 @@ class MetricsWriter:
 
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
+  def truncate_after(self, step: int) -> int:
+    """Drops lines past `step` (a resumed run replays them); returns how many went.
+
+    A run killed after its last checkpoint logged steps it will log again once
+    restored there; without this the file would hold those steps twice. A
+    torn last line of a killed run goes too.
+    """
+    if not self.active or not os.path.exists(self.path):
+      return 0
+    with open(self.path, encoding="utf-8") as f:
+      lines = f.readlines()
+    keep = []
+    for line in lines:
+      try:
+        if line.endswith("\n") and int(json.loads(line)["step"]) <= step:
+          keep.append(line)
+      except (ValueError, KeyError, TypeError):
+        continue
+    if len(keep) == len(lines):
+      return 0
+    tmp = f"{self.path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.writelines(keep)
+    os.replace(tmp, self.path)
+    return len(lines) - len(keep)
+
   def write(self, step: int, split: str, values: Mapping[str, Any]) -> None:
     if not self.active:
       return

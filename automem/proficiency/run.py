@@ -35,6 +35,7 @@ from automem.proficiency.checkpointing import Checkpointer, PreemptionFlag
 from automem.proficiency.metrics import MetricsWriter, PhaseTimer
 from automem.proficiency.steps import OptimConfig
 from automem.proficiency.trainer import Trainer
+from automem.utils.files import sweep_stale_tmp
 
 
 def initialize_distributed(cfg: Any) -> None:
@@ -162,6 +163,7 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None) -> dict[s
   initialize_distributed(config.distributed)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
+  sweep_stale_tmp(workdir)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
@@ -217,6 +219,9 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None) -> dict[s
     return res
 
   writer = MetricsWriter(workdir, tensorboard=config.tensorboard)
+  dropped = writer.truncate_after(start)  # steps after the checkpoint are played again
+  if dropped:
+    logging.info("metrics.jsonl: dropped %d line(s) logged after step %d", dropped, start)
   bar = tqdm(total=config.steps, initial=start, desc="train", dynamic_ncols=True,
              disable=jax.process_index() != 0)
   try:

@@ -20,12 +20,12 @@ from absl import logging
 
 from automem.agent import AgentConfig, SamplingConfig
 from automem.envs import available_games
-from automem.llm import make_client
+from automem.llm import LLMServerUnavailable, make_client
 from automem.memory import MemoryStructure, StructureError, load_structure
 from automem.rollout.rundir import RunDir, episode_id
 from automem.rollout.runner import EpisodePlan, GameSetup, OutagePolicy, Runner
 from automem.rollout.seeds import SEED_SETS, seeds
-from automem.utils.errors import InputError
+from automem.utils.errors import InputError, RunStopped
 
 
 def _plain(value: Any) -> Any:
@@ -222,6 +222,8 @@ async def _run(config, run_dir, setups, plans, env_factory, clients) -> dict[str
                   outage=OutagePolicy(wait_s=config.outage_wait_s), **kwargs)
   try:
     return await runner.arun()
+  except LLMServerUnavailable as e:  # down at start-up: nothing was played
+    raise RunStopped(" ".join(str(e).split())) from None
   finally:
     if own:
       for c in {id(c): c for c in clients.values()}.values():

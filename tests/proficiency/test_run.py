@@ -86,8 +86,16 @@ def test_resume_gives_the_same_losses_as_not_stopping(straight, tiny_base, tmp_p
   assert first["preempted"] and first["step"] == 3
   assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()
                 if p.name.isdigit()) == [3]
+  # A run killed after its checkpoint had logged steps 4 and 5 (and half a line, and left
+  # a temp file): the resume logs them again, so the file is cut back to step 3 first.
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"step": 4, "split": "train", "loss": 9.0}\n{"step": 5, "split": "train", "lo')
+  (tmp_path / "config.json.tmp999999999").write_text("{")
   second = train(cfg, str(tmp_path))
   assert second["finished"] and second["step"] == STEPS
+  assert not (tmp_path / "config.json.tmp999999999").exists()
+  steps = [m["step"] for m in read_metrics(str(tmp_path)) if m["split"] == "train"]
+  assert steps == list(range(1, STEPS + 1))  # each step once, in order
   want, got = _train_losses(workdir), _train_losses(tmp_path)
   assert sorted(got) == list(range(1, STEPS + 1))
   np.testing.assert_allclose([got[s] for s in range(4, STEPS + 1)],

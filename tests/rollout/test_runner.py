@@ -81,7 +81,7 @@ def test_a_crashing_env_ends_its_episodes_with_the_reason(tmp_path):
   runner = Runner(RunDir(tmp_path), setup(), plans(3), {"base": ScriptedClient("b")},
                   AgentConfig(), env_factory=crashing, progress=False)
   summary = runner.run()
-  assert summary["episodes_finished"] == 3
+  assert summary["episodes_finished"] == 0 and summary["episodes_errored"] == 3
   assert summary["games"]["crafter"]["end_reasons"] == {"error": 3}
   t = read_trajectory(tmp_path / "trajectories" / "crafter-2.jsonl")
   assert "env step failed: RuntimeError: worker died" in t["end"]["error"]
@@ -124,7 +124,7 @@ def test_a_failed_reset_also_ends_the_episodes_still_playing_on_that_env(tmp_pat
   summary = runner.run()
   # The second reset (episode 2 into slot 0) came while episode 1 was live in slot 1.
   assert resets == [[0, 1], [0]]
-  assert summary["episodes_finished"] == 3
+  assert summary["episodes_finished"] == 1 and summary["episodes_errored"] == 2
   ends = {i: read_trajectory(tmp_path / "trajectories" / f"crafter-{i}.jsonl")["end"]
           for i in range(3)}
   assert ends[0]["stats"]["end_reason"] == "goal"

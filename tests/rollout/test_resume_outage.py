@@ -1,0 +1,197 @@
+"""Resume semantics and outages: errored episodes retried, malformed end records replayed,
+stale temp files swept, a killed server stops the run and a resume finishes it, bad input
+is one line with exit status 2."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from automem.agent import AgentConfig, read_trajectory
+from automem.llm import default_llm_config, make_client
+from automem.rollout import RunDir, Runner, RunStopped
+from automem.rollout.evaluate import evaluate, validate_config
+from automem.rollout.runner import default_env_factory
+from automem.utils import InputError
+from experiments.configs.evaluate import get_config
+from tests.rollout.test_evaluate_e2e import small_config
+from tests.rollout.test_runner import ScriptedClient, plans, setup
+from tests.support.llm_server import LLMTestServer, free_port
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def crashing(game, num_envs, **kw):
+  env = default_env_factory(game, num_envs, **kw)
+
+  def step(actions):
+    raise RuntimeError("worker died")
+
+  env.step = step
+  return env
+
+
+def test_errored_episodes_are_retried_on_resume_unless_kept(tmp_path):
+  first = Runner(RunDir(tmp_path), setup(), plans(2), {"base": ScriptedClient("b")},
+                 AgentConfig(), env_factory=crashing, progress=False).run()
+  assert (first["episodes_errored"], first["episodes_finished"]) == (2, 0)
+  kept = Runner(RunDir(tmp_path), setup(), plans(2), {"base": ScriptedClient("b")},
+                AgentConfig(), progress=False, keep_errored=True).run()
+  assert (kept["episodes_errored"], kept["episodes_retried"]) == (2, 0)
+  second = Runner(RunDir(tmp_path), setup(), plans(2), {"base": ScriptedClient("b")},
+                  AgentConfig(), progress=False).run()
+  assert second["episodes_finished"] == 2 and second["episodes_errored"] == 0
+  assert second["episodes_retried"] == second["episodes_retried_finished"] == 2
+  assert second["games"]["crafter"]["end_reasons"] == {"step_cap": 2}
+  lines = (tmp_path / "metrics" / "retried.jsonl").read_text().splitlines()
+  assert [json.loads(x)["episode_id"] for x in lines] == ["crafter-0", "crafter-1"]
+  assert "worker died" in json.loads(lines[0])["error"]
+
+
+def test_malformed_end_records_are_replayed_and_stale_temps_swept(tmp_path):
+  Runner(RunDir(tmp_path), setup(), plans(3), {"base": ScriptedClient("b")}, AgentConfig(),
+         progress=False).run()
+  tdir = tmp_path / "trajectories"
+  good = (tdir / "crafter-2.jsonl").read_bytes()
+  lines = (tdir / "crafter-0.jsonl").read_text().splitlines(keepends=True)
+  end = json.loads(lines[-1])
+  del end["metrics"]
+  (tdir / "crafter-0.jsonl").write_text("".join(lines[:-1]) + json.dumps(end) + "\n")
+  lines = (tdir / "crafter-1.jsonl").read_text().splitlines(keepends=True)
+  (tdir / "crafter-1.jsonl").write_text("".join(lines[:-1]) + "garbage{\n" + lines[-1])
+  for stale in ("config.json.tmp999999999", "metrics/episodes.jsonl.tmp999999998"):
+    (tmp_path / stale).write_text("{")
+  client = ScriptedClient("b")
+  summary = Runner(RunDir(tmp_path), setup(), plans(3), {"base": client}, AgentConfig(),
+                   progress=False).run()
+  assert summary["episodes_finished"] == 3 and summary["episodes_unfinished"] == 0
+  assert {r.request_id.split("/")[0] for r in client.requests} == {"crafter-0", "crafter-1"}
+  assert (tdir / "crafter-2.jsonl").read_bytes() == good  # a valid episode is not replayed
+  assert read_trajectory(tdir / "crafter-1.jsonl")["end"]["metrics"]["episode_id"] == "crafter-1"
+  assert not list(tmp_path.glob("**/*.tmp99999999*"))
+
+
+class KillServerAfter:
+  """An env factory that kills the LLM server right after the run's n-th env step."""
+
+  def __init__(self, server, n):
+    self.server, self.n, self.steps = server, n, 0
+
+  def __call__(self, game, num_envs, **kwargs):
+    env = default_env_factory(game, num_envs, **kwargs)
+    outer, step = self, env.step
+
+    def step_then_kill(actions):
+      out = step(actions)
+      outer.steps += 1
+      if outer.steps == outer.n:
+        outer.server.kill()
+      return out
+
+    env.step = step_then_kill
+    return env
+
+
+def test_a_killed_server_stops_the_run_and_a_resume_finishes_it(tmp_path, rollout_engine):
+  engine, tok, params = rollout_engine
+  workdir = str(tmp_path / "run")
+  with LLMTestServer(engine, tok, params, max_batch_size=2) as server:
+    llm = default_llm_config("sglang")
+    llm.base_url = server.url
+    llm.max_retries = 1
+    llm.backoff_base_s = 0.01
+    llm.sglang.wait_ready_s = 10.0
+    config = small_config("games=crafter,episodes=3,steps=1,backend=sglang")
+    config.game.crafter.envs_per_task = 1
+    config.llm = llm
+    config.outage_wait_s = 0.3
+
+    def run(env_factory=None):
+      client = make_client(llm, tokenizer=tok)
+      try:
+        return evaluate(config, workdir, env_factory=env_factory, clients={"base": client})
+      finally:
+        asyncio.run(client.close())
+
+    with pytest.raises(RunStopped, match=r"unreachable for \d+ s .*connection.*1 episode\(s\) "
+                                         r"not started; rerun"):
+      run(KillServerAfter(server, 1))
+    summary = json.loads(pathlib.Path(workdir, "summary.json").read_text())
+    assert summary["stopped"] and summary["episodes_finished"] == 1
+    assert summary["episodes_errored"] == 1 and summary["episodes_unfinished"] == 1
+    tdir = pathlib.Path(workdir, "trajectories")
+    assert len(list(tdir.glob("*.jsonl"))) == 2  # the third episode was never started
+    played = {p.name: p.read_bytes() for p in tdir.glob("*.jsonl")
+              if read_trajectory(p)["end"]["stats"]["end_reason"] != "error"}
+    server.start()  # back on the same port
+    summary = run()
+  assert summary["episodes_finished"] == 3 and summary["episodes_errored"] == 0
+  assert summary["episodes_retried"] == summary["episodes_retried_finished"] == 1
+  assert not summary["stopped"]
+  for name, data in played.items():
+    assert (tdir / name).read_bytes() == data  # finished episodes stay byte-identical
+
+
+def _entry(*args):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  return subprocess.run([sys.executable, "-m", "experiments.evaluate", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_entry_point_input_errors_and_a_dead_server_are_one_line(tmp_path):
+  bad = _entry("--config=experiments/configs/evaluate.py:games=minihack",
+               "--config.game.minihack.tasks=('MiniHack-NoSuchTask-v0',)",
+               f"--workdir={tmp_path / 'a'}")
+  assert bad.returncode == 2, bad.stderr[-2000:]
+  assert "Traceback" not in bad.stderr and "config:" not in bad.stderr
+  assert bad.stderr.strip().splitlines()[-1].startswith(
+      "error: config.game.minihack.tasks: unknown minihack task 'MiniHack-NoSuchTask-v0'")
+  dead = _entry("--config=experiments/configs/evaluate.py:games=crafter,episodes=1,steps=1,"
+                "backend=sglang", f"--config.llm.base_url=http://127.0.0.1:{free_port()}",
+                "--config.llm.sglang.wait_ready_s=0.2", "--config.progress=False",
+                f"--workdir={tmp_path / 'b'}")
+  assert dead.returncode == 3, dead.stderr[-2000:]
+  assert "Traceback" not in dead.stderr
+  assert dead.stderr.strip().splitlines()[-1].startswith("stopped: ")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("games", "crafter,chess", "config.games: names 'chess', which has no config.game.chess section"),
+    ("seed_set", "dev", "config.seed_set: unknown seed set 'dev'"),
+    ("episodes_per_task", 0, "config.episodes_per_task: must be a whole number >= 1"),
+    ("game.crafter.episodes", 0, "config.game.crafter.episodes: must be a whole number >= 1 (or -1)"),
+    ("game.crafter.max_steps", 0, "config.game.crafter.max_steps: must be a whole number >= 1"),
+    ("game.crafter.envs_per_task", 0, "config.game.crafter.envs_per_task: must be"),
+    ("game.crafter.tasks", ("forest",), "config.game.crafter.tasks: crafter has no tasks"),
+    ("game.nethack.tasks", ("NetHackNope-v0",), "config.game.nethack.tasks: unknown nethack task"),
+])
+def test_bad_config_values_name_their_field(field, value, message):
+  config = get_config("games=crafter;nethack")
+  node = config
+  *parents, leaf = field.split(".")
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    validate_config(config)
+
+
+def test_bad_structure_file_and_unwritable_workdir_name_the_culprit(tmp_path):
+  config = get_config("games=crafter,episodes=1,steps=1")
+  config.game.crafter.structure = str(tmp_path / "missing.json")
+  with pytest.raises(InputError, match=r"config.game.crafter.structure: .*missing.json"):
+    evaluate(config, str(tmp_path / "run"), clients={"base": ScriptedClient("b")})
+  (tmp_path / "broken.json").write_text("{not json")
+  config.game.crafter.structure = str(tmp_path / "broken.json")
+  with pytest.raises(InputError, match=r"config.game.crafter.structure: .*broken.json"):
+    evaluate(config, str(tmp_path / "run"), clients={"base": ScriptedClient("b")})
+  config.game.crafter.structure = ""
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(InputError, match=r"--workdir: .*file/run is not a writable directory"):
+    evaluate(config, str(tmp_path / "file" / "run"), clients={"base": ScriptedClient("b")})
