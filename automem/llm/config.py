@@ -17,6 +17,7 @@ from absl import logging
 
 from automem.llm.client import LLMClient
 from automem.llm.retry import RetryPolicy
+from automem.utils.files import sweep_stale_tmp
 
 BACKENDS = ("local", "sglang", "openai")
 
@@ -101,6 +102,7 @@ def tiny_checkpoint_dir(config: ml_collections.ConfigDict) -> str:
   family, context = config.local.tiny_family, int(config.local.tiny_context)
   steps = int(config.local.tiny_pretrain_steps)
   path = os.path.join(root, f"{family}-ctx{context}" + (f"-pre{steps}" if steps else ""))
+  sweep_stale_tmp(root)  # half-built models of killed runs
   if not os.path.exists(os.path.join(path, "config.json")):
     tmp = f"{path}.tmp{os.getpid()}"
     logging.info("building the tiny offline model in %s (%d pretraining steps; once, about a "
@@ -116,6 +118,12 @@ def tiny_checkpoint_dir(config: ml_collections.ConfigDict) -> str:
   return path
 
 
+def retry_policy(config: ml_collections.ConfigDict) -> RetryPolicy:
+  """The `RetryPolicy` of an `llm` config."""
+  return RetryPolicy(max_retries=config.max_retries, backoff_base_s=config.backoff_base_s,
+                     backoff_max_s=config.backoff_max_s, max_retry_after_s=config.max_retry_after_s)
+
+
 def make_client(config: ml_collections.ConfigDict, **inject: Any) -> LLMClient:
   """The client `config.backend` names.
 
@@ -128,9 +136,7 @@ def make_client(config: ml_collections.ConfigDict, **inject: Any) -> LLMClient:
     raise ValueError(f"unknown LLM backend {config.backend!r}; known: {BACKENDS}")
   common = dict(
       concurrency=config.concurrency, timeout_s=config.timeout_s, seed=config.seed,
-      retry=RetryPolicy(max_retries=config.max_retries, backoff_base_s=config.backoff_base_s,
-                        backoff_max_s=config.backoff_max_s,
-                        max_retry_after_s=config.max_retry_after_s))
+      retry=retry_policy(config))
   if config.backend == "sglang":
     from automem.llm.sglang_backend import SGLangClient
 

@@ -64,7 +64,7 @@ class DatasetConfig:
   train_failed: bool = False  # train commands whose execution failed (ok=false)
   append_eos: bool = True  # end each completion with the end-of-turn token
   train_eos: bool = False  # give the end-of-turn token loss weight
-  val_fraction: float = 0.1  # share of episodes held out for validation
+  val_fraction: float = 0.15  # share of episodes held out for validation
   seed: int = 0  # seed of the episode split
 
 

@@ -78,10 +78,7 @@ def prepare_base_model(cfg: Any, workdir: str) -> str:
 def prepare_dataset(cfg: Any, base_model: str, workdir: str) -> str:
   """Builds the packed dataset once (process 0) unless `cfg.dir` already holds one."""
   data_dir = cfg.dir or os.path.join(workdir, "dataset")
-  dcfg = dataset.DatasetConfig(
-      row_length=cfg.row_length, overflow=cfg.overflow, exclude_ops=tuple(cfg.exclude_ops),
-      train_failed=cfg.train_failed, append_eos=cfg.append_eos, train_eos=cfg.train_eos,
-      val_fraction=cfg.val_fraction, seed=cfg.seed)
+  dcfg = dataset_config(cfg)
   stats_file = os.path.join(data_dir, "stats.json")
   if os.path.exists(stats_file):
     with open(stats_file) as f:
@@ -114,6 +111,19 @@ def prepare_dataset(cfg: Any, base_model: str, workdir: str) -> str:
   return data_dir
 
 
+def dataset_config(cfg: Any) -> dataset.DatasetConfig:
+  """The `DatasetConfig` of a `config.data` section."""
+  return dataset.DatasetConfig(
+      row_length=cfg.row_length, overflow=cfg.overflow, exclude_ops=tuple(cfg.exclude_ops),
+      train_failed=cfg.train_failed, append_eos=cfg.append_eos, train_eos=cfg.train_eos,
+      val_fraction=cfg.val_fraction, seed=cfg.seed)
+
+
+def optim_config(config: Any) -> OptimConfig:
+  """The `OptimConfig` of a job config (its `optim` section and `steps`)."""
+  return OptimConfig(**config.optim.to_dict(), total_steps=config.steps)
+
+
 def build_trainer(config: Any, base_model: str, mesh: jax.sharding.Mesh) -> Trainer:
   """Loads the base model on the mesh, adds LoRA adapters if asked, wraps it in a Trainer."""
   m = config.model
@@ -121,7 +131,7 @@ def build_trainer(config: Any, base_model: str, mesh: jax.sharding.Mesh) -> Trai
                              remat=m.remat)
   if config.finetune == "lora":
     model = export.add_lora(model, config.lora, mesh)
-  optim = OptimConfig(**config.optim.to_dict(), total_steps=config.steps)
+  optim = optim_config(config)
   return Trainer(model, mesh, optim, finetune=config.finetune,
                  frozen_dtype=jnp.dtype(m.frozen_dtype), loss_chunk=config.loss_chunk)
 

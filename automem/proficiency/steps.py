@@ -23,12 +23,12 @@ from flax import nnx, struct
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
   learning_rate: float = 2e-4  # peak learning rate
-  warmup_steps: int = 10  # linear warmup from 0
+  warmup_steps: int = 5  # linear warmup from 0
   total_steps: int = 1000  # warmup + cosine decay length
   end_lr_ratio: float = 0.1  # final lr as a fraction of the peak
   weight_decay: float = 0.0  # AdamW decay on matrices (ndim >= 2) only
   b1: float = 0.9
-  b2: float = 0.999
+  b2: float = 0.99  # as the train_proficiency config (one default, checked by test_repo)
   eps: float = 1e-8
   clip_norm: float = 1.0  # global gradient-norm clip (0 = off)
 

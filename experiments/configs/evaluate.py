@@ -83,10 +83,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.game = ml_collections.ConfigDict()
   # Step caps: `full` uses the env defaults (Crafter 2000, BALROG's MiniHack 100, NetHack
   # 100k with its no-progress timeout); the embedded default plays a handful of steps.
+  # Craftax-Classic.
   c.game.crafter = _game((), steps or (2000 if full else 4), 4 if full else 2, -1)
+  # The original crafter package (for comparison with Craftax).
   c.game.crafter_original = _game((), steps or (2000 if full else 4), 4 if full else 2, -1)
+  # BALROG's MiniHack tasks (one in the embedded run).
   c.game.minihack = _game(BALROG_MINIHACK if full else ("MiniHack-Corridor-R3-v0",),
                           steps or (100 if full else 4), 4 if full else 2, -1)
+  # The NetHack Challenge.
   c.game.nethack = _game(("NetHackChallenge-v0",), steps or (100_000 if full else 3),
                          4 if full else 2, -1)
   if not full:
@@ -95,7 +99,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # v0 prompts with their game knowledge, so the embedded run leaves that text out.
     for name in ("crafter", "crafter_original", "minihack", "nethack"):
       g = c.game[name]
-      g.structure_overrides = ml_collections.ConfigDict({
+      g.structure_overrides = ml_collections.ConfigDict({  # see _game
           "log": {"max_iterations": 2}, "plan": {"max_iterations": 1},
           "game_rules": "(left out of the embedded CPU run to fit the tiny model's context)"})
 
