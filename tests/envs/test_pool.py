@@ -41,6 +41,19 @@ def _gone(pid: int) -> bool:
   return not psutil.pid_exists(pid)
 
 
+def _wait_until_dead(pid: int, limit_s: float = 60.0) -> None:
+  """Polls until `pid` has stopped running (gone or a zombie); no fixed sleep."""
+  deadline = time.monotonic() + limit_s
+  while time.monotonic() < deadline:
+    try:
+      if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+        return
+    except psutil.NoSuchProcess:
+      return
+    time.sleep(0.005)
+  raise AssertionError(f"process {pid} still running after {limit_s} s")
+
+
 @pytest.fixture(scope="module")
 def pool():
   p = EnvPool(faulty_factory(), num_envs=4, num_workers=2, step_timeout_s=4.0)
@@ -115,7 +128,7 @@ def test_killed_worker_is_replaced(pool):
   tmpdir = pool._workers[0].tmpdir
   assert any(name.startswith("nle") for name in os.listdir(tmpdir))  # NLE's per-game dirs
   os.kill(pid, signal.SIGKILL)
-  time.sleep(0.2)
+  _wait_until_dead(pid)
   results = pool.step(["east"] * 4)
   assert [r.stats.end_reason for r in results] == ["error", "error", "running", "running"]
   assert "died" in results[0].stats.error and results[0].feedback.startswith("The environment failed")
@@ -131,9 +144,8 @@ def test_worker_that_exits_midstep(pool):
 
 
 def test_hung_worker_is_replaced(pool):
-  t = time.monotonic()
-  _check_failure(pool, "__hang__", "hung")
-  assert time.monotonic() - t < 60
+  # The pool's own step budget (4 s here) declared it hung, not some other failure.
+  _check_failure(pool, "__hang__", "hung (no reply within 4s)")
 
 
 def test_exception_costs_only_that_episode(pool):
@@ -235,7 +247,8 @@ if __name__ == "__main__":
   env = MiniHackEnv(1, "Corridor-R3", num_workers=1)
   worker = psutil.Process(env.worker_pids[0])
   maps = " ".join(m.path for m in worker.memory_maps())
-  print("jaxlib" in maps, worker.memory_info().rss // 2**20)
+  parent = psutil.Process()
+  print("jaxlib" in maps, worker.memory_info().rss // 2**20, parent.memory_info().rss // 2**20)
   env.close()
 """
 
@@ -247,9 +260,11 @@ def test_workers_do_not_import_the_parents_main(tmp_path):
   env = {**os.environ, "PYTHONPATH": root, "JAX_PLATFORMS": "cpu"}
   proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300, cwd=root)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  has_jax, rss_mib = proc.stdout.split()
+  has_jax, worker_mib, parent_mib = proc.stdout.split()
   assert has_jax == "False"  # multiprocessing's spawn would have re-imported entry.py, jax and all
-  assert int(rss_mib) < 150
+  # Measured against the parent in the same run (about a third of it here), not an absolute
+  # figure: a worker that had imported jax would be as large as the parent.
+  assert int(worker_mib) < 0.6 * int(parent_mib), (worker_mib, parent_mib)
 
 
 @pytest.mark.parametrize(

@@ -8,29 +8,59 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 
 import pytest
 
 from automem.llm import (
-    Grammar,
-    LLMCallError,
-    LLMRequest,
-    LLMServerUnavailable,
-    default_llm_config,
-    make_client,
+  Grammar,
+  LLMCallError,
+  LLMRequest,
+  LLMServerUnavailable,
+  default_llm_config,
+  make_client,
+  sglang_backend,
 )
+from automem.llm import client as client_mod
 from automem.models import (
-    LoraConfig,
-    apply_lora,
-    export_lora_adapter,
-    load_hf_checkpoint,
-    load_lora_adapter,
-    merge_lora,
+  LoraConfig,
+  apply_lora,
+  export_lora_adapter,
+  load_hf_checkpoint,
+  load_lora_adapter,
+  merge_lora,
 )
 from tests.llm.conftest import SERVER_BATCH, FixedBatchEngine, make_engine
 from tests.support.llm_server import free_port
+
+
+class SleepSpy:
+  """Stands in for `asyncio` inside one module: records the sleeps asked for (the backoff
+  schedule, a figure independent of machine load) and can run a hook before each sleep."""
+
+  def __init__(self, hook=None):
+    self.sleeps: list[float] = []
+    self.hook = hook
+
+  def __getattr__(self, name):
+    return getattr(asyncio, name)
+
+  async def sleep(self, delay, *args, **kwargs):
+    self.sleeps.append(delay)
+    if self.hook is not None:
+      await self.hook(len(self.sleeps))
+    await asyncio.sleep(delay, *args, **kwargs)
+
+
+@pytest.fixture
+def spy_sleeps(monkeypatch):
+  """`spy_sleeps(module, hook=None) -> SleepSpy` patched into `module`."""
+
+  def install(module, hook=None):
+    spy = SleepSpy(hook)
+    monkeypatch.setattr(module, "asyncio", spy)
+    return spy
+
+  return install
 
 # Generous: the first test also builds the tiny model and compiles the engine (cold cache);
 # each fault test asserts its own tight wall-time bound.
@@ -231,12 +261,12 @@ def test_lora_adapter_loaded_and_unloaded_at_run_time(make_server, tiny_checkpoi
 # -- start-up checks ------------------------------------------------------------
 
 
-def test_sglang_start_up_fails_clearly_when_no_server():
+def test_sglang_start_up_fails_clearly_when_no_server(spy_sleeps):
+  polls = spy_sleeps(sglang_backend)
   config = sglang_config(f"http://127.0.0.1:{free_port()}", **{"sglang.wait_ready_s": 0.5})
-  t0 = time.perf_counter()
   with pytest.raises(LLMServerUnavailable, match=r"not ready after 0.5 s.*sglang_server\.sh"):
     run(config, [LLMRequest(prompt="x")])
-  assert time.perf_counter() - t0 < 5
+  assert sum(polls.sleeps) <= 0.5  # it waited the configured 0.5 s, not the 120 s default
 
 
 def test_sglang_start_up_checks_the_served_model(llm_server):
@@ -247,17 +277,18 @@ def test_sglang_start_up_checks_the_served_model(llm_server):
     run(sglang_config(llm_server.url, model="Qwen/Qwen2.5-32B-Instruct"), [])
 
 
-def test_sglang_start_up_waits_for_a_late_server(make_server):
+def test_sglang_start_up_waits_for_a_late_server(make_server, spy_sleeps):
   port = free_port()
   holder = {}
-  timer = threading.Timer(0.5, lambda: holder.setdefault("s", make_server(port=port)))
-  timer.start()
-  try:
-    results, _ = run(sglang_config(f"http://127.0.0.1:{port}"),
-                     [LLMRequest(prompt="late", max_new_tokens=2)])
-  finally:
-    timer.join()
-  assert results[0].ok
+
+  async def start_server(n_sleeps):  # once /health has failed, the server comes up
+    if n_sleeps == 1:
+      await asyncio.to_thread(lambda: holder.setdefault("s", make_server(port=port)))
+
+  polls = spy_sleeps(sglang_backend, start_server)
+  results, _ = run(sglang_config(f"http://127.0.0.1:{port}"),
+                   [LLMRequest(prompt="late", max_new_tokens=2)])
+  assert results[0].ok and len(polls.sleeps) == 1  # one failed poll, then the server
 
 
 def test_sglang_start_up_waits_while_the_server_loads(llm_server):
@@ -293,9 +324,9 @@ def test_transient_fault_is_retried_then_succeeds(llm_server, mode):
 
 
 @pytest.mark.parametrize("mode", sorted(TRANSIENT))
-def test_persistent_fault_gives_an_error_result_naming_the_cause(llm_server, mode):
+def test_persistent_fault_gives_an_error_result_naming_the_cause(llm_server, mode, spy_sleeps):
+  backoff = spy_sleeps(client_mod)
   llm_server.inject(mode, times=100)
-  t0 = time.perf_counter()
   results, usage = run(sglang_config(llm_server.url, max_retries=2),
                        [LLMRequest(prompt="hello", max_new_tokens=3)])
   r = results[0]
@@ -304,16 +335,15 @@ def test_persistent_fault_gives_an_error_result_naming_the_cause(llm_server, mod
   assert "after 3 attempts" in r.error
   assert len(llm_server.requests) == 3  # 1 + max_retries, no more
   assert usage["errors_by_cause"] == {TRANSIENT[mode]: 1}
-  assert time.perf_counter() - t0 < 5
+  assert len(backoff.sleeps) == 2 and max(backoff.sleeps) <= 0.05  # the configured backoff
 
 
-def test_429_retry_after_is_honoured(llm_server):
+def test_429_retry_after_is_honoured(llm_server, spy_sleeps):
+  backoff = spy_sleeps(client_mod)
   llm_server.inject("http_429", times=1, retry_after="0.4")
-  t0 = time.perf_counter()
   results, _ = run(sglang_config(llm_server.url), [LLMRequest(prompt="hi", max_new_tokens=2)])
-  elapsed = time.perf_counter() - t0
   assert results[0].ok and results[0].attempts == 2
-  assert 0.4 <= elapsed < 3.0  # backoff alone is at most 0.05 s here
+  assert backoff.sleeps == [0.4]  # backoff alone is at most 0.05 s here
 
 
 def test_client_errors_are_not_retried(llm_server):
@@ -338,13 +368,11 @@ def test_server_abort_is_reported(llm_server):
 
 def test_slow_response_past_the_timeout(llm_server):
   llm_server.inject("slow", times=100, delay_s=2.0)
-  t0 = time.perf_counter()
   results, _ = run(sglang_config(llm_server.url, timeout_s=0.2, max_retries=1),
                    [LLMRequest(prompt="hi", max_new_tokens=2)])
-  elapsed = time.perf_counter() - t0
+  # Both attempts were cut by the client's 0.2 s timeout, not answered after the 2 s delay.
   assert results[0].error_cause == "timeout" and "0.2 s" in results[0].error
   assert results[0].attempts == 2 and len(llm_server.requests) == 2
-  assert elapsed < 1.5
 
 
 def test_slow_response_then_recovery(llm_server):
@@ -354,50 +382,54 @@ def test_slow_response_then_recovery(llm_server):
   assert results[0].ok and results[0].attempts == 2
 
 
-def test_refused_connection_is_an_error_result_not_an_exception():
+def test_refused_connection_is_an_error_result_not_an_exception(spy_sleeps):
+  backoff = spy_sleeps(client_mod)
   config = openai_config(f"http://127.0.0.1:{free_port()}", max_retries=2)
-  t0 = time.perf_counter()
   results, usage = run(config, [LLMRequest(messages=CHAT) for _ in range(5)])
   assert [r.error_cause for r in results] == ["connection"] * 5
   assert all(r.attempts == 3 for r in results)
   assert usage["errors_by_cause"] == {"connection": 5} and usage["retries"] == 10
-  assert time.perf_counter() - t0 < 5
+  assert len(backoff.sleeps) == 10 and max(backoff.sleeps) <= 0.05
 
 
-def test_server_dies_mid_run(make_server):
+def test_server_dies_mid_run(make_server, spy_sleeps):
+  backoff = spy_sleeps(client_mod)
   server = make_server()
-  server.inject("slow", times=1000, delay_s=1.0)
+  server.inject("slow", times=1000, delay_s=30.0)  # still inside the server when it dies
   config = sglang_config(server.url, max_retries=1)
 
   async def main():
     async with make_client(config) as client:
       task = asyncio.ensure_future(client.generate(
           [LLMRequest(prompt=f"episode {i}", max_new_tokens=2) for i in range(8)]))
-      await asyncio.sleep(0.3)
+      while server.in_flight < 8:  # every request is inside the server now
+        await asyncio.sleep(0.002)
       await asyncio.to_thread(server.kill)
       return await task
 
-  t0 = time.perf_counter()
   results = asyncio.run(main())
   assert len(results) == 8
   assert {r.error_cause for r in results} == {"connection"}
   assert all(r.attempts == 2 for r in results)
-  assert time.perf_counter() - t0 < 5
+  assert len(backoff.sleeps) == 8 and max(backoff.sleeps) <= 0.05
 
 
-def test_server_dies_and_comes_back(make_server):
+def test_server_dies_and_comes_back(make_server, spy_sleeps):
   server = make_server()
   config = sglang_config(server.url, max_retries=6, backoff_base_s=0.1, backoff_max_s=0.4)
   reqs = [LLMRequest(prompt=f"episode {i}", max_new_tokens=2) for i in range(8)]
+
+  async def restart(n_sleeps):  # the first retry waits until the server is back
+    if n_sleeps == 1:
+      await asyncio.to_thread(server.start)
+
+  spy_sleeps(client_mod, restart)
 
   async def main():
     async with make_client(config) as client:
       first = await client.generate(reqs)
       await asyncio.to_thread(server.kill)
-      restart = threading.Timer(0.4, server.start)
-      restart.start()
       second = await client.generate(reqs)
-      restart.join()
       return first, second, client.usage.summary()
 
   first, second, usage = asyncio.run(main())

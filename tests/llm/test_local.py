@@ -52,22 +52,32 @@ def test_64_concurrent_requests_need_fewer_forward_passes_than_sequential(
     p0 = engine.num_forward_passes
     sequential = [(await client.generate([r]))[0] for r in reqs]
     p1 = engine.num_forward_passes
-    ticks = 0
-    done = asyncio.Event()
+    # Proves the event loop runs while the engine works: the engine call waits (on its
+    # thread) until a coroutine on the loop has seen it start. No timing involved.
+    inside, loop_saw = threading.Event(), threading.Event()
+    real_generate = engine.generate
 
-    async def ticker():  # proves the event loop runs while the engine works
-      nonlocal ticks
-      while not done.is_set():
-        await asyncio.sleep(0.002)
-        ticks += 1
+    def watched_generate(*args, **kwargs):
+      inside.set()
+      loop_saw.wait(60)
+      return real_generate(*args, **kwargs)
 
-    tick_task = asyncio.create_task(ticker())
-    concurrent = await client.generate(reqs)
-    done.set()
-    await tick_task
-    return sequential, concurrent, p1 - p0, engine.num_forward_passes - p1, ticks
+    async def watcher():
+      while not inside.is_set():
+        await asyncio.sleep(0.001)  # polls the condition
+      loop_saw.set()
 
-  sequential, concurrent, seq_passes, conc_passes, ticks = asyncio.run(main())
+    engine.generate = watched_generate
+    try:
+      watch_task = asyncio.create_task(watcher())
+      concurrent = await client.generate(reqs)
+      await watch_task
+    finally:
+      del engine.generate  # back to the class's method
+    return (sequential, concurrent, p1 - p0, engine.num_forward_passes - p1,
+            loop_saw.is_set())
+
+  sequential, concurrent, seq_passes, conc_passes, loop_ran = asyncio.run(main())
   print(f"forward passes: 64 sequential {seq_passes}, 64 concurrent {conc_passes}")
   assert all(r.ok for r in sequential + concurrent)
   assert conc_passes < seq_passes
@@ -77,7 +87,7 @@ def test_64_concurrent_requests_need_fewer_forward_passes_than_sequential(
   expected = [len(tiny_tokenizer.apply_chat_template(episode(i))) for i in range(64)]
   assert [r.prompt_tokens for r in concurrent] == expected  # each result went to its caller
   assert [r.prompt_tokens for r in sequential] == expected
-  assert ticks > 0
+  assert loop_ran
   usage = client.usage.summary()
   assert usage["calls"] >= 128 and usage["errors"] == 0
   assert usage["completion_tokens"] == sum(r.completion_tokens for r in sequential + concurrent)
@@ -147,18 +157,22 @@ def test_local_config_rejects_bad_adapter_specs():
 def test_batcher_stopped_mid_call_fails_waiting_requests():
   release = threading.Event()
 
+  entered = threading.Event()
+
   class SlowEngine:
     def generate(self, prompts, params):
-      release.wait(5)
+      entered.set()
+      release.wait(60)
       return [None] * len(prompts)
 
   batcher = BatchingEngine(SlowEngine(), batch_wait_s=0.0)
 
   async def main():
     tasks = [asyncio.ensure_future(batcher.submit([1, 2], None)) for _ in range(3)]
-    await asyncio.sleep(0.05)  # the first batch is inside the engine now
+    while not entered.is_set():  # the first batch is inside the engine now
+      await asyncio.sleep(0.001)
     tasks.append(asyncio.ensure_future(batcher.submit([3], None)))  # queued behind it
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one loop turn: the new task enqueues its request
     batcher.stop()
     release.set()
     return await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
