@@ -35,7 +35,37 @@ from automem.proficiency.checkpointing import Checkpointer, PreemptionFlag
 from automem.proficiency.metrics import MetricsWriter, PhaseTimer
 from automem.proficiency.steps import OptimConfig
 from automem.proficiency.trainer import Trainer
+from automem.utils.errors import InputError
 from automem.utils.files import sweep_stale_tmp
+
+
+def check_config(config: Any) -> None:
+  """Refuses values a run cannot use, naming the field or file (`InputError`)."""
+  for field, value in (("steps", config.steps), ("batch.micro_batch", config.batch.micro_batch),
+                       ("batch.accum_steps", config.batch.accum_steps),
+                       ("batch.eval_batch", config.batch.eval_batch),
+                       ("data.row_length", config.data.row_length),
+                       ("log_every", config.log_every), ("checkpoint.every", config.checkpoint.every),
+                       ("checkpoint.keep", config.checkpoint.keep)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise InputError(f"config.{field}", f"must be a whole number >= 1, got {value!r}")
+  if config.finetune not in ("lora", "full"):
+    raise InputError("config.finetune", f"must be 'lora' or 'full', got {config.finetune!r}")
+  if config.export.kind not in ("lora", "merged", "none"):
+    raise InputError("config.export.kind", f"must be lora, merged or none, got "
+                     f"{config.export.kind!r}")
+  if not 0 <= config.data.val_fraction < 1:
+    raise InputError("config.data.val_fraction", f"must be in [0, 1), got "
+                     f"{config.data.val_fraction}")
+  if config.model.checkpoint and not os.path.isfile(
+      os.path.join(config.model.checkpoint, "config.json")):
+    raise InputError("config.model.checkpoint",
+                     f"{config.model.checkpoint} is not a checkpoint dir (no config.json)")
+  if config.data.selection and not os.path.isfile(config.data.selection):
+    raise InputError("config.data.selection", f"{config.data.selection}: no such file")
+  for src in (p for p in config.data.trajectories.split(",") if p):
+    if not os.path.exists(src):
+      raise InputError("config.data.trajectories", f"{src}: no such file or directory")
 
 
 def initialize_distributed(cfg: Any) -> None:
@@ -170,9 +200,13 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None) -> dict[s
     workdir: run directory (see the module docstring).
     stop_after: stop (with a checkpoint) once this step is reached, as a preemption would.
   """
+  check_config(config)
   initialize_distributed(config.distributed)
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise InputError("--workdir", f"{workdir} is not a writable directory: {e}") from None
   sweep_stale_tmp(workdir)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -189,7 +223,8 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None) -> dict[s
   b = config.batch
   dp = mesh.shape["data"] * mesh.shape["fsdp"]
   if b.micro_batch % dp or b.eval_batch % dp:
-    raise ValueError(f"batch.micro_batch ({b.micro_batch}) and batch.eval_batch "
+    raise InputError("config.batch.micro_batch",
+                     f"batch.micro_batch ({b.micro_batch}) and batch.eval_batch "
                      f"({b.eval_batch}) must be multiples of the data-parallel size {dp} "
                      f"(mesh {dict(mesh.shape)})")
   source = batches.BatchSource(dataset.load_split(data_dir, "train"), b.accum_steps,
