@@ -61,7 +61,8 @@ class CommandResult:
     text: the message for the agent.
     control: True for DONE and ACTION.
     changed: whether the store changed.
-    meta: small JSON facts for analysis, e.g. `{"matches": 0}` for an empty SEARCH.
+    meta: small JSON facts for analysis, e.g. `{"matches": 0}` for an empty SEARCH;
+      `{"hidden": True}` (or `"note"` on the first) past the per-turn results budget.
   """
 
   op: str
@@ -89,14 +90,16 @@ class CommandResult:
 def format_results(results: Iterable[CommandResult]) -> str:
   """The results of one turn as prompt text (the `{results}` placeholder).
 
-  Results hidden by the per-completion budget (empty text) are skipped; the
-  note on the first of them says how many there were.
+  Results hidden by the per-completion budget are skipped; the note on the
+  first of them says how many there were.
   """
-  return "\n\n".join(r.text for r in results if r.text) or "(no commands found)"
+  shown = [r.text for r in results if not r.meta.get("hidden") or r.meta.get("hidden") == "note"]
+  return "\n\n".join(shown) or "(no commands found)"
 
 
 def _bound(results: list[CommandResult], budget: int) -> list[CommandResult]:
-  """`results` with the texts past `budget` characters replaced by one note."""
+  """`results` with the texts past `budget` characters replaced: the first by a note saying
+  how many were left out, the rest by a short marker that `format_results` skips."""
   used = 0
   for i, r in enumerate(results):
     used += len(r.text) + 2
@@ -104,8 +107,9 @@ def _bound(results: list[CommandResult], budget: int) -> list[CommandResult]:
       hidden = len(results) - i
       note = (f"[{r.op or 'ERROR'}] {hidden} more result(s) of this turn not shown: the "
               f"results of one turn are limited to {budget} characters; send fewer commands")
-      return [*results[:i], dataclasses.replace(r, text=note, meta={**r.meta, "hidden": True}),
-              *(dataclasses.replace(x, text="", meta={**x.meta, "hidden": True})
+      return [*results[:i], dataclasses.replace(r, text=note, meta={**r.meta, "hidden": "note"}),
+              *(dataclasses.replace(x, text=f"[{x.op or 'ERROR'}] (result not shown)",
+                                    meta={**x.meta, "hidden": True})
                 for x in results[i + 1:])]
   return results
 
