@@ -19,7 +19,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from automem.rollout.evaluate import evaluate, validate_config
+from automem.rollout.evaluate import evaluate, open_run_dir, validate_config
 from automem.utils import reports_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -45,8 +45,9 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
-  validate_config(config)  # bad input is one line, before the config dump
   workdir = _WORKDIR.value or os.path.join("runs", time.strftime("eval-%Y%m%d-%H%M%S", time.gmtime()))
+  validate_config(config)  # bad input is one line, before the config dump
+  open_run_dir(workdir)
   logging.info("python %s on %s; workdir %s", platform.python_version(), platform.node(), workdir)
   logging.info("config:\n%s", config)
   if config.llm.backend == "local":

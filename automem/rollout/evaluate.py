@@ -103,6 +103,7 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
     _positive(gc.max_steps, f"config.game.{g}.max_steps")
     _positive(gc.envs_per_task, f"config.game.{g}.envs_per_task")
     check_tasks(g, tuple(gc.tasks), f"config.game.{g}.tasks")
+    build_structure(g, gc)  # a bad structure file or override is reported here
     try:
       seeds(config.seed_set, gc.episodes if gc.episodes > 0 else config.episodes_per_task,
             config.seed_offset)
@@ -163,6 +164,19 @@ def agent_config(config: ml_collections.ConfigDict) -> AgentConfig:
                      max_prompt_chars=a.max_prompt_chars)
 
 
+def open_run_dir(workdir: str) -> RunDir:
+  """The run directory, created; `InputError` naming --workdir when it cannot be written."""
+  try:
+    run_dir = RunDir(workdir)
+    probe = run_dir.path(f".write-test{os.getpid()}")
+    with open(probe, "w", encoding="utf-8"):
+      pass
+    os.unlink(probe)
+  except OSError as e:
+    raise InputError("--workdir", f"{workdir} is not a writable directory: {e}") from None
+  return run_dir
+
+
 def _check_structures(run_dir: RunDir, structures: Mapping[str, MemoryStructure]) -> None:
   """A resumed run must play with the structures it started with (else results would mix)."""
   for game, s in structures.items():
@@ -187,14 +201,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   games = validate_config(config)
   structures = {g: build_structure(g, config.game[g]) for g in games}
-  try:
-    run_dir = RunDir(workdir)
-    probe = run_dir.path(f".write-test{os.getpid()}")
-    with open(probe, "w", encoding="utf-8"):
-      pass
-    os.unlink(probe)
-  except OSError as e:
-    raise InputError("--workdir", f"{workdir} is not a writable directory: {e}") from None
+  run_dir = open_run_dir(workdir)
   _check_structures(run_dir, structures)
   run_dir.write_config(_plain(config))
   for g, s in structures.items():

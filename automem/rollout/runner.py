@@ -102,6 +102,12 @@ class GameSetup:
   env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
   envs_per_task: int = 4
 
+  def __post_init__(self):
+    if isinstance(self.envs_per_task, bool) or not isinstance(self.envs_per_task, int) \
+        or self.envs_per_task < 1:
+      raise ValueError(f"GameSetup({self.game!r}).envs_per_task must be >= 1, "
+                       f"got {self.envs_per_task!r}")
+
 
 @dataclasses.dataclass
 class _Slot:
@@ -245,6 +251,7 @@ class Runner:
       for i, slot in enumerate(g.slots):
         if slot is not None:
           slot.writer.close()  # unfinished: no end line, replayed on resume
+          slot.agent.store.close()  # frees the memory root's lock for a resume
           g.slots[i] = None
       g.close()
 
@@ -462,6 +469,7 @@ class Runner:
       s.writer.flush()
       if not s.agent.live:
         s.writer.close()
+        s.agent.store.close()  # the end record holds the final memory; free the root's lock
         group.slots[i] = None
         self._episode_done(s.agent.metrics)
 
