@@ -14,8 +14,8 @@ import sys
 import pytest
 
 from automem.agent import AgentConfig, read_trajectory
-from automem.llm import default_llm_config, make_client
-from automem.rollout import RunDir, Runner, RunStopped
+from automem.llm import LLMResult, default_llm_config, make_client
+from automem.rollout import OutagePolicy, RunDir, Runner, RunStopped
 from automem.rollout.evaluate import evaluate, validate_config
 from automem.rollout.runner import default_env_factory
 from automem.utils import InputError
@@ -75,6 +75,37 @@ def test_malformed_end_records_are_replayed_and_stale_temps_swept(tmp_path):
   assert (tdir / "crafter-2.jsonl").read_bytes() == good  # a valid episode is not replayed
   assert read_trajectory(tdir / "crafter-1.jsonl")["end"]["metrics"]["episode_id"] == "crafter-1"
   assert not list(tmp_path.glob("**/*.tmp99999999*"))
+
+
+class DownFor(ScriptedClient):
+  """Answers like ScriptedClient, except that calls 2..1+n fail as an unreachable server."""
+
+  def __init__(self, n):
+    super().__init__("flaky")
+    self.n, self.call = n, 0
+
+  async def generate(self, requests):
+    self.call += 1
+    if 2 <= self.call <= 1 + self.n:
+      self.requests.extend(requests)
+      return [LLMResult.failure("connection", "refused") for _ in requests]
+    return await super().generate(requests)
+
+
+def test_a_short_outage_pauses_new_episodes_then_the_run_goes_on(tmp_path):
+  client = DownFor(3)  # the episode's second call and the first two probes fail
+  structure_setup = setup()
+  structure_setup["crafter"].envs_per_task = 1
+  summary = Runner(RunDir(tmp_path), structure_setup, plans(3), {"base": client}, AgentConfig(),
+                   progress=False, outage=OutagePolicy(wait_s=60, backoff_s=0.001,
+                                                       backoff_max_s=0.002)).run()
+  probes = [r for r in client.requests if r.request_id == "runner/probe/0"]
+  assert len(probes) == 3  # two failed probes, then the server answered
+  assert (summary["episodes_finished"], summary["episodes_errored"]) == (2, 1)
+  assert not summary["stopped"]
+  # No episode started while the server was down: the probes came before crafter-1's turns.
+  first_probe = client.requests.index(probes[0])
+  assert all(not r.request_id.startswith("crafter-1/") for r in client.requests[:first_probe])
 
 
 class KillServerAfter:
