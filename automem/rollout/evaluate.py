@@ -168,7 +168,7 @@ def open_run_dir(workdir: str) -> RunDir:
   """The run directory, created; `InputError` naming --workdir when it cannot be written."""
   try:
     run_dir = RunDir(workdir)
-    probe = run_dir.path(f".write-test{os.getpid()}")
+    probe = run_dir.path(f".write-test.tmp{os.getpid()}")  # swept if we are killed
     with open(probe, "w", encoding="utf-8"):
       pass
     os.unlink(probe)

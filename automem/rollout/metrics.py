@@ -126,4 +126,12 @@ def format_summary(summary: dict[str, Any]) -> str:
           f"{name:<44} {s['episodes']:>4} {s['errors']:>6} {prog:>18} {s['llm_calls_per_step']:>10.2f} "
           f"{s['fallback_rate']:>8.2f}"
       )
+  if "episodes_planned" in summary:
+    lines.append(
+        f"episodes: {summary['episodes_planned']} planned, {summary['episodes_finished']} "
+        f"finished, {summary['episodes_errored']} errored, {summary['episodes_unfinished']} "
+        f"unfinished; {summary['episodes_retried']} retried after an error "
+        f"({summary['episodes_retried_finished']} of them now finished)")
+  if summary.get("stopped"):
+    lines.append(f"stopped early: {summary['stopped']}")
   return "\n".join(lines)

@@ -15,7 +15,7 @@ import pytest
 
 from automem.agent import AgentConfig, read_trajectory
 from automem.llm import LLMResult, default_llm_config, make_client
-from automem.rollout import OutagePolicy, RunDir, Runner, RunStopped
+from automem.rollout import OutagePolicy, RunDir, Runner, RunStopped, format_summary
 from automem.rollout.evaluate import evaluate, validate_config
 from automem.rollout.runner import default_env_factory
 from automem.utils import InputError
@@ -48,6 +48,8 @@ def test_errored_episodes_are_retried_on_resume_unless_kept(tmp_path):
                   AgentConfig(), progress=False).run()
   assert second["episodes_finished"] == 2 and second["episodes_errored"] == 0
   assert second["episodes_retried"] == second["episodes_retried_finished"] == 2
+  assert ("2 finished, 0 errored, 0 unfinished; 2 retried after an error (2 of them now "
+          "finished)") in format_summary(second)
   assert second["games"]["crafter"]["end_reasons"] == {"step_cap": 2}
   lines = (tmp_path / "metrics" / "retried.jsonl").read_text().splitlines()
   assert [json.loads(x)["episode_id"] for x in lines] == ["crafter-0", "crafter-1"]
