@@ -9,9 +9,10 @@ never touch the store. No exception escapes `execute`.
 Every text returned to the model is bounded: an argument echoed in a result
 (a SEARCH or COUNT query, an ACTION name) is cut to `ECHO_CHARS`, LIST and
 every read result fit `max_read_chars`, and the results of one completion
-together fit `results_budget(limits)`; the results past that budget still
-run but their text is replaced by one note saying how many were left out
-(a completion full of unknown tags cannot grow the follow-up prompt).
+together fit `results_budget(limits)`; the commands past that budget still
+run, but one note says how many results were left out and `format_results`
+skips the rest (a completion full of unknown tags cannot grow the follow-up
+prompt).
 Text that cleans to nothing (only control characters) is refused.
 """
 
@@ -202,8 +203,7 @@ class _Runner:
     if not total:
       return f"[SEARCH {where} for {_echo(query)}] no matching lines", False, {"matches": 0}
     shown = hits[-self.lim.max_search_results:]
-    head_room = 200 + ECHO_CHARS  # the header line below
-    shown, cut = _fit(shown, max(self.lim.max_read_chars - head_room, 1), from_end=True)
+    shown, cut = _fit(shown, self.lim.max_read_chars, from_end=True)  # + a bounded header
     note = f" (showing the last {len(shown)})" if len(shown) < total else ""
     head = f"[SEARCH {where} for {_echo(query)}] {total} matching line(s){note}:"
     if cut and not shown:
