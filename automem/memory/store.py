@@ -703,6 +703,7 @@ class MemoryStore:
         gone += [n for n in self._strays(target) if n not in gone]
       for name in gone:
         self._unlink(name)
+        moved.append(name)  # a roll-back writes it back too
       if sweep and not self._marker_ok():
         self._unlink(MARKER)
         self._write_marker()
@@ -715,7 +716,8 @@ class MemoryStore:
     self._total = sum(len(c.encode("utf-8")) for c in self._files.values())
 
   def _roll_back(self, old: Mapping[str, str], moved: Iterable[str]) -> None:
-    """Best effort: the names in `moved` get their old content back (or go)."""
+    """Best effort: the names in `moved` (replaced or deleted) get their old content back,
+    or go when they had none (a stray entry deleted by a sweep is not restored)."""
     for name in moved:
       try:
         if name in old:
