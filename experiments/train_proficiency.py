@@ -19,7 +19,7 @@ from ml_collections import config_flags
 
 from automem.proficiency import initialize_distributed, train
 from automem.proficiency.run import check_config
-from automem.utils import reports_errors
+from automem.utils import parse_flags, reports_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/train_proficiency.py", "Training config file.", lock_config=True)
@@ -41,4 +41,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -5,7 +5,8 @@ workdir): the entry point prints `error: <field or file>: <message>` and
 exits with status 2, with no traceback and no config dump. A `RunStopped`
 run ended early for an outside reason (an LLM server that stayed down):
 one line, exit status 3; a rerun resumes. Anything else is a bug and keeps
-its traceback.
+its traceback. `parse_flags` does the same for a bad flag or config variant
+(absl's own parser exits 1 with the config file's traceback in its message).
 """
 
 from __future__ import annotations
@@ -33,6 +34,23 @@ class InputError(ValueError):
 
 class RunStopped(RuntimeError):
   """The run stopped early for an outside reason (a server down); a rerun resumes it."""
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """`app.run(main, flags_parser=parse_flags)`: a bad flag or config variant is one line, exit 2.
+
+  absl's own parser prints the config file's traceback inside its message and exits 1.
+  """
+  from absl import flags
+
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    where = lines[0].split(": ", 1)[0] if len(lines) > 1 else ""
+    text = f"{where}: {lines[-1]}" if where else (lines[-1] if lines else type(e).__name__)
+    print(f"error: {text}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_INPUT_ERROR)
 
 
 def reports_errors(main: Callable[..., Any]) -> Callable[..., Any]:

@@ -185,6 +185,12 @@ def test_entry_point_input_errors_and_a_dead_server_are_one_line(tmp_path):
   assert "Traceback" not in bad.stderr and "config:" not in bad.stderr
   assert bad.stderr.strip().splitlines()[-1].startswith(
       "error: config.game.minihack.tasks: unknown minihack task 'MiniHack-NoSuchTask-v0'")
+  variant = _entry("--config=experiments/configs/evaluate.py:bogus=1", f"--workdir={tmp_path}")
+  assert variant.returncode == 2 and "Traceback" not in variant.stderr
+  assert variant.stderr.strip().splitlines() == [
+      "error: flag --config=experiments/configs/evaluate.py:bogus=1: ValueError: unknown config "
+      "variant 'bogus'; known: adapter, backend, episodes, full, games, layout, seed_set, steps, "
+      "two_model"]
   dead = _entry("--config=experiments/configs/evaluate.py:games=crafter,episodes=1,steps=1,"
                 "backend=sglang", f"--config.llm.base_url=http://127.0.0.1:{free_port()}",
                 "--config.llm.sglang.wait_ready_s=0.2", "--config.progress=False",
