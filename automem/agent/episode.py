@@ -33,6 +33,7 @@ from typing import Any
 from automem.agent import prompts
 from automem.agent.metrics import EpisodeMetrics
 from automem.agent.observers import StepView, run_observers
+from automem.agent.trajectory import End, Step, Turn
 from automem.envs.base import EpisodeStats, Observation, StepResult, normalize_action_name
 from automem.llm.types import LLMRequest, LLMResult
 from automem.memory import (
@@ -169,6 +170,8 @@ class EpisodeAgent:
     self._pending: AgentRequest | None = None
     self._start_time = 0.0
     self._num_requests = 0
+    self._taken: list[str] = []  # actions taken, and when achievements unlocked (the end record)
+    self._unlock_steps: dict[str, int] = {}
 
   # --- driving the agent ---------------------------------------------------------------------
 
@@ -215,6 +218,7 @@ class EpisodeAgent:
     record = self._turn_record(pending, result)
     if not result.ok:
       m.failed_llm_calls += 1
+      record["phase_end"] = "llm_error"
       self._step_records.append(record)
       self.fail(f"LLM request failed: {result.error}")
       return
@@ -251,13 +255,16 @@ class EpisodeAgent:
     self._history.append(prompts.HistoryEntry(self.step, self.action, outcome))
     self._views.append(StepView(self.action, float(result.reward), result.observation.text,
                                 dict(result.observation.info), result.valid_action))
-    self._step_records.append({
-        "type": "step", "episode_id": self.episode_id, "step": self.step,
-        "action": self.action, "fallback": self._fallback, "reward": float(result.reward),
-        "done": bool(result.done), "valid_action": bool(result.valid_action),
-        "feedback": result.feedback, "progression": result.stats.progression,
-        "achievements": list(result.stats.achievements),
-    })
+    unlocked = [a for a in result.stats.achievements if a not in self.stats.achievements]
+    self._taken.append(self.action)
+    for a in unlocked:
+      self._unlock_steps.setdefault(a, self.step)
+    self._step_records.append(Step(
+        episode_id=self.episode_id, step=self.step, action=self.action,
+        fallback=self._fallback, reward=float(result.reward), done=bool(result.done),
+        valid_action=bool(result.valid_action), feedback=result.feedback,
+        progression=result.stats.progression, achievements=list(result.stats.achievements),
+        unlocked=unlocked, observation=result.observation.text).to_json())
     self._records.extend(self._step_records)
     self._step_records = []
     self.stats = result.stats
@@ -349,6 +356,7 @@ class EpisodeAgent:
       self._turns.append({"role": "user", "content": self._follow_up("log", results)})
       return
     self._log_ran = True
+    record["phase_end"] = "done" if done else "max_iterations"
     self.phase, self.turn = Phase.PLAN, 0
     note = "" if done else f"(The LOG phase is over: {limit} turn limit reached.)\n\n"
     text = f"{format_results(results)}\n\n{note}{self._user_prompt('plan')}"
@@ -370,10 +378,12 @@ class EpisodeAgent:
         c = record["commands"][-1]
         results[-1] = dataclasses.replace(results[-1], ok=False, text=c["result"])
     if action is not None:
+      record["phase_end"] = "action"
       self._commit(action, fallback=False)
       return
     limit = self.structure.plan.max_iterations
     if self.turn >= limit or (two_model and over):
+      record["phase_end"] = "handoff" if two_model else "max_iterations"
       if two_model:
         self.phase, self.turn = Phase.COMMIT, 0
         self._turns.append({"role": "user",
@@ -392,6 +402,7 @@ class EpisodeAgent:
     if actions:
       results = self._run(actions[:1], "plan", record)
       action = self._check_action(actions[0], results[0], record)
+    record["phase_end"] = "fallback" if action is None else "action"
     self._commit(action or self.fallback_action, fallback=action is None)
 
   def _check_action(self, item: Command, result: CommandResult,
@@ -416,6 +427,8 @@ class EpisodeAgent:
   def _cut_phase(self) -> None:
     """Ends the phase early because the prompt is too long (see `max_prompt_chars`)."""
     note = f"(This phase is over: the prompt reached {self.config.max_prompt_chars} characters.)"
+    if self._step_records:
+      self._step_records[-1]["phase_end"] = "prompt_budget"
     if self.phase is Phase.LOG:
       self._log_ran = True
       self.phase, self.turn = Phase.PLAN, 0
@@ -467,27 +480,16 @@ class EpisodeAgent:
     return AgentRequest(role, request)
 
   def _turn_record(self, pending: AgentRequest, result: LLMResult) -> dict[str, Any]:
-    return {
-        "type": "turn",
-        "episode_id": self.episode_id,
-        "step": self.step,
-        "phase": "log" if self.phase is Phase.LOG else "plan",
-        "subphase": self.phase.value,
-        "turn": self.turn,
-        "role": pending.role,
-        "adapter": pending.request.adapter,
-        "messages": [dict(m) for m in pending.request.messages],
-        "completion": result.text,
-        "finish_reason": result.finish_reason,
-        "error": result.error,
-        "prompt_tokens": int(result.prompt_tokens),
-        "completion_tokens": int(result.completion_tokens),
-        "cached_tokens": int(result.cached_tokens),
-        "commands": [],
-        "action": None,
-        "reward": None,
-        "memory_diff": {},
-    }
+    # The JSON form: commands, action, reward and diff are filled in as the turn runs.
+    return Turn(
+        episode_id=self.episode_id, step=self.step,
+        phase="log" if self.phase is Phase.LOG else "plan", subphase=self.phase.value,
+        turn=self.turn, role=pending.role, adapter=pending.request.adapter,
+        messages=[dict(m) for m in pending.request.messages], completion=result.text,
+        finish_reason=result.finish_reason, error=result.error,
+        prompt_tokens=int(result.prompt_tokens), completion_tokens=int(result.completion_tokens),
+        cached_tokens=int(result.cached_tokens), sampling_seed=pending.request.seed,
+    ).to_json()
 
   def _finish(self, stats: EpisodeStats) -> None:
     self.stats = stats
@@ -496,14 +498,11 @@ class EpisodeAgent:
     self.action = None
     self.metrics.stats = stats.to_dict()
     self.metrics.wall_s = time.monotonic() - self._start_time
-    self._records.append({
-        "type": "end",
-        "episode_id": self.episode_id,
-        "stats": stats.to_dict(),
-        "metrics": self.metrics.to_dict(),
-        "error": self.error,
-        "final_memory": self.store.snapshot(),
-    })
+    self._records.append(End(
+        episode_id=self.episode_id, stats=stats.to_dict(), metrics=self.metrics.to_dict(),
+        error=self.error, final_memory=self.store.snapshot(),
+        unlock_steps=dict(self._unlock_steps),
+        replay={"seed": self.seed, "actions": list(self._taken)}).to_json())
 
 
 def _cut_after(items: Sequence[Command | ParseError], op: str) -> list[Command | ParseError]:

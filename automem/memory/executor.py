@@ -64,6 +64,9 @@ class CommandResult:
     changed: whether the store changed.
     meta: small JSON facts for analysis, e.g. `{"matches": 0}` for an empty SEARCH;
       `{"hidden": True}` (or `"note"` on the first) past the per-turn results budget.
+      READ/SEARCH/TAIL/COUNT add `"returned": {file: [line numbers]}`, the
+      1-based lines of each file they showed (COUNT: the lines it counted),
+      which usage credit follows through the episode.
   """
 
   op: str
@@ -173,7 +176,7 @@ class _Runner:
     lines = self.store.read_text(name).splitlines()
     first = _int_arg(start, "start_line")
     if not lines:
-      return f"[READ {name}] (empty file)", False, {"lines": 0}
+      return f"[READ {name}] (empty file)", False, {"lines": 0, "returned": {}}
     if not 1 <= first <= len(lines):
       raise _Refused(f"start_line must be in 1..{len(lines)} for {name}")
     page, more = _fit(lines[first - 1:], self.lim.max_read_chars)
@@ -186,29 +189,35 @@ class _Runner:
     tail = ""
     if more and last < len(lines):
       tail = f"\n(continue with <|READ|>{name}|{last + 1}<|END|>)"
-    return head + ":\n" + "\n".join(page) + tail, False, {"lines": len(page)}
+    return head + ":\n" + "\n".join(page) + tail, False, {
+        "lines": len(page), "returned": {name: list(range(first, last + 1))}}
 
   def op_search(self, file, query):
     if not query:
       raise _Refused("SEARCH needs a non-empty query")
     if file.strip() == "*":
-      hits = [f"{n}: {line}" for n in self.store.names()
-              for _, line in _matches(self.store.read_text(n), query)]
+      found = [(n, i, f"{n}: {line}") for n in self.store.names()
+               for i, line in _matches(self.store.read_text(n), query)]
       where = "all files"
     else:
       name = self.store.resolve(file)
-      hits = [line for _, line in _matches(self.store.read_text(name), query)]
+      found = [(name, i, line) for i, line in _matches(self.store.read_text(name), query)]
       where = name
+    hits = [h for _, _, h in found]
     total = len(hits)
     if not total:
-      return f"[SEARCH {where} for {_echo(query)}] no matching lines", False, {"matches": 0}
+      return (f"[SEARCH {where} for {_echo(query)}] no matching lines", False,
+              {"matches": 0, "returned": {}})
     shown = hits[-self.lim.max_search_results:]
     shown, cut = _fit(shown, self.lim.max_read_chars, from_end=True)  # + a bounded header
+    returned: dict[str, list[int]] = {}
+    for n, i, _ in found[len(found) - len(shown):] if shown else []:
+      returned.setdefault(n, []).append(i)
     note = f" (showing the last {len(shown)})" if len(shown) < total else ""
     head = f"[SEARCH {where} for {_echo(query)}] {total} matching line(s){note}:"
     if cut and not shown:
       head += " (lines too long to show; use READ)"
-    return head + "\n" + "\n".join(shown), False, {"matches": total}
+    return head + "\n" + "\n".join(shown), False, {"matches": total, "returned": returned}
 
   def op_tail(self, file, n="10"):
     name = self.store.resolve(file)
@@ -220,19 +229,23 @@ class _Runner:
       k, note = self.lim.max_tail_lines, f" (n capped at max_tail_lines={self.lim.max_tail_lines})"
     lines = self.store.read_text(name).splitlines()
     if not lines:
-      return f"[TAIL {name}] (empty file)", False, {"lines": 0}
+      return f"[TAIL {name}] (empty file)", False, {"lines": 0, "returned": {}}
     shown, _ = _fit(lines[-k:], self.lim.max_read_chars, from_end=True)
     head = f"[TAIL {name}] last {len(shown)} of {len(lines)} lines{note}:"
-    return head + "\n" + "\n".join(shown), False, {"lines": len(shown)}
+    first = len(lines) - len(shown) + 1
+    return head + "\n" + "\n".join(shown), False, {
+        "lines": len(shown), "returned": {name: list(range(first, len(lines) + 1))}}
 
   def op_count(self, file, query=""):
     name = self.store.resolve(file)
     content = self.store.read_text(name)
     total = count_lines(content)
     if not query:
-      return f"[COUNT {name}] {total} lines", False, {"matches": total}
-    n = len(_matches(content, query))
-    return f"[COUNT {name} for {_echo(query)}] {n} of {total} lines match", False, {"matches": n}
+      return f"[COUNT {name}] {total} lines", False, {
+          "matches": total, "returned": {name: list(range(1, total + 1))}}
+    hits = [i for i, _ in _matches(content, query)]
+    return f"[COUNT {name} for {_echo(query)}] {len(hits)} of {total} lines match", False, {
+        "matches": len(hits), "returned": {name: hits}}
 
   # writes -----------------------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from automem.agent.trajectory import read_trajectory, trajectory_files
+
 SELECTION_FILE = "selected_turns.jsonl"
 
 
@@ -102,41 +104,10 @@ def read_selected_turns(path: str) -> list[TurnRef]:
   return refs
 
 
-def trajectory_files(paths: str | Sequence[str]) -> list[str]:
-  """Expands run dirs, `trajectories/` dirs and files into a sorted list of JSONL files."""
-  if isinstance(paths, str):
-    paths = [paths]
-  out: list[str] = []
-  for p in paths:
-    if os.path.isdir(os.path.join(p, "trajectories")):
-      p = os.path.join(p, "trajectories")
-    if os.path.isdir(p):
-      out.extend(os.path.join(p, n) for n in sorted(os.listdir(p)) if n.endswith(".jsonl"))
-    elif os.path.isfile(p):
-      out.append(p)
-    else:
-      raise FileNotFoundError(f"no trajectory file or directory at {p!r}")
-  return out
-
-
 def _read_trajectory(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-  header: dict[str, Any] = {}
-  turns = []
-  with open(path) as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        rec = json.loads(line)
-      except json.JSONDecodeError as e:
-        # A run killed mid-write leaves a partial last line; everything before it is usable.
-        raise ValueError(f"{path}:{lineno}: not JSON ({e})") from e
-      kind = rec.get("type")
-      if kind == "header":
-        header = rec
-      elif kind == "turn":
-        turns.append(rec)
-  return header, turns
+  """(header, turns) in JSON form, through the one trajectory reader."""
+  traj = read_trajectory(path)
+  return traj.header.to_json(), [t.to_json() for t in traj.turns]
 
 
 def select_log_turns(paths: str | Sequence[str], phases: Sequence[str] = ("log",)) -> list[TurnRef]:

@@ -9,10 +9,12 @@ target text is a deterministic function of the prompt, so a model can learn it.
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
+
+from automem.agent.trajectory import End, Header, Step, Turn, write_trajectory
+from automem.memory import ALL_OPS, MemoryStore, diff_snapshots, execute, parse_commands
 
 _THINGS = ("tree", "water", "stone", "cow", "zombie", "table", "sapling", "coal", "iron", "lava")
 _DIRS = ("north", "south", "east", "west")
@@ -58,32 +60,46 @@ def synthetic_turn(episode: int, step: int, rng: np.random.Generator
 
 def write_synthetic_trajectories(out_dir: str, num_episodes: int = 8, steps: int = 6,
                                  seed: int = 0) -> list[str]:
-  """Writes `<out_dir>/trajectories/<episode_id>.jsonl` files; returns their paths."""
+  """Writes `<out_dir>/trajectories/<episode_id>.jsonl` files; returns their paths.
+
+  They go through the trajectory records and writer the runner uses; the
+  commands really run on a memory store (`<out_dir>/memory/<episode_id>`),
+  so results, returned lines and memory diffs are what the agent would record.
+  """
   tdir = os.path.join(out_dir, "trajectories")
   os.makedirs(tdir, exist_ok=True)
   rng = np.random.default_rng(seed)
   paths = []
   for e in range(num_episodes):
     eid = f"synthetic-{seed}-{e:04d}"
+    store = MemoryStore(os.path.join(out_dir, "memory", eid))
+    store.reset()
+    header = Header(episode_id=eid, game="synthetic", task="log", seed=seed * 100000 + e,
+                    structure_version="v0", action_names=["noop"],
+                    initial_memory=store.snapshot())
+    records: list = []
+    for step in range(steps):
+      messages, completion, _ = synthetic_turn(e, step, rng)
+      records.append(_run_turn(store, eid, step, "log", messages, completion))
+      records.append(_run_turn(store, eid, step, "plan", messages[:1], _command("ACTION", "noop")))
+      records.append(Step(episode_id=eid, step=step, action="noop", observation=messages[-1]
+                          ["content"], progression=100.0 * step / max(steps, 1)))
+    records.append(End(episode_id=eid, stats={"episode_return": 0.0, "length": steps},
+                       final_memory=store.snapshot(),
+                       replay={"seed": header.seed, "actions": ["noop"] * steps}))
     path = os.path.join(tdir, f"{eid}.jsonl")
-    with open(path, "w") as f:
-      f.write(json.dumps({"type": "header", "episode_id": eid, "game": "synthetic",
-                          "task": "log", "seed": seed * 100000 + e,
-                          "structure_version": "v0"}) + "\n")
-      for step in range(steps):
-        messages, completion, commands = synthetic_turn(e, step, rng)
-        action = next((c for c in commands if c["op"] == "ACTION"), None)
-        f.write(json.dumps({
-            "type": "turn", "episode_id": eid, "step": step, "phase": "log", "turn": 0,
-            "role": "specialist", "messages": messages, "completion": completion,
-            "commands": commands, "action": "noop" if action else None, "reward": 0.0,
-            "memory_diff": {}}) + "\n")
-        f.write(json.dumps({
-            "type": "turn", "episode_id": eid, "step": step, "phase": "plan", "turn": 0,
-            "role": "base", "messages": messages[:1], "completion": _command("ACTION", "noop"),
-            "commands": [{"op": "ACTION", "args": ["noop"], "span": [0, 21], "ok": True,
-                          "result": ""}],
-            "action": "noop", "reward": 0.0, "memory_diff": {}}) + "\n")
-      f.write(json.dumps({"type": "end", "stats": {"return": 0.0, "length": steps}}) + "\n")
+    write_trajectory(path, header, records)
     paths.append(path)
   return paths
+
+
+def _run_turn(store: MemoryStore, eid: str, step: int, phase: str,
+              messages: list[dict[str, str]], completion: str) -> Turn:
+  before = store.snapshot()
+  results = execute(store, parse_commands(completion), phase=phase, allowed_ops=ALL_OPS)
+  action = next((r.args[0] for r in results if r.op == "ACTION" and r.ok), None)
+  return Turn(episode_id=eid, step=step, phase=phase, subphase=phase, turn=0,
+              role="specialist" if phase == "log" else "base", messages=messages,
+              completion=completion, commands=[r.to_record() for r in results], action=action,
+              reward=0.0, memory_diff=diff_snapshots(before, store.snapshot()),
+              phase_end="done" if phase == "log" else "action")

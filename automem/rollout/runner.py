@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import json
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +38,7 @@ import tqdm
 from absl import logging
 
 from automem.agent import AgentConfig, EpisodeAgent, Phase, TrajectoryWriter
+from automem.agent.trajectory import End, Header
 from automem.envs import TextEnv, make_env
 from automem.llm.types import LLMRequest, LLMResult
 from automem.memory import MemoryStore
@@ -128,11 +130,15 @@ class _Group:
     self.env: TextEnv | None = None
     self.slots: list[_Slot | None] = [None] * self.num_envs
 
-  def make_env(self) -> TextEnv:
+  def env_settings(self) -> dict[str, Any]:
+    """The `make_env` keyword arguments of this group's env (recorded for replays)."""
     kwargs = dict(self.setup.env_kwargs)
     if self.task != self.setup.game:
       kwargs["task"] = self.task
-    return self.env_factory(self.setup.game, self.num_envs, **kwargs)
+    return kwargs
+
+  def make_env(self) -> TextEnv:
+    return self.env_factory(self.setup.game, self.num_envs, **self.env_settings())
 
   @property
   def busy(self) -> bool:
@@ -341,18 +347,17 @@ class Runner:
         episode_id=plan.episode_id, game=plan.game, task=plan.task, seed=plan.seed,
         structure=setup.structure, store=store,
         action_names=group.env.action_names, config=self.agent_config)
-    header = {
-        "episode_id": plan.episode_id, "game": plan.game, "task": plan.task,
-        "seed": plan.seed, "seed_set": plan.seed_set,
-        "structure_version": setup.structure.version,
-        "structure_label": setup.structure.label,
-        "layout": self.agent_config.layout, "two_model": self.agent_config.two_model,
-        "specialist_adapter": self.agent_config.specialist_adapter,
-        "action_names": list(agent.action_names),
-        "initial_memory": store.snapshot(),
-        "started_at": time.time(),
-        **self.header_extra,
-    }
+    cfg = self.agent_config
+    header = Header(
+        episode_id=plan.episode_id, game=plan.game, task=plan.task, seed=plan.seed,
+        seed_set=plan.seed_set, structure_version=setup.structure.version,
+        structure_label=setup.structure.label, layout=cfg.layout, two_model=cfg.two_model,
+        specialist_adapter=cfg.specialist_adapter, action_names=list(agent.action_names),
+        initial_memory=store.snapshot(), initial_observation=obs.text,
+        env_settings=_jsonable(group.env_settings()), agent_seed=cfg.seed,
+        sampling={"memory": dataclasses.asdict(cfg.memory_sampling),
+                  "action": dataclasses.asdict(cfg.action_sampling)},
+        started_at=time.time(), extra=dict(self.header_extra))
     writer = TrajectoryWriter(self.run_dir.trajectory_path(plan.episode_id), header)
     agent.start(obs)
     return _Slot(plan, agent, writer)
@@ -367,8 +372,9 @@ class Runner:
     writer = TrajectoryWriter(self.run_dir.trajectory_path(plan.episode_id), {
         "episode_id": plan.episode_id, "game": plan.game, "task": plan.task, "seed": plan.seed,
         "seed_set": plan.seed_set, **self.header_extra})
-    writer.write([{"type": "end", "episode_id": plan.episode_id, "stats": stats.to_dict(),
-                   "metrics": metrics.to_dict(), "error": reason, "final_memory": None}])
+    writer.write([End(episode_id=plan.episode_id, stats=stats.to_dict(),
+                      metrics=metrics.to_dict(), error=reason,
+                      replay={"seed": plan.seed, "actions": []})])
     writer.close()
     self._episode_done(metrics)
 
@@ -514,3 +520,15 @@ class Runner:
     tb.flush()
     tb.close()
     self._tb = None
+
+
+def _jsonable(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+  """`kwargs` with values JSON cannot hold written as their repr (they cannot be replayed)."""
+  out = {}
+  for k, v in kwargs.items():
+    try:
+      json.dumps(v)
+      out[k] = v
+    except TypeError:
+      out[k] = repr(v)
+  return out

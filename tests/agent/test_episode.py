@@ -91,7 +91,8 @@ def test_plan_then_log_with_results_as_next_turn(tmp_path):
   assert step_lines[:1] == [{"type": "step", "episode_id": "crafter-7", "step": 0,
                          "action": "Move West", "fallback": False, "reward": 1.0, "done": False,
                          "valid_action": True, "feedback": "", "progression": 0.0,
-                         "achievements": []}]
+                         "achievements": [], "unlocked": [],
+                         "observation": "You see:\n- tree 1 step east"}]
   m = agent.metrics
   assert (m.llm_calls, m.prompt_tokens, m.cached_tokens, m.env_steps) == (4, 400, 240, 2)
   assert m.commands == {"SEARCH": 1, "ACTION": 2, "APPEND": 1, "DONE": 1}

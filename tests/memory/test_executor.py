@@ -34,7 +34,8 @@ def test_one_result_per_item_in_order_with_spans(store):
       "<|READ|>map.txt<|END|>", "<|BOGUS|>x<|END|>", "<|DONE|>"]
   rec = res[0].to_record()
   assert set(rec) == {"op", "args", "span", "ok", "result", "meta"} and rec["span"] == [0, 22]
-  assert rec["meta"] == {"lines": 2} and set(res[2].to_record()) == {"op", "args", "span", "ok",
+  assert rec["meta"] == {"lines": 2, "returned": {"map.txt": [1, 2]}}
+  assert set(res[2].to_record()) == {"op", "args", "span", "ok",
                                                                      "result"}
   assert "1,1: wall" in format_results(res)
 
@@ -44,9 +45,9 @@ def test_read_only_ops(store):
                  "<|TAIL|>log.txt|1<|END|><|COUNT|>log.txt|step<|END|><|COUNT|>map.txt<|END|>"
                  "<|LIST|>")
   assert all(x.ok for x in r), [x.text for x in r]
-  assert r[0].text.endswith("Step 2 'east': WALL") and r[0].meta == {"matches": 1}
+  assert r[0].text.endswith("Step 2 'east': WALL") and r[0].meta["matches"] == 1
   assert "log.txt: Step 2 'east': WALL" in r[1].text and "map.txt: 1,1: wall" in r[1].text
-  assert r[2].meta == {"matches": 0} and "no matching lines" in r[2].text
+  assert r[2].meta["matches"] == 0 and "no matching lines" in r[2].text
   assert r[3].text.splitlines()[1:] == ["Step 2 'east': WALL"]
   assert "2 of 2 lines match" in r[4].text and "2 lines" in r[5].text
   assert "rules.txt" in r[6].text and "read-only" in r[6].text
@@ -158,3 +159,15 @@ def test_commands_per_turn_cap(store):
   r = run(store, "<|COUNT|>map.txt<|END|>" * 4 + "<|DONE|>", max_commands=2)
   assert [x.ok for x in r] == [True, True, False, False, True]
   assert "max_commands_per_turn (2)" in r[2].text
+
+
+def test_reads_name_the_lines_they_returned(tmp_path):
+  store = MemoryStore(str(tmp_path / "m"))
+  store.reset()
+  text = ("<|APPEND|>a.txt|tree north\nstone east\ntree west\ncow<|END|>"
+          "<|SEARCH|>a.txt|tree<|END|><|TAIL|>a.txt|2<|END|><|READ|>a.txt|3<|END|>"
+          "<|COUNT|>a.txt|stone<|END|><|SEARCH|>*|cow<|END|><|SEARCH|>a.txt|zzz<|END|>")
+  res = run(store, text, phase="log")
+  returned = [r.meta.get("returned") for r in res[1:]]
+  assert returned == [{"a.txt": [1, 3]}, {"a.txt": [3, 4]}, {"a.txt": [3, 4]},
+                      {"a.txt": [2]}, {"a.txt": [4]}, {}]
