@@ -1,0 +1,234 @@
+"""Counterfactual replay: what a memory decision changed in the next K steps.
+
+A decision is a turn that changed memory. It is forked: the env state is
+rebuilt from the episode's seed and the actions before the decision's step,
+the memory from the initial files and the recorded diffs, once with the
+decision's diff applied ("with") and once without ("without"). From there a
+fresh agent (same structure, same model, PLAN first since the step's LOG has
+run) plays K more steps; both arms of a sample use the same sampling seeds
+(the agent derives them from `AgentConfig.seed` and the episode seed), so
+the arms differ by the decision alone. Credit = the mean over samples of
+(with - without) in the window: progression gained, reward, milestones
+unlocked.
+
+All forks of one game and env setting run in ONE batched env: on Craftax one
+vmapped, jitted step advances every fork at once; NetHack/MiniHack forks
+run in that env's worker pool. The agents' LLM requests go out together each
+round, as in the runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from automem.agent import AgentConfig, EpisodeAgent, Phase
+from automem.agent.trajectory import Trajectory
+from automem.credit.replay import EnvFactory, replay_prefixes, settings_key
+from automem.credit.scored import ScoredTurn, by_path
+from automem.envs import make_env
+from automem.memory import MemoryStore
+
+
+@dataclasses.dataclass(frozen=True)
+class CounterfactualConfig:
+  """How decisions are forked.
+
+  Attributes:
+    horizon: K, env steps played after the fork.
+    samples: paired samples per decision (each plays both arms).
+    max_decisions: at most this many decisions are forked (the ones with the
+      largest memory change first); the rest get no counterfactual score.
+    seed: base of the samples' agent seeds.
+    metric: the credited outcome, "progression" | "reward" | "unlocks".
+  """
+
+  horizon: int = 8
+  samples: int = 2
+  max_decisions: int = 64
+  seed: int = 0
+  metric: str = "progression"
+
+
+@dataclasses.dataclass(frozen=True)
+class Fork:
+  """One arm of one sample of one decision."""
+
+  decision: ScoredTurn
+  arm: str  # "with" | "without"
+  sample: int
+  seed: int  # the agent's sampling-seed base (equal in both arms)
+  memory: dict[str, str]
+  game: str
+  task: str
+  episode_seed: int
+  env_settings: dict[str, Any]
+  prefix: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ForkOutcome:
+  fork: Fork
+  steps: int
+  reward: float
+  progression: float  # gained in the window
+  unlocks: int  # achievements/milestones unlocked in the window
+  error: str | None = None
+
+
+def _size(diff: Mapping[str, Any]) -> int:
+  return (len(diff.get("added", {})) + len(diff.get("removed", {}))
+          + sum(len(c.get("ops", ())) for c in diff.get("changed", {}).values()))
+
+
+def plan_forks(candidates: Sequence[ScoredTurn], trajectories: Sequence[Trajectory],
+               cfg: CounterfactualConfig) -> list[Fork]:
+  """The forks of the decisions among `candidates` (turns that changed memory)."""
+  trajs = by_path(list(trajectories))
+  decisions = []
+  for c in candidates:
+    traj = trajs[c.trajectory]
+    t = traj.turn(c.step, c.phase, c.turn)
+    size = _size(t.memory_diff or {})
+    if size and traj.header.initial_memory is not None and c.step < len(traj.steps):
+      decisions.append((-size, c.key, c))
+  decisions.sort(key=lambda x: (x[0], x[1]))
+  forks = []
+  for _, _, c in decisions[: cfg.max_decisions]:
+    traj = trajs[c.trajectory]
+    spec = traj.replay_spec()
+    before = traj.memory_before(c.step, c.phase, c.turn)
+    after = traj.memory_after(c.step, c.phase, c.turn)
+    for k in range(cfg.samples):
+      for arm, memory in (("with", after), ("without", before)):
+        forks.append(Fork(c, arm, k, cfg.seed * 1000 + k, memory, traj.header.game,
+                          traj.header.task, spec["seed"], spec["env_settings"],
+                          tuple(spec["actions"][: c.step])))
+  return forks
+
+
+def run_forks(forks: Sequence[Fork], *, client: Any, structures: Mapping[str, Any],
+              agent_config: AgentConfig, horizon: int, env_factory: EnvFactory = make_env,
+              workdir: str | None = None) -> list[ForkOutcome]:
+  """Plays every fork for `horizon` steps; one batched env per (game, settings)."""
+  return asyncio.run(arun_forks(forks, client=client, structures=structures,
+                                agent_config=agent_config, horizon=horizon,
+                                env_factory=env_factory, workdir=workdir))
+
+
+async def arun_forks(forks: Sequence[Fork], *, client: Any, structures: Mapping[str, Any],
+                     agent_config: AgentConfig, horizon: int, env_factory: EnvFactory = make_env,
+                     workdir: str | None = None) -> list[ForkOutcome]:
+  groups: dict[str, list[int]] = collections.defaultdict(list)
+  for i, f in enumerate(forks):
+    groups[settings_key(f.game, f.env_settings)].append(i)
+  out: list[ForkOutcome | None] = [None] * len(forks)
+  with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+    for idx in groups.values():
+      group = [forks[i] for i in idx]
+      for i, o in zip(idx, await _run_group(group, client, structures, agent_config, horizon,
+                                            env_factory, tmp)):
+        out[i] = o
+  return [o for o in out if o is not None]
+
+
+async def _run_group(forks: list[Fork], client: Any, structures: Mapping[str, Any],
+                     agent_config: AgentConfig, horizon: int, env_factory: EnvFactory,
+                     tmp: str) -> list[ForkOutcome]:
+  f0 = forks[0]
+  env = await asyncio.to_thread(env_factory, f0.game, len(forks), **f0.env_settings)
+  try:
+    starts = await asyncio.to_thread(replay_prefixes, env, [f.episode_seed for f in forks],
+                                     [f.prefix for f in forks])
+    structure = structures[f0.game]
+    fork_structure = structure.revise({"log_first_step": False}, note="counterfactual fork")
+    agents: list[EpisodeAgent | None] = []
+    base: list[tuple[float, int]] = []
+    for j, (f, (obs, stats, ended)) in enumerate(zip(forks, starts)):
+      base.append((stats.progression if stats else 0.0, len(stats.achievements) if stats else 0))
+      if ended:
+        agents.append(None)
+        continue
+      store = MemoryStore.from_structure(os.path.join(tmp, f"fork-{id(f)}-{j}"), structure)
+      store.reset()
+      store.restore(f.memory)
+      agent = EpisodeAgent(
+          episode_id=f"{f.decision.episode_id}/fork-{f.decision.step}-{f.decision.phase}-"
+                     f"{f.decision.turn}-{f.arm}-{f.sample}",
+          game=f.game, task=f.task, seed=f.episode_seed, structure=fork_structure, store=store,
+          action_names=env.action_names, config=dataclasses.replace(agent_config, seed=f.seed))
+      agent.start(obs)
+      agents.append(agent)
+    reward = [0.0] * len(forks)
+    steps = [0] * len(forks)
+    last = list(base)
+    active = [a is not None for a in agents]
+    while any(active):
+      await _llm_round([a for a, on in zip(agents, active) if on and a is not None], client)
+      actions: list[str | None] = [None] * env.num_envs
+      for j, a in enumerate(agents):
+        if active[j] and a is not None and a.phase is Phase.ACT:
+          actions[j] = a.action
+        elif active[j]:
+          active[j] = False  # the agent failed (LLM error): the window ends here
+      if not any(x is not None for x in actions):
+        break
+      results = await asyncio.to_thread(env.step, actions)
+      for j, r in enumerate(results[: len(forks)]):
+        if r is None or not active[j]:
+          continue
+        agents[j].on_env_step(r)
+        steps[j] += 1
+        reward[j] += float(r.reward)
+        last[j] = (r.stats.progression, len(r.stats.achievements))
+        if r.done or steps[j] >= horizon or not agents[j].live:
+          active[j] = False
+  finally:
+    env.close()
+  return [ForkOutcome(f, steps[j], reward[j], last[j][0] - base[j][0], last[j][1] - base[j][1],
+                      None if agents[j] is None or agents[j].error is None else agents[j].error)
+          for j, f in enumerate(forks)]
+
+
+async def _llm_round(agents: list[EpisodeAgent], client: Any) -> None:
+  """Asks every agent's pending requests together until each has an action (or failed)."""
+  while True:
+    pending = [(a, a.pending_request()) for a in agents if a.live]
+    pending = [(a, r) for a, r in pending if r is not None]
+    if not pending:
+      return
+    results = await client.generate([r.request for _, r in pending])
+    for (a, _), res in zip(pending, results):
+      a.on_llm_result(res)
+
+
+def counterfactual_scores(outcomes: Sequence[ForkOutcome], metric: str = "progression"
+                          ) -> list[ScoredTurn]:
+  """Credit per decision: mean over samples of (with - without) in `metric`."""
+  if metric not in ("progression", "reward", "unlocks"):
+    raise ValueError(f"metric must be progression, reward or unlocks, got {metric!r}")
+  arms: dict[tuple, dict[str, ForkOutcome]] = collections.defaultdict(dict)
+  for o in outcomes:
+    arms[(o.fork.decision.key, o.fork.sample)][o.fork.arm] = o
+  diffs: dict[tuple, list[tuple[float, float, float]]] = collections.defaultdict(list)
+  decision: dict[tuple, ScoredTurn] = {}
+  for (key, _), pair in arms.items():
+    if set(pair) != {"with", "without"} or any(o.error for o in pair.values()):
+      continue
+    w, wo = pair["with"], pair["without"]
+    diffs[key].append((w.progression - wo.progression, w.reward - wo.reward,
+                       float(w.unlocks - wo.unlocks)))
+    decision[key] = w.fork.decision
+  out = []
+  col = {"progression": 0, "reward": 1, "unlocks": 2}[metric]
+  for key, ds in diffs.items():
+    mean = [sum(d[i] for d in ds) / len(ds) for i in range(3)]
+    reason = (f"{len(ds)} paired sample(s): with - without = {mean[0]:+.2f} progression, "
+              f"{mean[1]:+.2f} reward, {mean[2]:+.2f} unlocks")
+    out.append(decision[key].rescored("counterfactual", mean[col], reason))
+  return out

@@ -1,0 +1,165 @@
+"""Decision selection on run directories: any combination of selectors, end to end.
+
+`select_decisions(paths, out_dir, config, clients)` reads every finished
+trajectory under `paths` (run dirs, `trajectories/` dirs or files; test-set
+episodes are refused), builds the candidates, applies the configured filters
+and scorers, combines them and writes `selected_turns.jsonl`,
+`selection_stats.json` and the logs of the LLM-backed selectors
+(`requery_log.jsonl`, `judge_calls.jsonl`) into `out_dir`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from absl import logging
+
+from automem.agent import AgentConfig, SamplingConfig
+from automem.agent.trajectory import Trajectory, read_trajectories
+from automem.credit import combine as combine_lib
+from automem.credit import counterfactual as cf
+from automem.credit import filters as filter_lib
+from automem.credit import judge, requery, usage
+from automem.credit.replay import EnvFactory
+from automem.credit.scored import ScoredTurn, TurnKey
+from automem.envs import make_env
+from automem.memory import MemoryStructure
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionConfig:
+  """Which selectors run and how they combine (see `automem.credit.combine`)."""
+
+  deterministic: filter_lib.DeterministicConfig = dataclasses.field(
+      default_factory=filter_lib.DeterministicConfig)
+  filters: tuple[str, ...] = ()  # any of combine.FILTERS, applied in order
+  top_episode_fraction: float = 0.5
+  unlock_window: int = 10
+  scorers: tuple[str, ...] = ("usage",)  # any of combine.SCORERS
+  combine: combine_lib.CombineConfig = dataclasses.field(
+      default_factory=combine_lib.CombineConfig)
+  requery: requery.RequeryConfig = dataclasses.field(
+      default_factory=requery.RequeryConfig)
+  counterfactual: cf.CounterfactualConfig = dataclasses.field(
+      default_factory=cf.CounterfactualConfig)
+  judge: judge.JudgeConfig = dataclasses.field(default_factory=judge.JudgeConfig)
+  allow_test_seeds: bool = False  # selection must never see test episodes
+
+
+def agent_config_of(traj: Trajectory) -> AgentConfig:
+  """The agent settings an episode was played with (for forks), from its header."""
+  h = traj.header
+
+  def sampling(d: Mapping[str, Any]) -> SamplingConfig:
+    names = {f.name for f in dataclasses.fields(SamplingConfig)}
+    kw = {k: v for k, v in d.items() if k in names}
+    if "stop" in kw:
+      kw["stop"] = tuple(kw["stop"])
+    return SamplingConfig(**kw)
+
+  return AgentConfig(layout=h.layout or "cached", two_model=h.two_model,
+                     specialist_adapter=h.specialist_adapter,
+                     memory_sampling=sampling(h.sampling.get("memory", {})),
+                     action_sampling=sampling(h.sampling.get("action", {})), seed=h.agent_seed)
+
+
+def load_structures(paths: Sequence[str], trajectories: Sequence[Trajectory]
+                    ) -> dict[str, MemoryStructure]:
+  """The structure of each game, from the run dirs' `structures/<game>.json`."""
+  out: dict[str, MemoryStructure] = {}
+  for game in sorted({t.header.game for t in trajectories}):
+    for p in paths:
+      f = os.path.join(p, "structures", f"{game}.json")
+      if os.path.isfile(f):
+        out[game] = MemoryStructure.load(f)
+        break
+  return out
+
+
+async def aselect_decisions(paths: Sequence[str], out_dir: str, config: SelectionConfig,
+                            clients: Mapping[str, Any] | None = None, *,
+                            env_factory: EnvFactory = make_env,
+                            judge_model: str | None = None
+                            ) -> tuple[list[combine_lib.SelectedTurn], dict[str, Any]]:
+  """See the module docstring. `clients`: "policy" (re-query, forks), "judge"."""
+  clients = dict(clients or {})
+  bad = [s for s in config.filters if s not in combine_lib.FILTERS]
+  bad += [s for s in config.scorers if s not in combine_lib.SCORERS]
+  if bad:
+    raise ValueError(f"unknown selectors {bad}; filters: {combine_lib.FILTERS}, "
+                     f"scorers: {combine_lib.SCORERS}")
+  for s, role in (("requery", "policy"), ("counterfactual", "policy"), ("judge", "judge")):
+    if s in config.scorers and role not in clients:
+      raise ValueError(f"the {s} selector needs a {role!r} LLM client")
+  trajs = read_trajectories(paths, finished_only=True)
+  test = [t.episode_id for t in trajs if t.header.seed_set == "test"]
+  if test and not config.allow_test_seeds:
+    raise ValueError(f"{len(test)} test-set episode(s) among the inputs (e.g. {test[0]}): "
+                     "selection must not see test seeds")
+  os.makedirs(out_dir, exist_ok=True)
+  candidates, det_stats = filter_lib.deterministic_candidates(trajs, config.deterministic)
+  passed: dict[str, dict[TurnKey, str]] = {"deterministic": {c.key: c.reason for c in candidates}}
+  for name in config.filters:
+    if name == "top_episodes":
+      kept = filter_lib.top_episodes(candidates, trajs, config.top_episode_fraction)
+    else:
+      kept = filter_lib.near_unlock(candidates, trajs, config.unlock_window)
+    passed[name] = {c.key: c.reason for c in kept}
+    candidates = [c for c in candidates if c.key in passed[name]]
+  logging.info("selection: %d episodes, %d candidate turns after filters", len(trajs),
+               len(candidates))
+  scored: dict[str, list[ScoredTurn]] = {}
+  extra: dict[str, Any] = {"deterministic": det_stats}
+  for name in config.scorers:
+    if name == "usage":
+      scored[name] = usage.usage_scores(candidates, trajs)
+    elif name == "requery":
+      scored[name], log = await requery.requery_scores(candidates, trajs, clients["policy"],
+                                                       config.requery)
+      _write_jsonl(os.path.join(out_dir, "requery_log.jsonl"), log)
+      extra["requery_probes"] = len(log)
+    elif name == "counterfactual":
+      scored[name], n = await _counterfactual(candidates, trajs, paths, config, clients,
+                                              env_factory, out_dir)
+      extra["counterfactual_forks"] = n
+    else:
+      scored[name] = await judge.judge_scores(
+          candidates, trajs, clients["judge"], config.judge,
+          log_path=os.path.join(out_dir, "judge_calls.jsonl"), model=judge_model)
+    logging.info("selector %s scored %d turns", name, len(scored[name]))
+  selected = combine_lib.combine(candidates, passed, scored, trajs, config.combine)
+  stats = combine_lib.selection_stats(selected, candidates, passed, scored, trajs, extra)
+  combine_lib.write_selection(out_dir, selected, stats)
+  return selected, stats
+
+
+async def _counterfactual(candidates, trajs, paths, config, clients, env_factory, out_dir):
+  structures = load_structures(paths, trajs)
+  usable = [c for c in candidates if c.game in structures]
+  forks = cf.plan_forks(usable, trajs, config.counterfactual)
+  if not forks:
+    return [], 0
+  by_path = {t.path: t for t in trajs}
+  agent_config = agent_config_of(by_path[forks[0].decision.trajectory])
+  outcomes = await cf.arun_forks(forks, client=clients["policy"], structures=structures,
+                                 agent_config=agent_config,
+                                 horizon=config.counterfactual.horizon,
+                                 env_factory=env_factory, workdir=out_dir)
+  return cf.counterfactual_scores(outcomes, config.counterfactual.metric), len(forks)
+
+
+def select_decisions(paths: Sequence[str], out_dir: str, config: SelectionConfig,
+                     clients: Mapping[str, Any] | None = None, **kw: Any):
+  """Synchronous `aselect_decisions`."""
+  return asyncio.run(aselect_decisions(paths, out_dir, config, clients, **kw))
+
+
+def _write_jsonl(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
+  with open(path, "w", encoding="utf-8") as f:
+    for r in rows:
+      f.write(json.dumps(r, ensure_ascii=False) + "\n")
