@@ -163,3 +163,26 @@ def _write_jsonl(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
   with open(path, "w", encoding="utf-8") as f:
     for r in rows:
       f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def selection_config(d: Mapping[str, Any]) -> SelectionConfig:
+  """A `SelectionConfig` from a plain dict (e.g. `ConfigDict.to_dict()` of the job config)."""
+
+  def sub(cls: type, key: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: (tuple(v) if isinstance(v, list) else v)
+          for k, v in (d.get(key) or {}).items() if k in names and v is not None}
+    if cls is judge.JudgeConfig and not kw.get("rubric"):
+      kw.pop("rubric", None)
+    return cls(**kw)
+
+  return SelectionConfig(
+      deterministic=sub(filter_lib.DeterministicConfig, "deterministic"),
+      filters=tuple(d.get("filters", ())), scorers=tuple(d.get("scorers", ("usage",))),
+      top_episode_fraction=float(d.get("top_episode_fraction", 0.5)),
+      unlock_window=int(d.get("unlock_window", 10)),
+      combine=sub(combine_lib.CombineConfig, "combine"),
+      requery=sub(requery.RequeryConfig, "requery"),
+      counterfactual=sub(cf.CounterfactualConfig, "counterfactual"),
+      judge=sub(judge.JudgeConfig, "judge"),
+      allow_test_seeds=bool(d.get("allow_test_seeds", False)))
