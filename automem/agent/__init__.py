@@ -15,7 +15,16 @@ Public API::
               memory_sampling, action_sampling, seed);  SamplingConfig
   prompts: build_messages, system_text, history_text, file_index_text, shared_prefix_len
   observers: StepView, run_observers, register_observer, available_observers
-  trajectory: TrajectoryWriter, read_trajectory, iter_records, is_finished, replay_memory
+  trajectory (the one schema and reader; Loop 1, Loop 2 and rollout read only these):
+    read_trajectory(path) -> Trajectory   .header .turns .steps .end (typed records), .torn,
+                                          .finished .progression .actions() .turn(step, phase, i)
+                                          .turns_of_step(s) .unlock_steps() .replay_spec()
+                                          .memory_before(step, phase, i) .memory_after(...)
+    read_trajectories(paths, finished_only=) -> [Trajectory];  trajectory_files(paths)
+    Header, Turn, Step, End (frozen; to_json/from_json; unknown keys in .extra),
+    record_from_json, SCHEMA_VERSION, PHASE_ENDS, TrajectoryError
+    TrajectoryWriter(path, header).write(records), write_trajectory, iter_records,
+    is_finished, replay_memory
 
 Nothing here calls an LLM or steps an env: `automem.rollout` drives agents
 in lock-step so that all episodes' requests go out together.
@@ -33,29 +42,53 @@ from automem.agent.episode import (
 from automem.agent.metrics import EpisodeMetrics
 from automem.agent.observers import StepView, available_observers, register_observer, run_observers
 from automem.agent.trajectory import (
+    PHASE_ENDS,
+    SCHEMA_VERSION,
+    End,
+    Header,
+    Step,
+    Trajectory,
+    TrajectoryError,
     TrajectoryWriter,
+    Turn,
     is_finished,
     iter_records,
+    read_trajectories,
     read_trajectory,
+    record_from_json,
     replay_memory,
+    trajectory_files,
+    write_trajectory,
 )
 
 __all__ = [
     "COMMIT_PROMPT",
+    "PHASE_ENDS",
+    "SCHEMA_VERSION",
     "AgentConfig",
     "AgentRequest",
+    "End",
     "EpisodeAgent",
     "EpisodeMetrics",
+    "Header",
     "Phase",
     "SamplingConfig",
+    "Step",
     "StepView",
+    "Trajectory",
+    "TrajectoryError",
     "TrajectoryWriter",
+    "Turn",
     "available_observers",
     "is_finished",
     "iter_records",
     "prompts",
+    "read_trajectories",
     "read_trajectory",
+    "record_from_json",
     "register_observer",
     "replay_memory",
     "run_observers",
+    "trajectory_files",
+    "write_trajectory",
 ]

@@ -169,6 +169,7 @@ def _apply(path: str, turn: Turn, files: dict[str, list[LineUse | None]], texts:
     u = LineUse((path, *turn.key), _writer_of(turn, name, text), name, text, turn.step,
                 duplicate=bool(text.strip()) and text.strip() in existing)
     lines.append(u)
+    existing.add(text.strip())
     return u
 
   def drop(old: Sequence[LineUse | None]) -> None:

@@ -80,8 +80,8 @@ def write_synthetic_trajectories(out_dir: str, num_episodes: int = 8, steps: int
     records: list = []
     for step in range(steps):
       messages, completion, _ = synthetic_turn(e, step, rng)
-      records.append(_run_turn(store, eid, step, "log", messages, completion))
-      records.append(_run_turn(store, eid, step, "plan", messages[:1], _command("ACTION", "noop")))
+      records.append(run_turn(store, eid, step, "log", messages, completion))
+      records.append(run_turn(store, eid, step, "plan", messages[:1], _command("ACTION", "noop")))
       records.append(Step(episode_id=eid, step=step, action="noop", observation=messages[-1]
                           ["content"], progression=100.0 * step / max(steps, 1)))
     records.append(End(episode_id=eid, stats={"episode_return": 0.0, "length": steps},
@@ -93,10 +93,16 @@ def write_synthetic_trajectories(out_dir: str, num_episodes: int = 8, steps: int
   return paths
 
 
-def _run_turn(store: MemoryStore, eid: str, step: int, phase: str,
+def run_turn(store: MemoryStore, eid: str, step: int, phase: str,
               messages: list[dict[str, str]], completion: str) -> Turn:
+  """One turn whose commands really run on `store`, recorded as the agent records it."""
   before = store.snapshot()
-  results = execute(store, parse_commands(completion), phase=phase, allowed_ops=ALL_OPS)
+  items = []
+  for item in parse_commands(completion).items:  # as the agent: nothing after DONE / ACTION runs
+    items.append(item)
+    if getattr(item, "op", "") == ("DONE" if phase == "log" else "ACTION"):
+      break
+  results = execute(store, items, phase=phase, allowed_ops=ALL_OPS)
   action = next((r.args[0] for r in results if r.op == "ACTION" and r.ok), None)
   return Turn(episode_id=eid, step=step, phase=phase, subphase=phase, turn=0,
               role="specialist" if phase == "log" else "base", messages=messages,

@@ -1,0 +1,156 @@
+"""Selectors on hand-made episodes whose commands really ran: exact expected verdicts."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+from automem.agent import End, Header, Step, read_trajectory, write_trajectory
+from automem.credit import (
+    CombineConfig,
+    DeterministicConfig,
+    deterministic_candidates,
+    episode_usage,
+    near_unlock,
+    top_episodes,
+    usage_scores,
+)
+from automem.credit.combine import combine, percentiles, selection_stats, write_selection
+from automem.credit.judge import parse_verdict, stratified_sample
+from automem.credit.requery import find_probes, withhold
+from automem.memory import MemoryStore
+from automem.proficiency import read_selected_turns
+from automem.proficiency.selection import load_turns
+from automem.proficiency.synthetic import run_turn
+
+# (step, phase, completion) in the order the agent would run them.
+SCRIPT = [
+    (0, "log", "<|APPEND|>notes.txt|tree north<|END|><|APPEND|>notes.txt|water east<|END|>"
+               "<|DONE|>"),
+    (0, "plan", "<|SEARCH|>notes.txt|tree<|END|>"),
+    (0, "plan", "<|ACTION|>Move North<|END|>"),
+    (1, "log", "```\n<|WRITE|>notes.txt|stone west<|END|>\n```\n<|APPEND|>notes.txt|stone west"
+               "<|END|><|READ|>nope.txt<|END|><|DONE|><|APPEND|>notes.txt|late<|END|>"),
+    (1, "plan", "<|SEARCH|>notes.txt|zzz<|END|>"),
+    (1, "plan", "<|ACTION|>Do<|END|>"),
+    (2, "plan", "<|TAIL|>notes.txt|5<|END|>"),
+    (2, "plan", "<|TAIL|>notes.txt|5<|END|><|ACTION|>Do<|END|>"),
+]
+
+
+def write_episode(tmp_path, name="e0", progression=50.0, game="crafter"):
+  store = MemoryStore(str(tmp_path / "mem" / name))
+  store.reset()
+  header = Header(episode_id=name, game=game, task=game, seed=1, action_names=["Move North", "Do"],
+                  initial_memory=store.snapshot())
+  records, turn_no, last = [], 0, None
+  for step, phase, text in SCRIPT:
+    turn_no = turn_no + 1 if (step, phase) == last else 0
+    last = (step, phase)
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": f"step {step}"}]
+    if records and records[-1].phase == "plan" and records[-1].step == step:
+      messages.append({"role": "user", "content": records[-1].commands[0]["result"]})
+    t = run_turn(store, name, step, phase, messages, text)
+    records.append(t.__class__(**{**t.__dict__, "turn": turn_no}))
+  steps = [Step(step=s, action=a, achievements=["wood"] if s >= 1 else [],
+                unlocked=["wood"] if s == 1 else [], progression=progression)
+           for s, a in ((0, "Move North"), (1, "Do"), (2, "Do"))]
+  path = tmp_path / "trajectories" / f"{name}.jsonl"
+  path.parent.mkdir(exist_ok=True)
+  write_trajectory(path, header, [*records[:3], steps[0], *records[3:6], steps[1], *records[6:],
+                                  steps[2], End(episode_id=name, stats={"progression": progression},
+                                                final_memory=store.snapshot())])
+  return read_trajectory(path)
+
+
+@pytest.fixture
+def episode(tmp_path):
+  return write_episode(tmp_path)
+
+
+def test_deterministic_filter_is_the_papers_post_processing(episode):
+  cands, stats = deterministic_candidates([episode])
+  got = {(c.step, c.phase, c.turn): c.commands for c in cands}
+  # LOG cut at DONE (the APPEND after it is not trained), the failed READ dropped; PLAN turns
+  # keep their reads, never the ACTION; ACTION-only turns are dropped.
+  assert got == {(0, "log", 0): (0, 1, 2), (0, "plan", 0): (0,), (1, "log", 0): (0, 1, 3),
+                 (1, "plan", 0): (0,), (2, "plan", 0): (0,), (2, "plan", 1): (0,)}
+  assert stats["dropped_no_memory_command"] == 2 and stats["fenced"] == 1
+  assert "failed 1" in next(c.reason for c in cands if c.step == 1 and c.phase == "log")
+  plan_only = deterministic_candidates([episode], DeterministicConfig(phases=("plan",)))[0]
+  assert {c.phase for c in plan_only} == {"plan"}
+
+
+def test_usage_credit_follows_lines_through_the_diffs(episode):
+  u = episode_usage(episode)
+  lines = {(x.step, x.text): x for x in u.lines}
+  assert lines[(0, "tree north")].retrieved_before_commit
+  assert lines[(0, "water east")].removed_unread and not lines[(0, "water east")].retrieved
+  assert not lines[(0, "tree north")].removed_unread  # it was read before the WRITE
+  assert [x.duplicate for x in u.lines if x.step == 1] == [False, True]
+  reads = {(r.turn[1], r.turn[3]): r for r in u.reads}
+  assert reads[(1, 0)].empty and reads[(2, 1)].redundant and not reads[(2, 0)].redundant
+  cands, _ = deterministic_candidates([episode])
+  scores = {(s.step, s.phase, s.turn): s.score for s in usage_scores(cands, [episode])}
+  assert scores[(0, "log", 0)] == pytest.approx((1.0 - 0.5) / 2)
+  assert scores[(1, "log", 0)] == pytest.approx((1.0 + 0.5) / 2)
+  assert scores[(1, "plan", 0)] == -0.5 and scores[(2, "plan", 1)] == -0.25
+  assert scores[(0, "plan", 0)] == 0.25
+
+
+def test_outcome_filters(tmp_path):
+  good = write_episode(tmp_path, "good", 80.0)
+  bad = write_episode(tmp_path, "bad", 10.0)
+  cands, _ = deterministic_candidates([good, bad])
+  assert {c.episode_id for c in top_episodes(cands, [good, bad], 0.5)} == {"good"}
+  near = near_unlock(cands, [good], window=0)  # "wood" unlocked at step 1
+  assert {c.step for c in near} == {1}
+
+
+def test_combine_ranks_weights_and_writes_the_trainers_format(tmp_path, episode):
+  cands, _ = deterministic_candidates([episode])
+  scored = {"usage": usage_scores(cands, [episode])}
+  pct = percentiles(scored["usage"])
+  assert min(pct.values()) == 0.0 and max(pct.values()) == 1.0
+  passed = {"deterministic": {c.key: c.reason for c in cands}}
+  sel = combine(cands, passed, scored, [episode], CombineConfig(keep_fraction=0.5))
+  assert len(sel) == 3 and sel[0].score >= sel[-1].score
+  assert sel[0].weight == pytest.approx(0.5 + sel[0].score)
+  assert (sel[0].turn.step, sel[0].turn.phase) == (1, "log")  # the best usage score
+  stats = selection_stats(sel, cands, passed, scored, [episode])
+  out = tmp_path / "sel"
+  path = write_selection(str(out), sel, stats)
+  refs = read_selected_turns(path)
+  assert [(r.step, r.phase, r.turn) for r in refs] == [
+      (s.turn.step, s.turn.phase, s.turn.turn) for s in sel]
+  turns = load_turns(refs)
+  row = json.loads(pathlib.Path(path).read_text().splitlines()[0])
+  assert row["selectors"] == ["deterministic", "usage"] and "usage" in row["reasons"]
+  a, b = row["spans"][0]
+  assert turns[0].completion[a:b].startswith("<|WRITE|>")
+  saved = json.loads((out / "selection_stats.json").read_text())
+  assert saved["by_op"]["WRITE"] == 1 and saved["selected"] == 3
+
+
+def test_requery_probes_withhold_exactly_the_retrieved_lines(episode):
+  probes = find_probes([episode])
+  assert [(p.step, p.commit.turn) for p in probes] == [(0, 1), (2, 1)]
+  msgs = withhold(probes[0].commit.messages, probes[0].results)
+  assert "tree north" in probes[0].commit.messages[-1]["content"]
+  assert "tree north" not in msgs[-1]["content"] and "(lines withheld)" in msgs[-1]["content"]
+  assert msgs[:2] == probes[0].commit.messages[:2]  # the shared prefix is untouched
+
+
+def test_judge_answers_and_samples():
+  assert parse_verdict('ok {"score": 7, "reason": "good"}') == (0.7, "good")
+  assert parse_verdict('{"score": 11}')[0] is None and parse_verdict("no")[0] is None
+
+  class C:
+    def __init__(self, game, phase):
+      self.game, self.phase = game, phase
+
+  items = [C("a", "log")] * 6 + [C("b", "plan")] * 2
+  picked = stratified_sample(items, 4, seed=0)
+  assert sorted(c.game for c in picked) == ["a", "a", "b", "b"]
