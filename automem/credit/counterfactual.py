@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import itertools
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -43,9 +44,12 @@ class CounterfactualConfig:
     horizon: K, env steps played after the fork.
     samples: paired samples per decision (each plays both arms).
     max_decisions: at most this many decisions are forked (the ones with the
-      largest memory change first); the rest get no counterfactual score.
+      largest memory change first, taking turns between games); the rest get
+      no counterfactual score.
     seed: base of the samples' agent seeds.
     metric: the credited outcome, "progression" | "reward" | "unlocks".
+    batch: at most this many forks share one env; a smaller group gets the
+      next power of two of slots, so Craftax compiles few batch shapes.
   """
 
   horizon: int = 8
@@ -53,6 +57,7 @@ class CounterfactualConfig:
   max_decisions: int = 64
   seed: int = 0
   metric: str = "progression"
+  batch: int = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,9 +102,14 @@ def plan_forks(candidates: Sequence[ScoredTurn], trajectories: Sequence[Trajecto
     size = _size(t.memory_diff or {})
     if size and traj.header.initial_memory is not None and c.step < len(traj.steps):
       decisions.append((-size, c.key, c))
-  decisions.sort(key=lambda x: (x[0], x[1]))
+  by_game: dict[str, list] = collections.defaultdict(list)
+  for d in sorted(decisions, key=lambda x: (x[0], x[1])):
+    by_game[d[2].game].append(d[2])
+  chosen: list[ScoredTurn] = []  # the largest changes first, taking turns between games
+  for row in itertools.zip_longest(*(by_game[g] for g in sorted(by_game))):
+    chosen.extend(c for c in row if c is not None)
   forks = []
-  for _, _, c in decisions[: cfg.max_decisions]:
+  for c in chosen[: cfg.max_decisions]:
     traj = trajs[c.trajectory]
     spec = traj.replay_spec()
     before = traj.memory_before(c.step, c.phase, c.turn)
@@ -114,34 +124,42 @@ def plan_forks(candidates: Sequence[ScoredTurn], trajectories: Sequence[Trajecto
 
 def run_forks(forks: Sequence[Fork], *, client: Any, structures: Mapping[str, Any],
               agent_config: AgentConfig, horizon: int, env_factory: EnvFactory = make_env,
-              workdir: str | None = None) -> list[ForkOutcome]:
+              workdir: str | None = None, batch: int = 64) -> list[ForkOutcome]:
   """Plays every fork for `horizon` steps; one batched env per (game, settings)."""
   return asyncio.run(arun_forks(forks, client=client, structures=structures,
                                 agent_config=agent_config, horizon=horizon,
-                                env_factory=env_factory, workdir=workdir))
+                                env_factory=env_factory, workdir=workdir, batch=batch))
+
+
+def slots_for(n: int, batch: int) -> int:
+  """Env slots for a group of `n` forks: the next power of two, at most `batch`."""
+  return min(max(batch, 1), 1 << max(n - 1, 0).bit_length())
 
 
 async def arun_forks(forks: Sequence[Fork], *, client: Any, structures: Mapping[str, Any],
                      agent_config: AgentConfig, horizon: int, env_factory: EnvFactory = make_env,
-                     workdir: str | None = None) -> list[ForkOutcome]:
+                     workdir: str | None = None, batch: int = 64) -> list[ForkOutcome]:
   groups: dict[str, list[int]] = collections.defaultdict(list)
   for i, f in enumerate(forks):
     groups[settings_key(f.game, f.env_settings)].append(i)
   out: list[ForkOutcome | None] = [None] * len(forks)
   with tempfile.TemporaryDirectory(dir=workdir) as tmp:
     for idx in groups.values():
-      group = [forks[i] for i in idx]
-      for i, o in zip(idx, await _run_group(group, client, structures, agent_config, horizon,
-                                            env_factory, tmp)):
-        out[i] = o
+      for c in range(0, len(idx), batch):
+        chunk = idx[c: c + batch]
+        group = [forks[i] for i in chunk]
+        done = await _run_group(group, client, structures, agent_config, horizon, env_factory,
+                                tmp, slots_for(len(group), batch))
+        for i, o in zip(chunk, done):
+          out[i] = o
   return [o for o in out if o is not None]
 
 
 async def _run_group(forks: list[Fork], client: Any, structures: Mapping[str, Any],
                      agent_config: AgentConfig, horizon: int, env_factory: EnvFactory,
-                     tmp: str) -> list[ForkOutcome]:
+                     tmp: str, slots: int) -> list[ForkOutcome]:
   f0 = forks[0]
-  env = await asyncio.to_thread(env_factory, f0.game, len(forks), **f0.env_settings)
+  env = await asyncio.to_thread(env_factory, f0.game, slots, **f0.env_settings)
   try:
     starts = await asyncio.to_thread(replay_prefixes, env, [f.episode_seed for f in forks],
                                      [f.prefix for f in forks])

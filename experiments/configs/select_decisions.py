@@ -77,6 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.counterfactual.max_decisions = 64  # decisions forked at most (largest memory change first)
   c.counterfactual.seed = 0  # base of the forks' agent seeds
   c.counterfactual.metric = "progression"  # credited outcome: progression | reward | unlocks
+  c.counterfactual.batch = 64  # forks per batched env (Craftax: one vmapped step for all)
 
   c.judge = ml_collections.ConfigDict()
   c.judge.rubric = ""  # rubric file ("" = automem/credit/rubrics/judge.md)
