@@ -143,13 +143,15 @@ async def arun_forks(forks: Sequence[Fork], *, client: Any, structures: Mapping[
   for i, f in enumerate(forks):
     groups[settings_key(f.game, f.env_settings)].append(i)
   out: list[ForkOutcome | None] = [None] * len(forks)
-  with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-    for idx in groups.values():
+  if workdir is None and os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+    workdir = "/dev/shm"  # fork memories are scratch: keep them off the disk
+  with tempfile.TemporaryDirectory(dir=workdir, prefix="automem-forks-") as tmp:
+    for g, idx in enumerate(groups.values()):
       for c in range(0, len(idx), batch):
         chunk = idx[c: c + batch]
         group = [forks[i] for i in chunk]
         done = await _run_group(group, client, structures, agent_config, horizon, env_factory,
-                                tmp, slots_for(len(group), batch))
+                                os.path.join(tmp, f"{g}-{c}"), slots_for(len(group), batch))
         for i, o in zip(chunk, done):
           out[i] = o
   return [o for o in out if o is not None]
@@ -172,9 +174,8 @@ async def _run_group(forks: list[Fork], client: Any, structures: Mapping[str, An
       if ended:
         agents.append(None)
         continue
-      store = MemoryStore.from_structure(os.path.join(tmp, f"fork-{id(f)}-{j}"), structure)
-      store.reset()
-      store.restore(f.memory)
+      store = MemoryStore.from_structure(os.path.join(tmp, f"fork-{j}"), structure)
+      store.restore(f.memory)  # a new store starts reset: only the changed files are written
       agent = EpisodeAgent(
           episode_id=f"{f.decision.episode_id}/fork-{f.decision.step}-{f.decision.phase}-"
                      f"{f.decision.turn}-{f.arm}-{f.sample}",

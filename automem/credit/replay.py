@@ -91,6 +91,5 @@ def _fresh_store(root: str, structure: Any, files: dict[str, str]) -> MemoryStor
   os.makedirs(os.path.dirname(os.path.abspath(root)) or ".", exist_ok=True)
   store = (MemoryStore.from_structure(root, structure) if structure is not None
            else MemoryStore(root))
-  store.reset()
   store.restore(files)
   return store

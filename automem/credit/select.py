@@ -149,7 +149,7 @@ async def _counterfactual(candidates, trajs, paths, config, clients, env_factory
   outcomes = await cf.arun_forks(forks, client=clients["policy"], structures=structures,
                                  agent_config=agent_config,
                                  horizon=config.counterfactual.horizon,
-                                 env_factory=env_factory, workdir=out_dir,
+                                 env_factory=env_factory,
                                  batch=config.counterfactual.batch)
   return cf.counterfactual_scores(outcomes, config.counterfactual.metric), len(forks)
 
