@@ -278,6 +278,7 @@ class Trajectory:
     return [s.action for s in self.steps]
 
   def turn(self, step: int, phase: str, turn: int) -> Turn:
+    """The turn with this key (a two-model commit turn shares PLAN turn 0's: PLAN's comes first)."""
     for t in self.turns:
       if t.key == (step, phase, turn):
         return t

@@ -128,7 +128,10 @@ def load_turns(refs: Sequence[TurnRef]) -> list[TurnRecord]:
   for ref in refs:
     if ref.trajectory not in by_file:
       header, turns = _read_trajectory(ref.trajectory)
-      by_file[ref.trajectory] = {(int(t["step"]), t["phase"], int(t["turn"])): t for t in turns}
+      keyed: dict[tuple[int, str, int], dict[str, Any]] = {}
+      for t in turns:  # a two-model commit turn shares its key with PLAN turn 0: keep PLAN's
+        keyed.setdefault((int(t["step"]), t["phase"], int(t["turn"])), t)
+      by_file[ref.trajectory] = keyed
       episode_of[ref.trajectory] = str(header.get("episode_id") or (
           turns[0]["episode_id"] if turns else os.path.basename(ref.trajectory)))
     rec = by_file[ref.trajectory].get((ref.step, ref.phase, ref.turn))

@@ -154,3 +154,23 @@ def test_judge_answers_and_samples():
   items = [C("a", "log")] * 6 + [C("b", "plan")] * 2
   picked = stratified_sample(items, 4, seed=0)
   assert sorted(c.game for c in picked) == ["a", "a", "b", "b"]
+
+
+def test_the_job_config_runs_and_test_seeds_are_refused(tmp_path):
+  from automem.credit import select_decisions
+  from automem.credit.select import selection_config
+  from experiments.configs import select_decisions as job
+
+  for variant in (None, *job.VARIANTS):
+    cfg = selection_config(job.get_config(variant).to_dict())
+    assert set(cfg.scorers) <= {"usage", "requery", "counterfactual", "judge"}
+  write_episode(tmp_path, "a", 30.0)
+  selected, stats = select_decisions([str(tmp_path)], str(tmp_path / "sel"),
+                                     selection_config(job.get_config().to_dict()))
+  assert stats["selected"] == len(selected) == 6 and stats["scored"] == {"usage": 6}
+  with open(tmp_path / "trajectories" / "t.jsonl", "w") as f:
+    for rec in (Header(episode_id="t", seed_set="test"), End()):
+      f.write(json.dumps(rec.to_json()) + "\n")
+  with pytest.raises(ValueError, match="test-set episode"):
+    select_decisions([str(tmp_path)], str(tmp_path / "sel2"),
+                     selection_config(job.get_config().to_dict()))
