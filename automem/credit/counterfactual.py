@@ -5,7 +5,8 @@ rebuilt from the episode's seed and the actions before the decision's step,
 the memory from the initial files and the recorded diffs, once with the
 decision's diff applied ("with") and once without ("without"). From there a
 fresh agent (same structure, same model, PLAN first since the step's LOG has
-run) plays K more steps; both arms of a sample use the same sampling seeds
+run; the step's later LOG turns are replayed in neither arm) plays K more
+steps; both arms of a sample use the same sampling seeds
 (the agent derives them from `AgentConfig.seed` and the episode seed), so
 the arms differ by the decision alone. Credit = the mean over samples of
 (with - without) in the window: progression gained, reward, milestones

@@ -2,7 +2,7 @@
 
 Public API::
 
-  # which turns to train on (the decision-selection step writes selected_turns.jsonl)
+  # which turns to train on (`automem.credit`, the decision selection, writes selected_turns.jsonl)
   TurnRef, read_selected_turns, write_selected_turns, select_log_turns, load_turns
   # tokens with a loss mask on memory-command tokens only, packed rows, episode split
   DatasetConfig, ModelChatTokenizer, build_dataset, load_split
