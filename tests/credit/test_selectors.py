@@ -9,13 +9,14 @@ import pytest
 
 from automem.agent import End, Header, Step, read_trajectory, write_trajectory
 from automem.credit import (
-    CombineConfig,
-    DeterministicConfig,
-    deterministic_candidates,
-    episode_usage,
-    near_unlock,
-    top_episodes,
-    usage_scores,
+  CombineConfig,
+  DeterministicConfig,
+  balance_games,
+  deterministic_candidates,
+  episode_usage,
+  near_unlock,
+  top_episodes,
+  usage_scores,
 )
 from automem.credit.combine import combine, percentiles, selection_stats, write_selection
 from automem.credit.judge import parse_verdict, stratified_sample
@@ -107,6 +108,12 @@ def test_outcome_filters(tmp_path):
   assert {c.episode_id for c in top_episodes(cands, [good, bad], 0.5)} == {"good"}
   near = near_unlock(cands, [good], window=0)  # "wood" unlocked at step 1
   assert {c.step for c in near} == {1}
+  other = write_episode(tmp_path, "other", 10.0, game="nethack")
+  more, _ = deterministic_candidates([good, bad, other])
+  even = balance_games(more)  # as many Crafter turns as NetHack has
+  assert [c.game for c in even].count("crafter") == [c.game for c in even].count("nethack") == 6
+  assert [c.key for c in balance_games(more, cap=2)] == [c.key for c in more[:2]] + [
+      c.key for c in more if c.game == "nethack"][:2]
 
 
 def test_combine_ranks_weights_and_writes_the_trainers_format(tmp_path, episode):
