@@ -37,8 +37,10 @@ class RequeryConfig:
 
 
 def _shown(c: dict) -> bool:
-  returned = (c.get("meta") or {}).get("returned") or {}
-  return c.get("ok", False) and str(c.get("op")) in READ_ONLY_OPS and any(returned.values())
+  meta = c.get("meta") or {}
+  returned = meta.get("returned") or {}
+  return (c.get("ok", False) and str(c.get("op")) in READ_ONLY_OPS and not meta.get("hidden")
+          and any(returned.values()))
 
 
 def withhold(messages: Sequence[dict[str, str]], results: Sequence[str]) -> list[dict[str, str]]:

@@ -121,9 +121,10 @@ def episode_usage(traj: Trajectory) -> EpisodeUsage:
   shown_this_step: dict[int, set[int]] = {}
 
   def read(turn: Turn, i: int, c: dict) -> None:
-    returned = (c.get("meta") or {}).get("returned")
-    if returned is None:
-      return
+    meta = c.get("meta") or {}
+    returned = meta.get("returned")
+    if returned is None or meta.get("hidden"):
+      return  # not a read, or its result was not shown (past the turn's results budget)
     seen = shown_this_step.setdefault(turn.step, set())
     ids = []
     for name, numbers in returned.items():
