@@ -20,6 +20,7 @@ from ml_collections import config_flags
 from automem.credit import aselect_decisions
 from automem.credit.select import selection_config
 from automem.llm import make_client
+from automem.utils import parse_flags, reports_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/select_decisions.py", "Selection config file.",
@@ -45,6 +46,7 @@ async def _select(config, runs: list[str], workdir: str) -> dict:
   return stats
 
 
+@reports_errors
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -55,4 +57,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["runs", "workdir"])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -29,6 +29,7 @@ from automem.credit.replay import EnvFactory
 from automem.credit.scored import ScoredTurn, TurnKey
 from automem.envs import make_env
 from automem.memory import MemoryStructure
+from automem.utils import InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,16 +92,21 @@ async def aselect_decisions(paths: Sequence[str], out_dir: str, config: Selectio
   bad = [s for s in config.filters if s not in combine_lib.FILTERS]
   bad += [s for s in config.scorers if s not in combine_lib.SCORERS]
   if bad:
-    raise ValueError(f"unknown selectors {bad}; filters: {combine_lib.FILTERS}, "
-                     f"scorers: {combine_lib.SCORERS}")
+    raise InputError("config.scorers/filters", f"unknown selectors {bad}; filters: "
+                     f"{combine_lib.FILTERS}, scorers: {combine_lib.SCORERS}")
   for s, role in (("requery", "policy"), ("counterfactual", "policy"), ("judge", "judge")):
     if s in config.scorers and role not in clients:
-      raise ValueError(f"the {s} selector needs a {role!r} LLM client")
-  trajs = read_trajectories(paths, finished_only=True)
+      raise InputError("config.scorers", f"the {s} selector needs a {role!r} LLM client")
+  try:
+    trajs = read_trajectories(paths, finished_only=True)
+  except FileNotFoundError as e:
+    raise InputError("--runs", str(e)) from None
+  if not trajs:
+    raise InputError("--runs", f"no finished trajectory under {list(paths)}")
   test = [t.episode_id for t in trajs if t.header.seed_set == "test"]
   if test and not config.allow_test_seeds:
-    raise ValueError(f"{len(test)} test-set episode(s) among the inputs (e.g. {test[0]}): "
-                     "selection must not see test seeds")
+    raise InputError("--runs", f"{len(test)} test-set episode(s) among the inputs (e.g. "
+                     f"{test[0]}): selection must not see test seeds")
   os.makedirs(out_dir, exist_ok=True)
   candidates, det_stats = filter_lib.deterministic_candidates(trajs, config.deterministic)
   passed: dict[str, dict[TurnKey, str]] = {"deterministic": {c.key: c.reason for c in candidates}}
