@@ -29,6 +29,8 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from absl import logging
+
 from automem.agent import AgentConfig, EpisodeAgent, Phase
 from automem.agent.trajectory import Trajectory
 from automem.credit.replay import EnvFactory, replay_prefixes, settings_key
@@ -151,8 +153,14 @@ async def arun_forks(forks: Sequence[Fork], *, client: Any, structures: Mapping[
       for c in range(0, len(idx), batch):
         chunk = idx[c: c + batch]
         group = [forks[i] for i in chunk]
-        done = await _run_group(group, client, structures, agent_config, horizon, env_factory,
-                                os.path.join(tmp, f"{g}-{c}"), slots_for(len(group), batch))
+        try:
+          done = await _run_group(group, client, structures, agent_config, horizon,
+                                  env_factory, os.path.join(tmp, f"{g}-{c}"),
+                                  slots_for(len(group), batch))
+        except Exception as e:  # a crashed env costs its forks, not the selection
+          logging.exception("counterfactual forks of %s failed", group[0].game)
+          why = f"fork env failed: {type(e).__name__}: {e}"
+          done = [ForkOutcome(f, 0, 0.0, 0.0, 0, why) for f in group]
         for i, o in zip(chunk, done):
           out[i] = o
   return [o for o in out if o is not None]

@@ -202,6 +202,14 @@ def test_counterfactual_forks_batch_per_game_and_pair_their_arms(run, names):
                    horizon=2)
   assert (a.reward, a.progression, a.unlocks) == (b.reward, b.progression, b.unlocks)
 
+  def broken(game, n, **kw):
+    raise RuntimeError("worker died")
+
+  lost = run_forks(same, client=policy, structures=structures, agent_config=AgentConfig(),
+                   horizon=2, env_factory=broken)
+  assert [o.error for o in lost] == ["fork env failed: RuntimeError: worker died"] * 2
+  assert counterfactual_scores(lost) == []
+
 
 def test_requery_and_judge_through_the_http_server(run, server, tmp_path):
   _, trajs = run
