@@ -9,12 +9,16 @@ The two alternate in short rounds, so a shared machine's load hits both alike.
 
     python benchmarks/bench_crafter.py                      # B in 1,16,64,256
     python benchmarks/bench_crafter.py --batch_sizes=64 --rounds=3
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 \
+      python benchmarks/bench_crafter.py --batch_sizes=256 --devices=1,8   # 8 CPU "devices"
+    python benchmarks/bench_crafter.py --batch_sizes=4096 --devices=1,all  # every GPU/TPU
 
 Prints a markdown table: steps/s, the time of the first reset and first step
 (compilation, reported apart), and per batched step the device time (jitted
 step + fetch), text rendering and other host bookkeeping, the render / device
 ratio, and the speed-up over the peer. `--dynamics=local,craftax` adds rows
-for Craftax's stock step. Targets (issue 2): at B=64 >= 50x
+for Craftax's stock step. `--devices` measures the batch sharded over that
+many local devices ("all" = every one; the devices column). Targets (issue 2): at B=64 >= 50x
 the peer's steps/s, and rendering no dearer than the Craftax step.
 """
 
@@ -38,6 +42,8 @@ _STEPS = flags.DEFINE_integer("steps", 40, "Timed batched steps of ours per roun
 _PEER_STEPS = flags.DEFINE_integer("peer_steps", 100, "Timed steps of the original crafter per round.")
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed batched steps after compiling.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of worlds and random actions.")
+_DEVICES = flags.DEFINE_list(
+    "devices", ["1"], "Local devices the batch is sharded over, per row (all = every one).")
 _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the results.")
 _DYNAMICS = flags.DEFINE_list(
     "dynamics", ["local"], "CrafterEnv dynamics to measure: local (default), craftax (stock step)."
@@ -99,11 +105,11 @@ class Peer:
 
 
 def bench(batch: int, rounds: int, steps: int, peer_steps: int, warmup: int, seed: int,
-          dynamics: str, peer: Peer) -> dict:
+          dynamics: str, peer: Peer, devices: int | None = 1) -> dict:
   """Ours at batch size `batch`, alternating rounds with the peer (fair under shared load)."""
   from automem.envs.crafter import CrafterEnv
 
-  env = CrafterEnv(batch, dynamics=dynamics)
+  env = CrafterEnv(batch, dynamics=dynamics, devices=devices)
   rng = np.random.default_rng(seed)
   names = np.array(ct.ACTION_NAMES, dtype=object)
   t0 = time.perf_counter()
@@ -134,6 +140,7 @@ def bench(batch: int, rounds: int, steps: int, peer_steps: int, warmup: int, see
   return {
       "backend": f"craftax, {dynamics} spawn (ours)",
       "B": batch,
+      "devices": env.num_devices,
       "steps_per_s": batch * n / ours_s,
       "peer_steps_per_s": rounds * peer_steps / peer_s,
       "compile_reset_s": t1 - t0,
@@ -154,21 +161,25 @@ def main(argv: list[str]) -> None:
   load = os.getloadavg()[0]
   rows = [
       bench(int(b), _ROUNDS.value, _STEPS.value, _PEER_STEPS.value, _WARMUP.value, _SEED.value, d,
-            peer)
+            peer, None if n == "all" else int(n))
       for d in _DYNAMICS.value
       for b in _BATCH_SIZES.value
+      for n in _DEVICES.value
   ]
-  print(f"\njax {jax.__version__} on {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs, "
+  print(f"\njax {jax.__version__} on {jax.local_device_count()} x {jax.devices()[0].device_kind}, "
+        f"{os.cpu_count()} CPUs, "
         f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end\n")
   print(
-      "| backend | B | steps/s | peer steps/s (same rounds) | x peer | first reset + first step s "
-      "| device step ms | render ms | other host ms | render / device step |"
+      "| backend | B | devices | steps/s | peer steps/s (same rounds) | x peer "
+      "| first reset + first step s | device step ms | render ms | other host ms "
+      "| render / device step |"
   )
-  print("|---|---|---|---|---|---|---|---|---|---|")
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
   for r in rows:
     ratio = r["steps_per_s"] / r["peer_steps_per_s"]
     print(
-        f"| {r['backend']} | {r['B']} | {r['steps_per_s']:.0f} | {r['peer_steps_per_s']:.0f} | "
+        f"| {r['backend']} | {r['B']} | {r['devices']} | {r['steps_per_s']:.0f} | "
+        f"{r['peer_steps_per_s']:.0f} | "
         f"{ratio:.1f} | {r['compile_reset_s']:.1f} + {r['compile_step_s']:.1f} | "
         f"{r['device_ms']:.2f} | {r['render_ms']:.2f} | {r['host_ms']:.2f} | "
         f"{r['render_ms'] / r['device_ms']:.2f} |"

@@ -14,6 +14,17 @@ an episode depends only on its seed and its actions, never on the batch.
 
 State dtypes are made canonical (strong, as the step returns them) once, so
 the second call reuses the first compilation.
+
+Devices: the slot axis is sharded over a `jax.sharding` mesh ("batch") of
+the local devices (all of them by default, at most one per slot; the batch
+is padded to a multiple of the mesh with slots that never play), so the
+step stays one jitted call and every device steps its share. In a
+multi-process JAX job (a TPU pod, several GPU hosts after
+`jax.distributed.initialize()`) the mesh spans every process's devices: each
+process owns `num_envs` slots of the global batch, passes its own actions,
+fetches only its own rows and renders text only for them. `step` and
+`reset` are then collective calls: every process makes them together, as in
+any multi-process JAX program.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from craftax.craftax_classic.constants import Achievement, BlockType
 from craftax.craftax_classic.envs.craftax_state import EnvParams, EnvState, StaticEnvParams
 from craftax.craftax_classic.game_logic import craftax_step
 from craftax.craftax_classic.world_gen import generate_world
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from automem.envs import crafter_text as ct
 from automem.envs.base import EpisodeStats, Observation, StepResult, TextEnv, check_batch
@@ -126,14 +138,36 @@ class _Fns(NamedTuple):
   reset: Any
   observe: Any
   template: Any
+  batch_sharding: Any  # NamedSharding of a slot-axis array over the mesh (None: no mesh)
+
+
+def batch_mesh(local_devices: int | None = None, num_envs: int | None = None) -> Mesh:
+  """A 1-D "batch" mesh over `local_devices` devices of every JAX process.
+
+  None uses all of each process's devices, at most `num_envs` of them (one slot per
+  device at least). Devices are ordered by process, so each process's slots are a
+  contiguous block of the global batch.
+  """
+  n_local = jax.local_device_count()
+  d = n_local if local_devices is None else int(local_devices)
+  if not 1 <= d <= n_local:
+    raise ValueError(f"devices must be in [1, {n_local}] (this process's devices), got {d}")
+  if num_envs is not None:
+    d = min(d, num_envs)
+  devices = []
+  for p in range(jax.process_count()):
+    own = sorted((x for x in jax.devices() if x.process_index == p), key=lambda x: x.id)
+    devices.extend(own[:d])
+  return Mesh(np.array(devices), ("batch",))
 
 
 DYNAMICS = {"local": craftax_step_local, "craftax": craftax_step}
 
 
 @functools.cache
-def _compiled(params: EnvParams, static_params: StaticEnvParams, dynamics: str = "local") -> _Fns:
-  """The jitted batch functions for one parameter set, shared by all envs."""
+def _compiled(params: EnvParams, static_params: StaticEnvParams, dynamics: str = "local",
+              mesh: Mesh | None = None) -> _Fns:
+  """The jitted batch functions for one parameter set (and mesh), shared by all envs."""
   game_step = DYNAMICS[dynamics]
 
   def world(key_data):
@@ -154,7 +188,15 @@ def _compiled(params: EnvParams, static_params: StaticEnvParams, dynamics: str =
     ints = jax.vmap(_observe_one)(state)
     return ints, state.light_level.astype(jnp.float32)
 
-  @functools.partial(jax.jit, donate_argnums=0)
+  # Every array with a slot axis is split over the mesh; the reset chunk too.
+  rows = NamedSharding(mesh, PartitionSpec("batch")) if mesh is not None else None
+  state_rows = jax.tree.map(lambda _: rows, stepped) if rows is not None else None
+  sharded = dict(donate_argnums=0)
+  if rows is not None:
+    sharded.update(in_shardings=(state_rows, rows, rows, rows),
+                   out_shardings=(state_rows, rows, (rows, rows)))
+
+  @functools.partial(jax.jit, **sharded)
   def step(state, key_data, actions, active):
     new, reward = jax.vmap(step_one)(state, key_data, actions)
     new = canon(new)
@@ -165,16 +207,22 @@ def _compiled(params: EnvParams, static_params: StaticEnvParams, dynamics: str =
     state = jax.tree.map(keep, new, state)
     return state, jnp.where(active, reward, 0.0).astype(jnp.float32), observe(state)
 
-  @functools.partial(jax.jit, donate_argnums=0)
+  if rows is not None:
+    sharded.update(in_shardings=(state_rows, rows, rows), out_shardings=(state_rows, (rows, rows)))
+
+  @functools.partial(jax.jit, **sharded)
   def reset(state, slots, key_data):
     fresh = canon(jax.vmap(world)(key_data))
     state = jax.tree.map(lambda full, new: full.at[slots].set(new), state, fresh)
     return state, observe(fresh)
 
   def template(num_envs):
-    return jax.tree.map(lambda s: jnp.zeros((num_envs, *s.shape), s.dtype), stepped)
+    zeros = functools.partial(
+        jax.tree.map, lambda s: jnp.zeros((num_envs, *s.shape), s.dtype), stepped)
+    return jax.jit(zeros, out_shardings=state_rows)() if rows is not None else zeros()
 
-  return _Fns(step=step, reset=reset, observe=jax.jit(observe), template=template)
+  return _Fns(step=step, reset=reset, observe=jax.jit(observe), template=template,
+              batch_sharding=rows)
 
 
 def unpack_view(ints: np.ndarray, light: np.ndarray) -> ct.CrafterView:
@@ -242,6 +290,8 @@ class CrafterEnv(TextEnv):
     dynamics: "local" (default; Craftax's step with the windowed mob-spawn
       sampler of `crafter_dynamics`, ~4x faster on CPU, same rules and
       distribution) or "craftax" (Craftax's `craftax_step` unchanged).
+    devices: local devices the slots are sharded over (None: all, at most
+      `num_envs`; 1: no sharding); the same number in every process.
   """
 
   game = "crafter"
@@ -256,6 +306,7 @@ class CrafterEnv(TextEnv):
       params: EnvParams | None = None,
       reset_chunk: int = 8,
       dynamics: str = "local",
+      devices: int | None = None,
   ) -> None:
     if num_envs < 1:
       raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -268,14 +319,19 @@ class CrafterEnv(TextEnv):
     if reset_chunk < 1:
       raise ValueError(f"reset_chunk must be >= 1, got {reset_chunk}")
     self._n = num_envs
-    self._reset_chunk = min(reset_chunk, num_envs)
+    self.mesh = batch_mesh(devices, num_envs)
+    d = self.mesh.size // jax.process_count()  # this process's devices in the mesh
+    # This process's rows of the global batch: its slots, padded to a multiple of `d`.
+    self._rows = -(-num_envs // d) * d
+    self._first_row = jax.process_index() * self._rows
+    self._reset_chunk = -(-min(reset_chunk, num_envs) // d) * d
     self.max_steps = max_steps
     self.location_style = location_style
     self.skip_items = ct.check_skip(skip_items)
     self.dynamics = dynamics
-    self._fns = _compiled(params or EnvParams(), StaticEnvParams(), dynamics)
+    self._fns = _compiled(params or EnvParams(), StaticEnvParams(), dynamics, self.mesh)
     self._state: EnvState | None = None
-    self._key_data = np.zeros((num_envs, 2), np.uint32)
+    self._key_data = np.zeros((self._rows, 2), np.uint32)
     self._seeds = [0] * num_envs
     self._started = np.zeros(num_envs, bool)
     self._done = np.zeros(num_envs, bool)
@@ -297,8 +353,30 @@ class CrafterEnv(TextEnv):
 
   @property
   def state(self) -> EnvState | None:
-    """The batched Craftax state (read-only use: tests, tools)."""
+    """The batched Craftax state (read-only use: tests, tools); sharded over `mesh`, with
+    the padding rows (if any) after each process's slots."""
     return self._state
+
+  @property
+  def num_devices(self) -> int:
+    """Devices the batch is sharded over (all processes)."""
+    return self.mesh.size
+
+  def _put(self, rows: np.ndarray) -> jax.Array:
+    """This process's rows as its part of a global slot-axis array on the mesh."""
+    return jax.make_array_from_process_local_data(self._fns.batch_sharding, rows)
+
+  @staticmethod
+  def _fetch(arrays: Any) -> Any:
+    """This process's rows of global slot-axis arrays, as numpy (in slot order)."""
+    if jax.process_count() == 1:
+      return jax.device_get(arrays)
+
+    def own(x):
+      shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+      return np.concatenate([np.asarray(s.data) for s in shards])
+
+    return jax.tree.map(own, arrays)
 
   def stats(self, index: int) -> EpisodeStats | None:
     """The current (or final) metrics of slot `index`; None before its first reset."""
@@ -320,17 +398,18 @@ class CrafterEnv(TextEnv):
       return []
     key_data = seed_key_data(seeds)
     if self._state is None:
-      self._state = self._fns.template(self._n)
+      self._state = self._fns.template(self._rows * jax.process_count())
     n = len(indices)
     k = self._reset_chunk
     pad = -n % k  # pad with the first slot again: the same world written twice
-    slots = np.asarray(indices + indices[:1] * pad, np.int32)
+    slots = np.asarray(indices + indices[:1] * pad, np.int32) + self._first_row
     keys = np.concatenate([key_data, np.repeat(key_data[:1], pad, axis=0)])
     parts = []
     for c in range(0, n + pad, k):
-      self._state, packed = self._fns.reset(self._state, slots[c : c + k], keys[c : c + k])
+      self._state, packed = self._fns.reset(
+          self._state, self._put(slots[c : c + k]), self._put(keys[c : c + k]))
       parts.append(packed)
-    ints, light = (np.concatenate(x) for x in zip(*jax.device_get(parts)))
+    ints, light = (np.concatenate(x) for x in zip(*self._fetch(parts)))
     for j, i in enumerate(indices):
       self._key_data[i] = key_data[j]
       self._seeds[i] = int(seeds[j])
@@ -352,8 +431,8 @@ class CrafterEnv(TextEnv):
   def step(self, actions: Sequence[str | None]) -> list[StepResult | None]:
     check_batch(actions, self._n)
     t0 = time.perf_counter()
-    ids = np.zeros(self._n, np.int32)
-    active = np.zeros(self._n, bool)
+    ids = np.zeros(self._rows, np.int32)
+    active = np.zeros(self._rows, bool)
     feedback = [""] * self._n
     valid = [True] * self._n
     results: list[StepResult | None] = [None] * self._n
@@ -373,8 +452,9 @@ class CrafterEnv(TextEnv):
       return results
 
     t1 = time.perf_counter()
-    self._state, reward, (ints, light) = self._fns.step(self._state, self._key_data, ids, active)
-    reward, ints, light = jax.device_get((reward, ints, light))
+    self._state, reward, (ints, light) = self._fns.step(
+        self._state, self._put(self._key_data), self._put(ids), self._put(active))
+    reward, ints, light = self._fetch((reward, ints, light))
     t2 = time.perf_counter()
     slots = np.flatnonzero(active)
     ints, light, reward = ints[slots], light[slots], reward[slots]
