@@ -200,6 +200,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     clients: role -> LLM client instead of the ones `config.llm` describes.
   """
   games = validate_config(config)
+  backend = config.get("backend", "inprocess")
+  if backend not in ("inprocess", "ray"):
+    raise InputError("config.backend", f"must be 'inprocess' or 'ray', got {backend!r}")
   structures = {g: build_structure(g, config.game[g]) for g in games}
   run_dir = open_run_dir(workdir)
   _check_structures(run_dir, structures)
@@ -213,7 +216,22 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     setups[g] = GameSetup(g, structures[g], kwargs, gc.envs_per_task)
   plans = build_plans(config)
   logging.info("evaluation: %d episodes of %s into %s", len(plans), ", ".join(games), run_dir.root)
+  if backend == "ray":
+    return _run_on_ray(config, run_dir, setups, plans, env_factory, clients)
   return asyncio.run(_run(config, run_dir, setups, plans, env_factory, clients))
+
+
+def _run_on_ray(config, run_dir, setups, plans, env_factory, clients) -> dict[str, Any]:
+  """`config.backend == "ray"`: the episodes spread over a Ray cluster (rollout.ray_backend)."""
+  from automem.rollout.ray_backend import run_on_ray
+
+  if env_factory is not None or clients is not None:
+    raise ValueError("the ray backend builds envs and clients on its workers from the config; "
+                     "env_factory= and clients= work only with backend='inprocess'")
+  specialist = config.agent.two_model and config.agent.specialist_endpoint
+  return run_on_ray(run_dir, setups, plans, agent_config(config), llm=_plain(config.llm),
+                    specialist_llm=_plain(config.specialist_llm) if specialist else None,
+                    ray_config=config.ray, header_extra={"llm_backend": config.llm.backend})
 
 
 async def _run(config, run_dir, setups, plans, env_factory, clients) -> dict[str, Any]:

@@ -27,6 +27,8 @@ Variants (after `evaluate.py:`, comma-separated):
   two_model            memory turns to the specialist, the action commit to the base model
   adapter=NAME         the specialist's LoRA adapter name (two-model mode)
   layout=NAME          cached (ours) | paper | paper_first (the paper's layout, for comparison)
+  ray                  episodes spread over a Ray cluster (`--config.ray.address=HEAD:6379`;
+                       launch/README.md), every node mounting the workdir
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def _game(tasks: tuple[str, ...], max_steps: int, envs: int, episodes: int) -> m
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, full=False, games="", episodes=-1, steps=0, seed_set="test", backend="",
-                two_model=False, adapter="", layout="cached")
+                two_model=False, adapter="", layout="cached", ray=False)
   full = a["full"]
   c = ml_collections.ConfigDict()
   games = a["games"].replace(";", ",") or "crafter,minihack,nethack"
@@ -78,6 +80,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Seconds to wait (probing with backoff) for an LLM server that stays unreachable past its
   # retries before the run stops with exit status 3; a rerun on the same workdir resumes.
   c.outage_wait_s = 600.0
+  # Where episodes run: "inprocess" (this process's runner) | "ray" (shards of episodes on
+  # the Ray cluster below, each played by the same runner; automem.rollout.ray_backend).
+  c.backend = "ray" if a["ray"] else "inprocess"
+  c.ray = ml_collections.ConfigDict()
+  c.ray.address = "auto"  # Ray cluster to join ("auto": the one `ray start` made here; "": new)
+  c.ray.namespace = ""  # Ray namespace ("" = anonymous)
+  c.ray.episodes_per_shard = 0  # episodes per Ray task (0 = the game's envs_per_task)
+  c.ray.num_cpus_per_shard = 1.0  # CPUs a shard reserves (its env pool + runner)
+  c.ray.num_gpus_per_shard = 0.0  # GPUs a shard reserves (0: the model is on SGLang servers)
+  c.ray.max_retries = 3  # reruns of a shard whose worker or node died (finished episodes kept)
+  c.ray.log_to_driver = True  # workers' logs printed by the driver
 
   steps = a["steps"]
   c.game = ml_collections.ConfigDict()

@@ -1,0 +1,214 @@
+"""Episodes of Crafter and MiniHack over a real two-node Ray cluster on 127.0.0.1.
+
+Both the in-process run and the Ray run talk to one SGLang-protocol server on
+127.0.0.1 (tests/support/llm_server.py) whose model is scripted: its answer
+is a function of the prompt tokens (the stand-in for a GPU-served model), so
+the same seeds give the same episodes whichever process plays them. During the
+Ray run the worker process playing a shard's second episode is killed with
+SIGKILL: Ray runs the shard again, the episode finished before the kill is
+kept byte for byte, and the run ends with every episode finished exactly once
+and equal to the in-process run's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from automem.agent import read_trajectory
+from automem.models import SamplingParams
+from automem.rollout.evaluate import evaluate
+from automem.rollout.ray_backend import make_shards
+from automem.rollout.runner import EpisodePlan, GameSetup
+from experiments.configs.evaluate import get_config
+from tests.support.llm_server import LLMTestServer
+from tests.support.ray_cluster import RayTestCluster
+
+pytestmark = pytest.mark.slow
+
+# Answers name actions of both games; an unknown one is refused and the PLAN falls back.
+ACTIONS = ("Move West", "Move East", "Do", "Noop", "north", "east", "south", "west")
+
+
+@dataclasses.dataclass
+class _Out:
+  text: str
+  token_ids: list[int]
+  completion_tokens: int
+  finish_reason: str = "stop"
+
+
+class PromptHashEngine:
+  """A generation engine whose answer depends only on the prompt tokens (a few ms each)."""
+
+  def __init__(self, tokenizer, delay_s: float = 0.05):
+    self.tokenizer = tokenizer
+    self.delay_s = delay_s
+
+  def generate(self, prompts, params):
+    time.sleep(self.delay_s)
+    outs = []
+    for prompt in prompts:
+      h = int(hashlib.sha256(str(prompt).encode()).hexdigest()[:8], 16)
+      text = f"<|ACTION|>{ACTIONS[h % len(ACTIONS)]}<|END|><|DONE|>"
+      ids = list(self.tokenizer.encode(text))
+      outs.append(_Out(text, ids, len(ids)))
+    return outs
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+  # A short temp dir: Ray's socket paths must stay under the 107-byte AF_UNIX limit.
+  import tempfile
+
+  temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+  cluster = RayTestCluster(temp).start()
+  try:
+    yield cluster
+  finally:
+    import ray
+
+    if ray.is_initialized():
+      ray.shutdown()
+    cluster.close()
+    assert cluster.node_pids() == []
+
+
+@pytest.fixture(scope="module")
+def hash_server(tiny_tokenizer):
+  with LLMTestServer(PromptHashEngine(tiny_tokenizer), tiny_tokenizer, SamplingParams) as server:
+    yield server
+
+
+def small_config(server_url: str, backend: str, address: str = ""):
+  config = get_config("games=crafter;minihack,episodes=2,steps=3,backend=sglang")
+  config.progress = False
+  config.backend = backend
+  config.llm.base_url = server_url
+  config.llm.max_retries = 1
+  config.llm.sglang.wait_ready_s = 10.0
+  for g in ("crafter", "minihack"):
+    config.game[g].envs_per_task = 1  # a shard plays its two episodes one after the other
+    config.game[g].structure_overrides = {"log": {"max_iterations": 1},
+                                          "plan": {"max_iterations": 1}}
+  config.game.minihack.env_kwargs = {"num_workers": 1}
+  config.ray.address = address
+  config.ray.episodes_per_shard = 2
+  config.ray.max_retries = 2
+  config.ray.log_to_driver = False
+  return config
+
+
+def essentials(path: str) -> dict:
+  """A trajectory without wall-clock fields and server cache counts."""
+  t = read_trajectory(path)
+  drop = {"started_at", "latency_s", "cached_tokens", "ended_at", "wall_s"}
+
+  def clean(x):
+    if isinstance(x, dict):
+      return {k: clean(v) for k, v in x.items() if k not in drop and "time" not in k}
+    if isinstance(x, list):
+      return [clean(v) for v in x]
+    return x
+
+  return clean({k: t[k] for k in ("header", "turns", "steps", "end")})
+
+
+def run_dir_trajectories(workdir: str) -> dict[str, dict]:
+  return {os.path.basename(p)[:-6]: essentials(p)
+          for p in sorted(glob.glob(os.path.join(workdir, "trajectories", "*.jsonl")))}
+
+
+class Killer(threading.Thread):
+  """Kills (SIGKILL) the worker process of the first shard seen playing its second episode."""
+
+  def __init__(self, workdir: str, timeout_s: float = 120.0):
+    super().__init__(daemon=True)
+    self.workdir, self.timeout_s = workdir, timeout_s
+    self.killed: dict | None = None
+    self.kept: dict[str, bytes] = {}
+
+  def run(self):
+    deadline = time.monotonic() + self.timeout_s
+    while time.monotonic() < deadline and self.killed is None:
+      for path in glob.glob(os.path.join(self.workdir, "ray", "*.json")):
+        try:
+          with open(path) as f:
+            status = json.load(f)
+        except (OSError, json.JSONDecodeError):
+          continue
+        first, second = (os.path.join(self.workdir, "trajectories", f"{e}.jsonl")
+                         for e in status["episodes"])
+        if status["state"] != "running" or not os.path.exists(second):
+          continue
+        if read_trajectory(first)["end"] and not read_trajectory(second)["end"]:
+          with open(first, "rb") as f:
+            self.kept = {first: f.read()}
+          os.kill(status["pid"], signal.SIGKILL)
+          self.killed = status
+          return
+      time.sleep(0.02)
+
+
+def test_ray_run_survives_a_killed_worker_and_equals_the_in_process_run(
+    ray_cluster, hash_server, tmp_path):
+  inproc = str(tmp_path / "inprocess")
+  want = evaluate(small_config(hash_server.url, "inprocess"), inproc)
+  assert want["episodes_finished"] == want["episodes_planned"] == 4
+
+  workdir = str(tmp_path / "ray")
+  killer = Killer(workdir)
+  killer.start()
+  got = evaluate(small_config(hash_server.url, "ray", ray_cluster.address), workdir)
+  killer.join(timeout=5)
+
+  assert killer.killed is not None, "no worker was caught mid-shard"
+  assert got["episodes_finished"] == got["episodes_planned"] == 4
+  assert got["backend"] == {"name": "ray", "shards": 2, "failed_shards": []}
+  statuses = [json.load(open(p)) for p in glob.glob(os.path.join(workdir, "ray", "*.json"))]
+  assert all(s["state"] == "done" for s in statuses)
+  # The two shards ran on both nodes at once; the killed one ran again.
+  assert len({s["node_id"] for s in statuses} | {killer.killed["node_id"]}) == 2
+  retried = next(s for s in statuses if s["shard"] == killer.killed["shard"])
+  assert retried["attempt"] == killer.killed["attempt"] + 1 and retried["pid"] != killer.killed["pid"]
+  # The episode finished before the kill was not played again.
+  for path, data in killer.kept.items():
+    with open(path, "rb") as f:
+      assert f.read() == data
+  # Every episode exactly once, each equal to the in-process run's.
+  with open(os.path.join(workdir, "metrics", "episodes.jsonl")) as f:
+    ids = [json.loads(line)["episode_id"] for line in f]
+  assert sorted(ids) == sorted(set(ids)) and len(ids) == 4
+  assert run_dir_trajectories(workdir) == run_dir_trajectories(inproc)
+  for game in ("crafter", "minihack"):
+    assert got["games"][game]["progression_mean"] == want["games"][game]["progression_mean"]
+  # Resuming finds nothing to do.
+  again = evaluate(small_config(hash_server.url, "ray", ray_cluster.address), workdir)
+  assert again["backend"]["shards"] == 0 and again["episodes_finished"] == 4
+
+
+def test_shards_split_per_task_and_bad_settings_are_refused():
+  plans = [EpisodePlan(f"{g}-{t}-{s}", g, t, s) for g, t in (("crafter", "crafter"),
+                                                             ("minihack", "A"), ("minihack", "B"))
+           for s in range(3)]
+  setups = {"crafter": GameSetup("crafter", None, envs_per_task=2),
+            "minihack": GameSetup("minihack", None, envs_per_task=4)}
+  shards = make_shards(plans, setups)
+  assert [len(s.plans) for s in shards] == [2, 1, 3, 3]
+  assert all(len({(p.game, p.task) for p in s.plans}) == 1 for s in shards)
+  assert [p for s in shards for p in s.plans] == plans
+  assert [len(s.plans) for s in make_shards(plans, setups, 1)] == [1] * 9
+  with pytest.raises(ValueError, match="episodes_per_shard"):
+    make_shards(plans, setups, -1)
+  config = get_config("games=crafter,episodes=1,steps=1")
+  config.backend = "spark"
+  with pytest.raises(ValueError, match="config.backend must be"):
+    evaluate(config, "/nonexistent-should-not-be-created")
