@@ -61,7 +61,7 @@ def make_shards(plans: Sequence[EpisodePlan], setups: Mapping[str, GameSetup],
   if episodes_per_shard < 0:
     raise ValueError(f"episodes_per_shard must be >= 0, got {episodes_per_shard}")
   shards = []
-  for (game, task), group in plan_groups(plans).items():
+  for (game, _), group in plan_groups(plans).items():
     size = episodes_per_shard or max(1, setups[game].envs_per_task)
     for start in range(0, len(group), size):
       part = tuple(group[start:start + size])

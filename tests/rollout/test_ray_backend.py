@@ -173,7 +173,10 @@ def test_ray_run_survives_a_killed_worker_and_equals_the_in_process_run(
   assert killer.killed is not None, "no worker was caught mid-shard"
   assert got["episodes_finished"] == got["episodes_planned"] == 4
   assert got["backend"] == {"name": "ray", "shards": 2, "failed_shards": []}
-  statuses = [json.load(open(p)) for p in glob.glob(os.path.join(workdir, "ray", "*.json"))]
+  statuses = []
+  for path in glob.glob(os.path.join(workdir, "ray", "*.json")):
+    with open(path) as f:
+      statuses.append(json.load(f))
   assert all(s["state"] == "done" for s in statuses)
   # The two shards ran on both nodes at once; the killed one ran again.
   assert len({s["node_id"] for s in statuses} | {killer.killed["node_id"]}) == 2
@@ -210,5 +213,5 @@ def test_shards_split_per_task_and_bad_settings_are_refused():
     make_shards(plans, setups, -1)
   config = get_config("games=crafter,episodes=1,steps=1")
   config.backend = "spark"
-  with pytest.raises(ValueError, match="config.backend must be"):
+  with pytest.raises(ValueError, match=r"config\.backend must be"):
     evaluate(config, "/nonexistent-should-not-be-created")

@@ -10,6 +10,7 @@ compile cache and XLA flags come along).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -103,10 +104,8 @@ class RayTestCluster:
       if not pids:
         break
       for pid in pids:
-        try:
+        with contextlib.suppress(OSError):
           os.kill(pid, signal.SIGKILL)
-        except OSError:
-          pass
       time.sleep(0.2)
     self._groups.clear()
 
