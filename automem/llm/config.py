@@ -56,6 +56,10 @@ def default_llm_config(backend: str = "local") -> ml_collections.ConfigDict:
   c.sglang.tokenizer_path = ""
   c.sglang.batch_size = 1  # requests per /generate call (SGLang batched input)
   c.sglang.wait_ready_s = 120.0  # how long start-up polls /health before giving up
+  # Several servers of the same model, comma-separated roots ("" = base_url only): requests
+  # go to the least busy live one; one that refuses connections is out for revive_after_s.
+  c.sglang.endpoints = ""
+  c.sglang.revive_after_s = 60.0  # seconds a dead endpoint stays out before it is tried again
 
   c.openai = ml_collections.ConfigDict()
   c.openai.sglang_extensions = False  # send regex/ebnf/top_k/lora_path (SGLang/vLLM servers)
@@ -124,6 +128,22 @@ def retry_policy(config: ml_collections.ConfigDict) -> RetryPolicy:
                      backoff_max_s=config.backoff_max_s, max_retry_after_s=config.max_retry_after_s)
 
 
+def _multi_endpoint_client(config: ml_collections.ConfigDict, tokenizer: Any,
+                           common: dict[str, Any]) -> LLMClient:
+  """`llm.sglang.endpoints`: one SGLang client per server behind a `MultiEndpointClient`."""
+  from automem.llm.endpoints import MultiEndpointClient
+  from automem.llm.sglang_backend import SGLangClient, load_tokenizer
+
+  urls = [u.strip() for u in str(config.sglang.endpoints).split(",") if u.strip()]
+  if tokenizer is None and config.sglang.tokenizer_path:
+    tokenizer = load_tokenizer(config.sglang.tokenizer_path)  # once for every endpoint
+  endpoints = [SGLangClient(url, model=config.model, tokenizer=tokenizer,
+                            batch_size=config.sglang.batch_size,
+                            wait_ready_s=config.sglang.wait_ready_s, api_key=_api_key(config),
+                            **common) for url in urls]
+  return MultiEndpointClient(endpoints, revive_after_s=config.sglang.revive_after_s, **common)
+
+
 def make_client(config: ml_collections.ConfigDict, **inject: Any) -> LLMClient:
   """The client `config.backend` names.
 
@@ -137,6 +157,8 @@ def make_client(config: ml_collections.ConfigDict, **inject: Any) -> LLMClient:
   common = dict(
       concurrency=config.concurrency, timeout_s=config.timeout_s, seed=config.seed,
       retry=retry_policy(config))
+  if config.backend == "sglang" and config.sglang.get("endpoints", ""):
+    return _multi_endpoint_client(config, inject.get("tokenizer"), common)
   if config.backend == "sglang":
     from automem.llm.sglang_backend import SGLangClient
 

@@ -2,7 +2,7 @@
 
 Both the in-process run and the Ray run talk to one SGLang-protocol server on
 127.0.0.1 (tests/support/llm_server.py) whose model is scripted: its answer
-is a function of the prompt tokens (the stand-in for a GPU-served model), so
+is a function of the prompt tokens (tests/support/scripted_engine.py), so
 the same seeds give the same episodes whichever process plays them. During the
 Ray run the worker process playing a shard's second episode is killed with
 SIGKILL: Ray runs the shard again, the episode finished before the kill is
@@ -12,9 +12,7 @@ and equal to the in-process run's.
 
 from __future__ import annotations
 
-import dataclasses
 import glob
-import hashlib
 import json
 import os
 import signal
@@ -31,38 +29,9 @@ from automem.rollout.runner import EpisodePlan, GameSetup
 from experiments.configs.evaluate import get_config
 from tests.support.llm_server import LLMTestServer
 from tests.support.ray_cluster import RayTestCluster
+from tests.support.scripted_engine import PromptHashEngine
 
 pytestmark = pytest.mark.slow
-
-# Answers name actions of both games; an unknown one is refused and the PLAN falls back.
-ACTIONS = ("Move West", "Move East", "Do", "Noop", "north", "east", "south", "west")
-
-
-@dataclasses.dataclass
-class _Out:
-  text: str
-  token_ids: list[int]
-  completion_tokens: int
-  finish_reason: str = "stop"
-
-
-class PromptHashEngine:
-  """A generation engine whose answer depends only on the prompt tokens (a few ms each)."""
-
-  def __init__(self, tokenizer, delay_s: float = 0.05):
-    self.tokenizer = tokenizer
-    self.delay_s = delay_s
-
-  def generate(self, prompts, params):
-    time.sleep(self.delay_s)
-    outs = []
-    for prompt in prompts:
-      h = int(hashlib.sha256(str(prompt).encode()).hexdigest()[:8], 16)
-      text = f"<|ACTION|>{ACTIONS[h % len(ACTIONS)]}<|END|><|DONE|>"
-      ids = list(self.tokenizer.encode(text))
-      outs.append(_Out(text, ids, len(ids)))
-    return outs
-
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
