@@ -131,20 +131,46 @@ def _node_id() -> str:
     return ""
 
 
+@dataclasses.dataclass
+class EvalJob:
+  """One run directory's episodes for `run_jobs_on_ray` (a candidate of a Loop 1 race, ...).
+
+  Attributes:
+    run_dir: the run directory (on a filesystem every Ray node mounts at the same path).
+    setups, plans, agent_config: as for `Runner`.
+    llm: the base model's `llm` config as a plain dict (each worker builds its client).
+    specialist_llm: a second endpoint's config for the specialist, or None.
+    header_extra: JSON facts added to every trajectory header.
+  """
+
+  run_dir: RunDir
+  setups: Mapping[str, GameSetup]
+  plans: Sequence[EpisodePlan]
+  agent_config: AgentConfig
+  llm: Mapping[str, Any]
+  specialist_llm: Mapping[str, Any] | None = None
+  header_extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
 def run_on_ray(run_dir: RunDir, setups: Mapping[str, GameSetup], plans: Sequence[EpisodePlan],
                agent_config: AgentConfig, *, llm: Mapping[str, Any],
                specialist_llm: Mapping[str, Any] | None = None,
                ray_config: ml_collections.ConfigDict,
                header_extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """Plays `plans` over the Ray cluster `ray_config.address`; returns the run summary.
+  """Plays `plans` into `run_dir` over the Ray cluster; returns the run summary (one job of
+  `run_jobs_on_ray`; the arguments are `EvalJob`'s)."""
+  job = EvalJob(run_dir, setups, plans, agent_config, llm, specialist_llm,
+                dict(header_extra or {}))
+  return run_jobs_on_ray([job], ray_config)[0]
 
-  Args:
-    run_dir: the run directory (on a filesystem every Ray node mounts at the same path).
-    setups, plans, agent_config: as for `Runner`.
-    llm: the base model's `llm` config as a plain dict (each worker builds its client).
-    specialist_llm: a second endpoint's config for the specialist, or None.
-    ray_config: the evaluate config's `ray` section.
-    header_extra: JSON facts added to every trajectory header.
+
+def run_jobs_on_ray(jobs: Sequence[EvalJob],
+                    ray_config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+  """Plays every job's episodes at once over the cluster `ray_config.address` (the evaluate
+  config's `ray` section); returns each job's run summary, in order.
+
+  A Loop 1 round (candidates x seeds) or a Loop 2 race submits its runs together, so all of
+  their shards share the cluster. Joins the cluster unless Ray is initialised already.
   """
   import ray
 
@@ -153,40 +179,48 @@ def run_on_ray(run_dir: RunDir, setups: Mapping[str, GameSetup], plans: Sequence
     ray.init(address=ray_config.address or None, namespace=ray_config.namespace or None,
              log_to_driver=ray_config.log_to_driver)
   try:
-    return _drive(ray, run_dir, setups, plans, agent_config, llm, specialist_llm, ray_config,
-                  header_extra)
+    return _drive(ray, list(jobs), ray_config)
   finally:
     if own:
       ray.shutdown()
 
 
-def _drive(ray, run_dir, setups, plans, agent_config, llm, specialist_llm, ray_config,
-           header_extra) -> dict[str, Any]:
-  finished = run_dir.finished(p.episode_id for p in plans)
-  todo = [p for p in plans if p.episode_id not in finished]
-  shards = make_shards(todo, setups, ray_config.episodes_per_shard)
-  logging.info("ray: %d of %d episodes to play in %d shards over %s (%d finished before)",
-               len(todo), len(plans), len(shards), ray.cluster_resources(), len(finished))
+def _drive(ray, jobs: list[EvalJob], ray_config: ml_collections.ConfigDict) -> list[dict]:
   task = ray.remote(play_shard).options(
       num_cpus=ray_config.num_cpus_per_shard, num_gpus=ray_config.num_gpus_per_shard,
       max_retries=ray_config.max_retries, retry_exceptions=False)
-  header_extra = dict(header_extra or {})
-  pending = {task.remote(run_dir.root, s, setups, agent_config, dict(llm),
-                         None if specialist_llm is None else dict(specialist_llm),
-                         header_extra): s for s in shards}
-  failed = []
+  pending, shard_counts = {}, []
+  for j, job in enumerate(jobs):
+    finished = job.run_dir.finished(p.episode_id for p in job.plans)
+    todo = [p for p in job.plans if p.episode_id not in finished]
+    shards = make_shards(todo, job.setups, ray_config.episodes_per_shard)
+    shard_counts.append(len(shards))
+    logging.info("ray: %s: %d of %d episodes to play in %d shards (%d finished before)",
+                 job.run_dir.root, len(todo), len(job.plans), len(shards), len(finished))
+    llm = dict(job.llm)
+    specialist = None if job.specialist_llm is None else dict(job.specialist_llm)
+    for s in shards:
+      ref = task.remote(job.run_dir.root, s, job.setups, job.agent_config, llm, specialist,
+                        dict(job.header_extra))
+      pending[ref] = (j, s)
+  logging.info("ray: %d shards over %s", len(pending), ray.cluster_resources())
+  failed: list[list[dict[str, str]]] = [[] for _ in jobs]
   while pending:
     done, _ = ray.wait(list(pending), num_returns=1)
-    shard = pending.pop(done[0])
+    j, shard = pending.pop(done[0])
     try:
       status = ray.get(done[0])
       logging.info("ray: shard %s done on %s (attempt %d)", shard.name, status["node"],
                    status["attempt"])
     except Exception as e:  # its retries are spent; its episodes stay unfinished
       logging.error("ray: shard %s failed: %s", shard.name, e)
-      failed.append({"shard": shard.name, "error": f"{type(e).__name__}: {e}"})
-  summarizer = Runner(run_dir, setups, plans, {"base": None}, agent_config, progress=False)
-  summary = summarizer.write_summary()
-  summary["backend"] = {"name": "ray", "shards": len(shards), "failed_shards": failed}
-  run_dir.write_summary(summary)
-  return summary
+      failed[j].append({"shard": shard.name, "error": f"{type(e).__name__}: {e}"})
+  summaries = []
+  for job, n, fails in zip(jobs, shard_counts, failed, strict=True):
+    summarizer = Runner(job.run_dir, job.setups, job.plans, {"base": None}, job.agent_config,
+                        progress=False)
+    summary = summarizer.write_summary()
+    summary["backend"] = {"name": "ray", "shards": n, "failed_shards": fails}
+    job.run_dir.write_summary(summary)
+    summaries.append(summary)
+  return summaries

@@ -21,10 +21,12 @@ import time
 
 import pytest
 
-from automem.agent import read_trajectory
+from automem.agent import AgentConfig, read_trajectory
+from automem.memory import load_structure
 from automem.models import SamplingParams
+from automem.rollout import RunDir, episode_id
 from automem.rollout.evaluate import evaluate
-from automem.rollout.ray_backend import make_shards
+from automem.rollout.ray_backend import EvalJob, make_shards, run_jobs_on_ray
 from automem.rollout.runner import EpisodePlan, GameSetup
 from experiments.configs.evaluate import get_config
 from tests.support.llm_server import LLMTestServer
@@ -165,6 +167,29 @@ def test_ray_run_survives_a_killed_worker_and_equals_the_in_process_run(
   # Resuming finds nothing to do.
   again = evaluate(small_config(hash_server.url, "ray", ray_cluster.address), workdir)
   assert again["backend"]["shards"] == 0 and again["episodes_finished"] == 4
+
+
+def test_several_runs_share_the_cluster_at_once(ray_cluster, hash_server, tmp_path):
+  """A Loop 1 round: two candidate structures on the same seeds, submitted together."""
+  config = small_config(hash_server.url, "ray", ray_cluster.address)
+  base = load_structure("crafter").revise({"log.max_iterations": 1, "plan.max_iterations": 1},
+                                          note="one turn")
+  candidates = {"a": base, "b": base.revise({"log.max_iterations": 2}, note="two LOG turns")}
+  seed = 1_000_000
+  plans = [EpisodePlan(episode_id("crafter", "crafter", seed), "crafter", "crafter", seed,
+                       "selection")]
+  jobs = [EvalJob(RunDir(tmp_path / name), {"crafter": GameSetup("crafter", st, {"max_steps": 1},
+                                                                 envs_per_task=1)},
+                  plans, AgentConfig(), dict(config.llm), header_extra={"candidate": name})
+          for name, st in candidates.items()]
+  summaries = run_jobs_on_ray(jobs, config.ray)
+  assert candidates["a"].version != candidates["b"].version
+  for name, summary in zip(candidates, summaries):
+    assert summary["episodes_finished"] == 1 and summary["backend"]["shards"] == 1
+    t = read_trajectory(tmp_path / name / "trajectories" / f"{plans[0].episode_id}.jsonl")
+    assert t["header"]["candidate"] == name
+    assert t["header"]["structure_version"] == candidates[name].version
+    assert len(t["steps"]) == 1
 
 
 def test_shards_split_per_task_and_bad_settings_are_refused():
