@@ -18,7 +18,8 @@ Prints a markdown table: steps/s, the time of the first reset and first step
 step + fetch), text rendering and other host bookkeeping, the render / device
 ratio, and the speed-up over the peer. `--dynamics=local,craftax` adds rows
 for Craftax's stock step. `--devices` measures the batch sharded over that
-many local devices ("all" = every one; the devices column). Targets (issue 2): at B=64 >= 50x
+many local devices ("all" = every one; the devices column, and the ratio to
+the one-device row of the same run). Targets (issue 2): at B=64 >= 50x
 the peer's steps/s, and rendering no dearer than the Craftax step.
 """
 
@@ -170,15 +171,18 @@ def main(argv: list[str]) -> None:
         f"{os.cpu_count()} CPUs, "
         f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end\n")
   print(
-      "| backend | B | devices | steps/s | peer steps/s (same rounds) | x peer "
+      "| backend | B | devices | steps/s | x 1 device | peer steps/s (same rounds) | x peer "
       "| first reset + first step s | device step ms | render ms | other host ms "
       "| render / device step |"
   )
-  print("|---|---|---|---|---|---|---|---|---|---|---|")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+  one = {(r["backend"], r["B"]): r["steps_per_s"] for r in rows if r["devices"] == 1}
   for r in rows:
     ratio = r["steps_per_s"] / r["peer_steps_per_s"]
+    base = one.get((r["backend"], r["B"]))
+    vs_one = f"{r['steps_per_s'] / base:.2f}" if base else "-"
     print(
-        f"| {r['backend']} | {r['B']} | {r['devices']} | {r['steps_per_s']:.0f} | "
+        f"| {r['backend']} | {r['B']} | {r['devices']} | {r['steps_per_s']:.0f} | {vs_one} | "
         f"{r['peer_steps_per_s']:.0f} | "
         f"{ratio:.1f} | {r['compile_reset_s']:.1f} + {r['compile_step_s']:.1f} | "
         f"{r['device_ms']:.2f} | {r['render_ms']:.2f} | {r['host_ms']:.2f} | "
