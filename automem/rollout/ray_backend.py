@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import socket
 import time
@@ -95,8 +96,6 @@ def play_shard(root: str, shard: Shard, setups: Mapping[str, GameSetup],
   status_path = _status_path(run_dir, shard)
   attempt = 1
   if os.path.exists(status_path):
-    import json
-
     with open(status_path, encoding="utf-8") as f:
       attempt = int(json.load(f).get("attempt", 0)) + 1
   status = {"shard": shard.name, "episodes": [p.episode_id for p in shard.plans],
