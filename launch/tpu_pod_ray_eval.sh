@@ -22,7 +22,8 @@ endpoints=${ENDPOINTS:?set ENDPOINTS to the SGLang servers, comma-separated}
 ray_port=${RAY_PORT:-6379}
 config=${CONFIG:-experiments/configs/evaluate.py:full,ray}
 extra=$(printf ' %q' "$@")
-run() { if [[ "${DRY_RUN:-0}" == 1 ]]; then printf '%q ' "$@"; echo; else "$@"; fi; }
+# DRY_RUN prints each command as one write (background jobs' lines do not interleave).
+run() { if [[ "${DRY_RUN:-0}" == 1 ]]; then echo "$(printf '%q ' "$@")"; else "$@"; fi; }
 ssh_to() {  # WORKER COMMAND: run COMMAND in the venv on one worker (or all)
   run gcloud compute tpus tpu-vm ssh "$name" --zone "$zone" --worker="$1" --command \
     "cd ~/automem && . .venv/bin/activate && export PYTHONPATH=\$HOME/automem && $2"
