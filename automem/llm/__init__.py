@@ -11,6 +11,7 @@ A failed request comes back as an `LLMResult` with `error`/`error_cause` set;
 
 from automem.llm.client import LLMClient
 from automem.llm.config import default_llm_config, make_client
+from automem.llm.endpoints import MultiEndpointClient
 from automem.llm.local import BatchingEngine, LocalClient
 from automem.llm.openai_backend import OpenAIClient
 from automem.llm.retry import LLMCallError, LLMServerUnavailable, RetryPolicy
@@ -28,6 +29,7 @@ __all__ = [
     "LLMResult",
     "LLMServerUnavailable",
     "LocalClient",
+    "MultiEndpointClient",
     "OpenAIClient",
     "RetryPolicy",
     "SGLangClient",

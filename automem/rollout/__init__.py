@@ -13,11 +13,15 @@ Public API::
   seeds(name, num, offset=0), seed_set_of(seed), SEED_SETS   named disjoint seed sets
   EpisodeMetrics, summarize(records), format_summary(summary), mean_ci95(values)
   evaluate(config, workdir, env_factory=None, clients=None) -> summary
-                                       the whole evaluation job (experiments/evaluate.py)
+                                       the whole evaluation job (experiments/evaluate.py);
+                                       config.backend="ray" spreads it over a Ray cluster
+  run_jobs_on_ray([EvalJob(run_dir, setups, plans, agent_config, llm)], ray_config) -> summaries
+                                       several runs' episodes at once over a Ray cluster
 """
 
 from automem.rollout.evaluate import evaluate
 from automem.rollout.metrics import EpisodeMetrics, format_summary, mean_ci95, summarize
+from automem.rollout.ray_backend import EvalJob, run_jobs_on_ray, run_on_ray
 from automem.rollout.rundir import EpisodeState, RunDir, episode_id
 from automem.rollout.runner import EpisodePlan, GameSetup, OutagePolicy, Runner, RunStopped
 from automem.rollout.seeds import SEED_SETS, seed_set_of, seeds
@@ -27,6 +31,7 @@ __all__ = [
     "EpisodeMetrics",
     "EpisodePlan",
     "EpisodeState",
+    "EvalJob",
     "GameSetup",
     "OutagePolicy",
     "RunDir",
@@ -36,6 +41,8 @@ __all__ = [
     "evaluate",
     "format_summary",
     "mean_ci95",
+    "run_jobs_on_ray",
+    "run_on_ray",
     "seed_set_of",
     "seeds",
     "summarize",

@@ -40,13 +40,16 @@ def ray_cluster(tmp_path_factory):
   # A short temp dir: Ray's socket paths must stay under the 107-byte AF_UNIX limit.
   import tempfile
 
+  import ray
+
   temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
   cluster = RayTestCluster(temp).start()
   try:
+    # One driver session for the module, so its Ray workers (and their imports and
+    # compilations) are reused from test to test; the backend leaves a session it did not open.
+    ray.init(address=cluster.address, log_to_driver=False)
     yield cluster
   finally:
-    import ray
-
     if ray.is_initialized():
       ray.shutdown()
     cluster.close()
