@@ -22,7 +22,10 @@ Failure semantics are the runner's, spread over the cluster:
   the driver again plays them.
 
 Each task writes `ray/<shard>.json` (node, pid, attempt, episodes) when it
-starts and when it ends, so an operator sees where every shard runs.
+starts and when it ends, so an operator sees where every shard runs. The
+shards' appends to `metrics/episodes.jsonl` are progress only (lines from
+different nodes may interleave on a network filesystem); the driver rewrites
+it from the trajectories at the end.
 
 An episode depends only on its seed and the model's answers, never on the
 batch it shares an env with, so the results equal the in-process runner's.
