@@ -178,8 +178,14 @@ def run_jobs_on_ray(jobs: Sequence[EvalJob],
 
   own = not ray.is_initialized()
   if own:
-    ray.init(address=ray_config.address or None, namespace=ray_config.namespace or None,
-             log_to_driver=ray_config.log_to_driver)
+    try:
+      ray.init(address=ray_config.address or None, namespace=ray_config.namespace or None,
+               log_to_driver=ray_config.log_to_driver)
+    except ConnectionError as e:
+      raise ConnectionError(
+          f"no Ray cluster at config.ray.address={ray_config.address!r} ({e}); start one "
+          "(`ray start --head`, launch/README.md) or set --config.ray.address='' for a local "
+          "one in this process") from e
   try:
     return _drive(ray, list(jobs), ray_config)
   finally:
