@@ -231,7 +231,9 @@ def _run_on_ray(config, run_dir, setups, plans, env_factory, clients) -> dict[st
   specialist = config.agent.two_model and config.agent.specialist_endpoint
   return run_on_ray(run_dir, setups, plans, agent_config(config), llm=_plain(config.llm),
                     specialist_llm=_plain(config.specialist_llm) if specialist else None,
-                    ray_config=config.ray, header_extra={"llm_backend": config.llm.backend})
+                    ray_config=config.ray, header_extra={"llm_backend": config.llm.backend},
+                    keep_errored=config.keep_errored,
+                    outage=OutagePolicy(wait_s=config.outage_wait_s))
 
 
 async def _run(config, run_dir, setups, plans, env_factory, clients) -> dict[str, Any]:

@@ -17,9 +17,12 @@ Failure semantics are the runner's, spread over the cluster:
   finished only with its end line).
 - A driver started again on the same run directory shards only the episodes
   that are not finished.
-- A shard that still fails after its retries leaves its unfinished episodes
-  unfinished (the summary counts them as planned but not finished); running
-  the driver again plays them.
+- A shard that still fails after its retries (or stops because its LLM server
+  stayed down past `outage.wait_s`) leaves its unfinished episodes
+  unfinished: the driver writes the summary of everything else, then raises
+  `RunStopped`; running it again plays them.
+- Episodes that ended in an infrastructure error are played again by a
+  resumed driver unless `keep_errored`, as in-process.
 
 Each task writes `ray/<shard>.json` (node, pid, attempt, episodes) when it
 starts and when it ends, so an operator sees where every shard runs. The
@@ -47,7 +50,8 @@ from absl import logging
 
 from automem.agent import AgentConfig
 from automem.rollout.rundir import RunDir, atomic_write_json
-from automem.rollout.runner import EpisodePlan, GameSetup, Runner, plan_groups
+from automem.rollout.runner import EpisodePlan, GameSetup, OutagePolicy, Runner, plan_groups
+from automem.utils.errors import RunStopped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +80,10 @@ def make_shards(plans: Sequence[EpisodePlan], setups: Mapping[str, GameSetup],
 class _ShardRunner(Runner):
   """The runner for one shard: the driver writes the run's metrics, summary and events."""
 
-  def write_summary(self) -> dict[str, Any]:
-    return {"episodes_finished": len(self.run_dir.finished(p.episode_id for p in self.plans))}
+  def write_summary(self, stopped: str = "") -> dict[str, Any]:
+    ids = [p.episode_id for p in self.plans]
+    return {"episodes_finished": len(self.run_dir.finished(ids, keep_errored=False)),
+            "stopped": stopped}
 
   def _tensorboard(self):
     return None
@@ -91,7 +97,8 @@ def _status_path(run_dir: RunDir, shard: Shard) -> str:
 def play_shard(root: str, shard: Shard, setups: Mapping[str, GameSetup],
                agent_config: AgentConfig, llm: Mapping[str, Any],
                specialist_llm: Mapping[str, Any] | None,
-               header_extra: Mapping[str, Any]) -> dict[str, Any]:
+               header_extra: Mapping[str, Any], keep_errored: bool = False,
+               outage: OutagePolicy | None = None) -> dict[str, Any]:
   """Plays one shard into the run directory `root` (the body of a Ray task)."""
   from automem.llm import make_client
 
@@ -111,7 +118,8 @@ def play_shard(root: str, shard: Shard, setups: Mapping[str, GameSetup],
     if specialist_llm is not None:
       clients["specialist"] = make_client(ml_collections.ConfigDict(dict(specialist_llm)))
     runner = _ShardRunner(run_dir, setups, shard.plans, clients, agent_config,
-                          progress=False, header_extra=header_extra)
+                          progress=False, header_extra=header_extra,
+                          keep_errored=keep_errored, outage=outage)
     try:
       return await runner.arun()
     finally:
@@ -143,6 +151,7 @@ class EvalJob:
     llm: the base model's `llm` config as a plain dict (each worker builds its client).
     specialist_llm: a second endpoint's config for the specialist, or None.
     header_extra: JSON facts added to every trajectory header.
+    keep_errored, outage: as for `Runner`.
   """
 
   run_dir: RunDir
@@ -152,17 +161,20 @@ class EvalJob:
   llm: Mapping[str, Any]
   specialist_llm: Mapping[str, Any] | None = None
   header_extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  keep_errored: bool = False
+  outage: OutagePolicy | None = None
 
 
 def run_on_ray(run_dir: RunDir, setups: Mapping[str, GameSetup], plans: Sequence[EpisodePlan],
                agent_config: AgentConfig, *, llm: Mapping[str, Any],
                specialist_llm: Mapping[str, Any] | None = None,
                ray_config: ml_collections.ConfigDict,
-               header_extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+               header_extra: Mapping[str, Any] | None = None, keep_errored: bool = False,
+               outage: OutagePolicy | None = None) -> dict[str, Any]:
   """Plays `plans` into `run_dir` over the Ray cluster; returns the run summary (one job of
   `run_jobs_on_ray`; the arguments are `EvalJob`'s)."""
   job = EvalJob(run_dir, setups, plans, agent_config, llm, specialist_llm,
-                dict(header_extra or {}))
+                dict(header_extra or {}), keep_errored, outage)
   return run_jobs_on_ray([job], ray_config)[0]
 
 
@@ -173,6 +185,7 @@ def run_jobs_on_ray(jobs: Sequence[EvalJob],
 
   A Loop 1 round (candidates x seeds) or a Loop 2 race submits its runs together, so all of
   their shards share the cluster. Joins the cluster unless Ray is initialised already.
+  Raises `RunStopped` after writing every summary when a shard failed for good.
   """
   import ray
 
@@ -199,7 +212,8 @@ def _drive(ray, jobs: list[EvalJob], ray_config: ml_collections.ConfigDict) -> l
       max_retries=ray_config.max_retries, retry_exceptions=False)
   pending, shard_counts = {}, []
   for j, job in enumerate(jobs):
-    finished = job.run_dir.finished(p.episode_id for p in job.plans)
+    finished = job.run_dir.finished((p.episode_id for p in job.plans),
+                                    keep_errored=job.keep_errored)
     todo = [p for p in job.plans if p.episode_id not in finished]
     shards = make_shards(todo, job.setups, ray_config.episodes_per_shard)
     shard_counts.append(len(shards))
@@ -209,7 +223,7 @@ def _drive(ray, jobs: list[EvalJob], ray_config: ml_collections.ConfigDict) -> l
     specialist = None if job.specialist_llm is None else dict(job.specialist_llm)
     for s in shards:
       ref = task.remote(job.run_dir.root, s, job.setups, job.agent_config, llm, specialist,
-                        dict(job.header_extra))
+                        dict(job.header_extra), job.keep_errored, job.outage)
       pending[ref] = (j, s)
   logging.info("ray: %d shards over %s", len(pending), ray.cluster_resources())
   failed: list[list[dict[str, str]]] = [[] for _ in jobs]
@@ -222,13 +236,21 @@ def _drive(ray, jobs: list[EvalJob], ray_config: ml_collections.ConfigDict) -> l
                    status["attempt"])
     except Exception as e:  # its retries are spent; its episodes stay unfinished
       logging.error("ray: shard %s failed: %s", shard.name, e)
-      failed[j].append({"shard": shard.name, "error": f"{type(e).__name__}: {e}"})
+      cause = getattr(e, "cause", None) or e  # a RayTaskError carries the task's exception
+      failed[j].append({"shard": shard.name, "error": f"{type(cause).__name__}: {cause}"})
   summaries = []
   for job, n, fails in zip(jobs, shard_counts, failed, strict=True):
     summarizer = Runner(job.run_dir, job.setups, job.plans, {"base": None}, job.agent_config,
                         progress=False)
-    summary = summarizer.write_summary()
+    stopped = "; ".join(f"shard {f['shard']}: {f['error']}" for f in fails)
+    summary = summarizer.write_summary(stopped=" ".join(stopped.split()))
     summary["backend"] = {"name": "ray", "shards": n, "failed_shards": fails}
     job.run_dir.write_summary(summary)
     summaries.append(summary)
+  n_failed = sum(len(f) for f in failed)
+  if n_failed:
+    first = next(f for fs in failed for f in fs)
+    raise RunStopped(f"{n_failed} Ray shard(s) failed after their retries (first: shard "
+                     f"{first['shard']}: {' '.join(first['error'].split())[:300]}); their "
+                     "unfinished episodes are played when the run is started again")
   return summaries

@@ -28,8 +28,9 @@ from automem.rollout import RunDir, episode_id
 from automem.rollout.evaluate import evaluate
 from automem.rollout.ray_backend import EvalJob, make_shards, run_jobs_on_ray
 from automem.rollout.runner import EpisodePlan, GameSetup
+from automem.utils.errors import RunStopped
 from experiments.configs.evaluate import get_config
-from tests.support.llm_server import LLMTestServer
+from tests.support.llm_server import LLMTestServer, free_port
 from tests.support.ray_cluster import RayTestCluster
 from tests.support.scripted_engine import PromptHashEngine
 
@@ -195,6 +196,19 @@ def test_several_runs_share_the_cluster_at_once(ray_cluster, hash_server, tmp_pa
     assert len(t["steps"]) == 1
 
 
+def test_a_shard_that_fails_for_good_stops_the_run_after_the_summary(ray_cluster, tmp_path):
+  config = small_config(f"http://127.0.0.1:{free_port()}", "ray", ray_cluster.address)
+  config.games = "crafter"
+  config.llm.sglang.wait_ready_s = 0.3  # nothing listens there: every shard fails at start-up
+  with pytest.raises(RunStopped, match=r"1 Ray shard\(s\) failed .* is not ready"):
+    evaluate(config, str(tmp_path))
+  with open(tmp_path / "summary.json") as f:
+    summary = json.load(f)
+  assert summary["episodes_unfinished"] == 2 and summary["episodes_finished"] == 0
+  assert "is not ready" in summary["stopped"]
+  assert len(summary["backend"]["failed_shards"]) == 1
+
+
 def test_shards_split_per_task_and_bad_settings_are_refused():
   plans = [EpisodePlan(f"{g}-{t}-{s}", g, t, s) for g, t in (("crafter", "crafter"),
                                                              ("minihack", "A"), ("minihack", "B"))
@@ -210,5 +224,5 @@ def test_shards_split_per_task_and_bad_settings_are_refused():
     make_shards(plans, setups, -1)
   config = get_config("games=crafter,episodes=1,steps=1")
   config.backend = "spark"
-  with pytest.raises(ValueError, match=r"config\.backend must be"):
+  with pytest.raises(ValueError, match=r"config\.backend: must be"):
     evaluate(config, "/nonexistent-should-not-be-created")
