@@ -39,7 +39,7 @@ from automem.llm import default_llm_config
 from automem.utils import parse_arg
 
 VARIANTS = ("full", "games=minihack,episodes=1,steps=3", "two_model,adapter=memory",
-            "layout=paper,backend=sglang")
+            "layout=paper,backend=sglang", "full,ray")
 
 # The eight MiniHack tasks of BALROG and the paper.
 BALROG_MINIHACK = (
