@@ -61,7 +61,21 @@ def _build_train_proficiency(config):
   return [mesh, optim, dataset_config(config.data)]
 
 
-BUILDERS = {"evaluate": _build_evaluate, "train_proficiency": _build_train_proficiency}
+def _build_select_decisions(config):
+  from automem.credit.select import selection_config
+  from automem.llm import make_client
+
+  selection = selection_config(config.to_dict())
+  clients = []
+  if {"requery", "counterfactual"} & set(selection.scorers):
+    clients.append(make_client(config.policy_llm))
+  if "judge" in selection.scorers:
+    clients.append(make_client(config.judge_llm))
+  return [selection, *clients]
+
+
+BUILDERS = {"evaluate": _build_evaluate, "train_proficiency": _build_train_proficiency,
+            "select_decisions": _build_select_decisions}
 
 
 def _variants(path):
@@ -71,7 +85,10 @@ def _variants(path):
 
 @pytest.mark.parametrize("name, variant", [nv for p in CONFIG_FILES for nv in _variants(p)],
                          ids=lambda x: str(x))
-def test_every_shipped_config_variant_builds_its_job_objects(name, variant):
+def test_every_shipped_config_variant_builds_its_job_objects(name, variant, monkeypatch):
+  # API-backed variants read their keys from the environment when the client is built.
+  monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+  monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
   module = importlib.import_module(f"experiments.configs.{name}")
   config = module.get_config(variant)
   assert name in BUILDERS, f"add a builder for experiments/configs/{name}.py to this test"
