@@ -7,9 +7,19 @@ Per env step, as the episode's `MemoryStructure` defines:
   until `<|DONE|>` or `log.max_iterations`; each turn's command results come
   back as the next user message (the `follow_up` template).
 - PLAN: it may run the phase's (read-only) commands and must commit one
-  `<|ACTION|>name<|END|>`; an unknown action name is refused and PLAN goes
-  on; without a valid action after `plan.max_iterations` turns the
-  structure's fallback action is taken.
+  `<|ACTION|>name<|END|>`; an unknown action name is repaired through the
+  structure's `action_aliases` or refused and PLAN goes on; a committed
+  action the structure's `action_checks` reject is sent back with a message
+  (at most `max_rejections` times a step); without a valid action after
+  `plan.max_iterations` turns the structure's fallback action is taken (the
+  first of `fallback_action`, `fallback_alternatives` the task offers).
+
+Around the turns the harness applies the structure's hooks (harness-maintained
+files, retention; `hooks.harness` / `hooks.retention` say whether at the start
+of a step or after LOG), shows pinned file views at {pinned}, size warnings
+and observers at {helpers}, and switches to a mode's template and op set
+while the mode's observer fires. Every text the model sees comes from the
+structure (templates and `texts`).
 
 Two-model mode: LOG and PLAN's memory consultation are "specialist" turns
 (the tuned memory model; an adapter name or a second client) and one final
@@ -30,29 +40,28 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from automem.agent import prompts
+from automem.agent import harness, prompts
 from automem.agent.metrics import EpisodeMetrics
 from automem.agent.observers import StepView, run_observers
 from automem.agent.trajectory import End, Step, Turn
 from automem.envs.base import EpisodeStats, Observation, StepResult, normalize_action_name
 from automem.llm.types import LLMRequest, LLMResult
 from automem.memory import (
+  TEXTS,
   Command,
   CommandResult,
   MemoryStore,
   ParseError,
+  StructureError,
   diff_snapshots,
   execute,
   format_results,
   parse_commands,
 )
+from automem.memory.action_checks import run_check
 
-# The commit turn of two-model mode (the structure has no template for it: it
-# exists only when the action is split off to the base model).
-COMMIT_PROMPT = (
-    "Now commit the game action for this step. Reply with exactly one "
-    "<|ACTION|>name<|END|> using one of the action names listed in the instructions."
-)
+# The default commit turn of two-model mode (the structure's `texts.commit`).
+COMMIT_PROMPT = TEXTS["commit"][0]
 
 
 class Phase(enum.Enum):
@@ -117,7 +126,8 @@ class EpisodeAgent:
 
   Args:
     episode_id, game, task, seed: what is played (ids go into records).
-    structure: the `MemoryStructure` (templates, ops, limits, observers).
+    structure: the `MemoryStructure` (templates, ops, limits, observers); its
+      `task_overrides` matching `task` are applied here.
     store: the episode's `MemoryStore`, already reset.
     action_names: the env's action names (exactly the ones accepted).
     config: prompt layout, model routing and sampling.
@@ -137,6 +147,7 @@ class EpisodeAgent:
   ):
     self.episode_id = episode_id
     self.game, self.task, self.seed = game, task, seed
+    structure = structure.for_task(task)
     self.structure = structure
     self.store = store
     self.config = config or AgentConfig()
@@ -144,10 +155,13 @@ class EpisodeAgent:
       raise ValueError(f"unknown prompt layout {self.config.layout!r}")
     self.action_names = tuple(action_names)
     self._actions = {normalize_action_name(a): a for a in self.action_names}
-    fallback = self._actions.get(normalize_action_name(structure.fallback_action))
+    fallback = structure.resolve_fallback(self.action_names)
     if fallback is None:
-      raise ValueError(f"the structure's fallback action {structure.fallback_action!r} is not "
-                       f"an action of {game}/{task}: {', '.join(self.action_names)}")
+      raise StructureError(
+          "fallback_alternatives",
+          f"neither the fallback action {structure.fallback_action!r} nor an alternative "
+          f"{list(structure.fallback_alternatives)} is an action of {game}/{task}: "
+          f"{', '.join(self.action_names)}")
     self.fallback_action = fallback
     self.metrics = EpisodeMetrics(episode_id=episode_id, game=game, task=task, seed=seed)
     self.phase = Phase.DONE
@@ -162,9 +176,12 @@ class EpisodeAgent:
     self._turns: list[dict[str, str]] = []  # the current step's messages
     self._step_records: list[dict[str, Any]] = []
     self._records: list[dict[str, Any]] = []
-    self._last_action = "none"
-    self._last_outcome = "The episode has just started; no action has been taken yet."
+    self._last_action = structure.text("no_last_action")
+    self._last_outcome = structure.text("first_outcome")
     self._observation = ""
+    self._modes: dict[str, Any] = {}  # mode name -> the structure while it is on
+    self._mode: str | None = None  # the mode of the current phase
+    self._rejections = 0  # action-check rejections this step
     self._log_ran = False
     self._fallback = False
     self._pending: AgentRequest | None = None
@@ -181,6 +198,7 @@ class EpisodeAgent:
     self._system = prompts.system_text(self.structure, self.action_names, self.task)
     self._observation = observation.text
     self._views.append(StepView(None, 0.0, observation.text, dict(observation.info)))
+    self._hooks("step_start")
     self._begin_step(log=bool(self.structure.log_first_step))
 
   @property
@@ -247,24 +265,30 @@ class EpisodeAgent:
       if rec["action"] is not None:
         rec["reward"] = float(result.reward)
         break
-    outcome = f"reward {float(result.reward):g}"
+    st = self.structure
+    outcome = st.text("outcome", reward=f"{float(result.reward):g}")
     if result.feedback:
-      outcome += f"; {result.feedback}"
+      outcome += st.text("outcome_feedback", feedback=result.feedback)
     if result.done:
-      outcome += f"; the episode ended ({result.stats.end_reason})"
+      outcome += st.text("outcome_end", reason=result.stats.end_reason)
     self._history.append(prompts.HistoryEntry(self.step, self.action, outcome))
     self._views.append(StepView(self.action, float(result.reward), result.observation.text,
-                                dict(result.observation.info), result.valid_action))
+                                dict(result.observation.info), result.valid_action,
+                                tuple(result.stats.achievements)))
     unlocked = [a for a in result.stats.achievements if a not in self.stats.achievements]
     self._taken.append(self.action)
     for a in unlocked:
       self._unlock_steps.setdefault(a, self.step)
+    harness_diff = {} if result.done else self._hooks("step_start")
     self._step_records.append(Step(
         episode_id=self.episode_id, step=self.step, action=self.action,
         fallback=self._fallback, reward=float(result.reward), done=bool(result.done),
         valid_action=bool(result.valid_action), feedback=result.feedback,
         progression=result.stats.progression, achievements=list(result.stats.achievements),
-        unlocked=unlocked, observation=result.observation.text).to_json())
+        unlocked=unlocked, observation=result.observation.text,
+        # Memory changes the harness made after this step's action (harness files,
+        # retention), applied before the next step's turns.
+        extra={"harness_diff": harness_diff}).to_json())
     self._records.extend(self._step_records)
     self._step_records = []
     self.stats = result.stats
@@ -296,21 +320,48 @@ class EpisodeAgent:
   def _begin_step(self, *, log: bool) -> None:
     self._turns, self._step_records = [], []
     self._log_ran, self._fallback = False, False
+    self._rejections = 0
     self.turn = 0
     self.phase = Phase.LOG if log else Phase.PLAN
     self._turns.append({"role": "user", "content": self._user_prompt(self.phase.value)})
 
+  def _hooks(self, point: str) -> dict[str, Any]:
+    """Runs the structure's hooks at `point` (harness files, then retention); the diff."""
+    st = self.structure
+    if not st.harness_files and not any(f.keep_last for f in st.files):
+      return {}
+    before = self.store.snapshot()
+    if st.hooks.harness == point:
+      harness.update_harness_files(st, self.store, self._views)
+    if st.hooks.retention == point:
+      harness.apply_retention(st, self.store)
+    return diff_snapshots(before, self.store.snapshot())
+
+  def _phase_structure(self, phase: str) -> Any:
+    """The structure of `phase` now: the base one, or a mode's while its observer fires."""
+    self._mode = harness.active_mode(self.structure, phase, self._views)
+    if self._mode is None:
+      return self.structure
+    if self._mode not in self._modes:
+      self._modes[self._mode] = self.structure.with_mode(self._mode)
+    return self._modes[self._mode]
+
+  def _current(self) -> Any:
+    return self._modes[self._mode] if self._mode is not None else self.structure
+
   def _user_prompt(self, phase: str) -> str:
+    st = self._phase_structure(phase)
     paper = self.config.layout != "cached"
     shown = phase == "plan" and self._log_ran
-    observation = prompts.SEE_SYSTEM if paper else (
-        prompts.SEE_ABOVE if shown else self._observation)
-    history = "(shown above)" if shown else prompts.history_text(
-        self._history, self.structure.history_length)
-    return self.structure.user_prompt(
+    observation = st.text("see_system") if paper else (
+        st.text("see_above") if shown else self._observation)
+    history = st.text("history_above") if shown else prompts.history_text(
+        self._history, st.history_length, st.texts)
+    return st.user_prompt(
         phase,
-        file_index=prompts.SEE_SYSTEM if paper else self._file_index(),
+        file_index=st.text("see_system") if paper else self._file_index(),
         history=history,
+        pinned=harness.pinned_text(st, self.store, phase),
         step=self.step,
         helpers=self._helpers(phase),
         last_action=self._last_action,
@@ -319,21 +370,25 @@ class EpisodeAgent:
     )
 
   def _follow_up(self, phase: str, results: Sequence[CommandResult]) -> str:
-    return self.structure.follow_up_prompt(
+    st = self._current()
+    return st.follow_up_prompt(
         phase, results=format_results(results),
-        file_index=prompts.SEE_SYSTEM if self.config.layout != "cached" else self._file_index(),
+        file_index=st.text("see_system") if self.config.layout != "cached" else self._file_index(),
         helpers=self._helpers(phase), step=self.step)
 
   def _file_index(self) -> str:
-    return prompts.file_index_text(self.store, sizes=False)
+    return prompts.file_index_text(self.store, sizes=False, texts=self.structure.texts)
 
   def _helpers(self, phase: str) -> str:
-    return run_observers(self.structure.observers_for(phase), self._views)
+    observed = run_observers(self.structure.observers_for(phase), self._views)
+    warned = harness.size_warnings(self.structure, self.store, phase)
+    return "\n".join(t for t in (observed, warned) if t)
 
   def _run(self, items: Sequence[Command | ParseError], phase: str,
            record: dict[str, Any]) -> list[CommandResult]:
-    results = execute(self.store, list(items), phase=phase, structure=self.structure)
-    allowed = set(self.structure.phase(phase).allowed_ops)
+    st = self._current()
+    results = execute(self.store, list(items), phase=phase, structure=st)
+    allowed = set(st.phase(phase).allowed_ops)
     m = self.metrics
     for item, res in zip(items, results):
       record["commands"].append(res.to_record())
@@ -358,7 +413,10 @@ class EpisodeAgent:
     self._log_ran = True
     record["phase_end"] = "done" if done else "max_iterations"
     self.phase, self.turn = Phase.PLAN, 0
-    note = "" if done else f"(The LOG phase is over: {limit} turn limit reached.)\n\n"
+    harness_diff = self._hooks("after_log")
+    if harness_diff:
+      record["harness_diff"] = harness_diff  # applied after this turn's own memory_diff
+    note = "" if done else self.structure.text("log_limit", limit=limit) + "\n\n"
     text = f"{format_results(results)}\n\n{note}{self._user_prompt('plan')}"
     self._turns.append({"role": "user", "content": text})
 
@@ -372,28 +430,32 @@ class EpisodeAgent:
       items = _cut_after(items, "ACTION")
     results = self._run(items, "plan", record)
     action = None
+    limit = self.structure.plan.max_iterations
     if not two_model and items and isinstance(items[-1], Command) and items[-1].op == "ACTION":
       action = self._check_action(items[-1], results[-1], record)
       if action is None and results[-1].ok:  # an unknown name: say so in the next turn
         c = record["commands"][-1]
         results[-1] = dataclasses.replace(results[-1], ok=False, text=c["result"])
+      elif action is not None and self.turn < limit and self._rejected(action, record):
+        c = record["commands"][-1]
+        results[-1] = dataclasses.replace(results[-1], ok=False, text=c["result"])
+        action = None
     if action is not None:
       record["phase_end"] = "action"
       self._commit(action, fallback=False)
       return
-    limit = self.structure.plan.max_iterations
     if self.turn >= limit or (two_model and over):
       record["phase_end"] = "handoff" if two_model else "max_iterations"
       if two_model:
         self.phase, self.turn = Phase.COMMIT, 0
-        self._turns.append({"role": "user",
-                            "content": f"{format_results(results)}\n\n{COMMIT_PROMPT}"})
+        self._turns.append({"role": "user", "content": f"{format_results(results)}\n\n"
+                                                       f"{self.structure.text('commit')}"})
       else:
         self._commit(self.fallback_action, fallback=True)
       return
     text = self._follow_up("plan", results)
     if not two_model and not any(isinstance(i, Command) and i.op == "ACTION" for i in items):
-      text += "\n\nNo action committed yet: end with <|ACTION|>name<|END|>."
+      text += "\n\n" + self.structure.text("no_action")
     self._turns.append({"role": "user", "content": text})
 
   def _commit_turn(self, items: Sequence[Command | ParseError], record: dict[str, Any]) -> None:
@@ -402,23 +464,54 @@ class EpisodeAgent:
     if actions:
       results = self._run(actions[:1], "plan", record)
       action = self._check_action(actions[0], results[0], record)
+      if action is not None and self._rejected(action, record):
+        self._turns.append({"role": "user", "content": record["commands"][-1]["result"]})
+        return  # the commit turn again
     record["phase_end"] = "fallback" if action is None else "action"
     self._commit(action or self.fallback_action, fallback=action is None)
 
   def _check_action(self, item: Command, result: CommandResult,
                     record: dict[str, Any]) -> str | None:
-    """The env's name for a committed action, or None (the record says why)."""
+    """The env's name for a committed action (repaired through the structure's aliases when
+    needed), or None (the record says why)."""
     if not result.ok:
       return None
-    name = self._actions.get(normalize_action_name(item.args[0]))
+    written = item.args[0]
+    name = self._actions.get(normalize_action_name(written))
+    if name is None:
+      name = self.structure.repair_action(written, self.action_names)
+      if name is not None:
+        record["action_repair"] = {"written": written, "action": name}
+        self.metrics.action_repairs += 1
+        record["commands"][-1].update(
+            result=self.structure.text("action_repaired", written=written, action=name))
     if name is None:
       self.metrics.invalid_commands += 1
       record["commands"][-1].update(
-          ok=False, result=f"[ERROR ACTION] unknown action {item.args[0]!r}; choose one of: "
-                           f"{', '.join(self.action_names)}")
+          ok=False, result=self.structure.text("unknown_action", action=written,
+                                               actions=", ".join(self.action_names)))
       return None
     record["action"] = name
     return name
+
+  def _rejected(self, action: str, record: dict[str, Any]) -> bool:
+    """Whether an action check sends `action` back (recorded in the turn); at most
+    `max_rejections` per step, then actions go through unchecked."""
+    st = self.structure
+    if self._rejections >= st.max_rejections:
+      return False
+    for spec in st.action_checks:
+      reason = run_check(spec, action, self._views)
+      if reason:
+        self._rejections += 1
+        self.metrics.action_rejections += 1
+        left = st.max_rejections - self._rejections
+        record["action"] = None
+        record["check_rejection"] = {"check": spec.kind, "action": action, "reason": reason}
+        record["commands"][-1].update(
+            ok=False, result=st.text("action_rejected", action=action, reason=reason, left=left))
+        return True
+    return False
 
   def _over_budget(self) -> bool:
     limit = self.config.max_prompt_chars
@@ -426,7 +519,7 @@ class EpisodeAgent:
 
   def _cut_phase(self) -> None:
     """Ends the phase early because the prompt is too long (see `max_prompt_chars`)."""
-    note = f"(This phase is over: the prompt reached {self.config.max_prompt_chars} characters.)"
+    note = self.structure.text("prompt_cut", limit=self.config.max_prompt_chars)
     if self._step_records:
       self._step_records[-1]["phase_end"] = "prompt_budget"
     if self.phase is Phase.LOG:
@@ -438,7 +531,8 @@ class EpisodeAgent:
     elif self.config.two_model:
       self.phase, self.turn = Phase.COMMIT, 0
       last = self._turns.pop()
-      self._turns.append({"role": "user", "content": f"{last['content']}\n\n{COMMIT_PROMPT}"})
+      self._turns.append({"role": "user",
+                          "content": f"{last['content']}\n\n{self.structure.text('commit')}"})
     else:
       self._commit(self.fallback_action, fallback=True)
 
@@ -463,7 +557,8 @@ class EpisodeAgent:
     messages = prompts.build_messages(
         layout=self.config.layout, system=self._system, turns=self._turns,
         observation=self._observation,
-        file_index=self.store.index_text() if self.config.layout != "cached" else "")
+        file_index=self.store.index_text() if self.config.layout != "cached" else "",
+        texts=self.structure.texts)
     memory_turn = role == "specialist"
     sampling = self.config.memory_sampling if memory_turn else self.config.action_sampling
     adapter = self.config.specialist_adapter if memory_turn and self.config.two_model else None
@@ -489,6 +584,8 @@ class EpisodeAgent:
         finish_reason=result.finish_reason, error=result.error,
         prompt_tokens=int(result.prompt_tokens), completion_tokens=int(result.completion_tokens),
         cached_tokens=int(result.cached_tokens), sampling_seed=pending.request.seed,
+        # The structure's mode this turn ran in (None: the base one).
+        extra={"mode": self._mode},
     ).to_json()
 
   def _finish(self, stats: EpisodeStats) -> None:

@@ -24,6 +24,8 @@ class EpisodeMetrics:
     invalid_commands: unparseable fragments and commands refused for the phase.
     fallback_actions: env steps where PLAN committed no valid action.
     invalid_actions: committed actions the env did not understand.
+    action_repairs: committed names mapped to an action by the structure's aliases.
+    action_rejections: committed actions sent back by the structure's action checks.
     wall_s: seconds from the episode's reset to its end.
   """
 
@@ -43,6 +45,8 @@ class EpisodeMetrics:
   invalid_commands: int = 0
   fallback_actions: int = 0
   invalid_actions: int = 0
+  action_repairs: int = 0
+  action_rejections: int = 0
   wall_s: float = 0.0
 
   def to_dict(self) -> dict[str, Any]:

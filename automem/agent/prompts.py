@@ -30,12 +30,16 @@ before them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from automem.memory import TEXTS
+
 LAYOUTS = ("cached", "paper", "paper_first")
-SEE_ABOVE = "(the current observation is shown above)"
-SEE_SYSTEM = "(see the system prompt)"
+# The default texts (a structure's `texts` may change every one of them).
+DEFAULT_TEXTS = {k: v for k, (v, _) in TEXTS.items()}
+SEE_ABOVE = DEFAULT_TEXTS["see_above"]
+SEE_SYSTEM = DEFAULT_TEXTS["see_system"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +50,8 @@ class HistoryEntry:
   action: str
   outcome: str
 
-  def line(self) -> str:
-    return f"step {self.step}: {self.action} -> {self.outcome}"
+  def line(self, template: str = DEFAULT_TEXTS["history_line"]) -> str:
+    return template.format(step=self.step, action=self.action, outcome=self.outcome)
 
 
 def history_window_start(num_steps: int, history_length: int) -> int:
@@ -65,20 +69,23 @@ def history_window_start(num_steps: int, history_length: int) -> int:
   return -(-(num_steps - history_length) // block) * block
 
 
-def history_text(entries: Sequence[HistoryEntry], history_length: int) -> str:
+def history_text(entries: Sequence[HistoryEntry], history_length: int,
+                 texts: Mapping[str, str] = DEFAULT_TEXTS) -> str:
   window = entries[history_window_start(len(entries), history_length):]
-  return "\n".join(e.line() for e in window) if window else "(no steps yet)"
+  if not window:
+    return texts["no_history"]
+  return "\n".join(e.line(texts["history_line"]) for e in window)
 
 
-def file_index_text(store: Any, *, sizes: bool) -> str:
+def file_index_text(store: Any, *, sizes: bool, texts: Mapping[str, str] = DEFAULT_TEXTS) -> str:
   """The memory file index; without sizes it is stable while files only grow."""
   if sizes:
     return store.index_text()
   rows = []
   for f in store.index():
-    ro = " (read-only)" if store.is_read_only(f.name) else ""
+    ro = texts["read_only"] if store.is_read_only(f.name) else ""
     rows.append(f"- {f.name}{ro}: {f.description}" if f.description else f"- {f.name}{ro}")
-  return "\n".join(rows) if rows else "(no files)"
+  return "\n".join(rows) if rows else texts["no_files"]
 
 
 def system_text(structure: Any, actions: Sequence[str], task: str) -> str:
@@ -99,7 +106,8 @@ def system_text(structure: Any, actions: Sequence[str], task: str) -> str:
     n -= 1
   head = "\n".join(log[:n]).strip()
   log_tail, plan_tail = "\n".join(log[n:]).strip(), "\n".join(plan[n:]).strip()
-  parts = [head, f"=== In the LOG phase ===\n{log_tail}", f"=== In the PLAN phase ===\n{plan_tail}"]
+  parts = [head, f"{structure.text('log_header')}\n{log_tail}",
+           f"{structure.text('plan_header')}\n{plan_tail}"]
   return "\n\n".join(p for p in parts if p.strip())
 
 
@@ -110,6 +118,7 @@ def build_messages(
     turns: Sequence[dict[str, str]],
     observation: str,
     file_index: str,
+    texts: Mapping[str, str] = DEFAULT_TEXTS,
 ) -> list[dict[str, str]]:
   """The chat messages of one request: system, then the step's turns.
 
@@ -120,10 +129,11 @@ def build_messages(
     observation: the newest observation (put into the system prompt by
       the paper layouts).
     file_index: the file index with sizes (used by the paper layouts).
+    texts: the structure's texts (`paper_dynamic` frames the paper layouts' part).
   """
   if layout not in LAYOUTS:
     raise ValueError(f"unknown prompt layout {layout!r}; known: {', '.join(LAYOUTS)}")
-  dynamic = f"Memory files:\n{file_index}\n\nCurrent observation:\n{observation}"
+  dynamic = texts["paper_dynamic"].format(file_index=file_index, observation=observation)
   if layout == "paper":
     system = f"{system}\n\n{dynamic}"
   elif layout == "paper_first":

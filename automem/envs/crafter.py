@@ -259,6 +259,10 @@ def _infos(ints: np.ndarray, light: np.ndarray) -> list[dict[str, Any]]:
   inventory = ints[:, _SLICES["inventory"]].tolist()
   sleeping = ints[:, _SLICES["sleeping"]][:, 0].astype(bool).tolist()
   daylight = np.asarray(light, np.float64).tolist()
+  # The local view as cell names (row 0 north, column 0 west, the player at ct.CENTER), a
+  # typed field for helper observers and action checks.
+  views = np.array(ct.CELL_NAMES, dtype=object)[
+      ints[:, _SLICES["cells"]].reshape(-1, _H, _W)].tolist()
   items = ct.INVENTORY_ITEMS
   return [
       {
@@ -269,6 +273,7 @@ def _infos(ints: np.ndarray, light: np.ndarray) -> list[dict[str, Any]]:
           "inventory": {k: c for k, c in zip(items, inventory[j]) if c},
           "sleeping": sleeping[j],
           "daylight": daylight[j],
+          "view": views[j],
       }
       for j in range(len(steps))
   ]

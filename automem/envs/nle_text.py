@@ -335,4 +335,23 @@ def render(obs: Mapping[str, np.ndarray], messages: list[str] | None = None, nea
   info = {"message": message, "menu": menu, "nearby": entities, "vitals": vit, "inventory": inv}
   info["around"] = {d: [list(run) for run in r] for d, r in around.items()}
   info["cursor"] = where
+  info["map"] = lines[1:22]  # map rows, indexed by y (typed field for observers)
+  info["awaiting"] = awaiting_input(obs, top, menu)
   return "\n\n".join(parts), info
+
+
+def awaiting_input(obs: Mapping[str, np.ndarray], top: str, menu: str | None) -> str:
+  """What the game waits for, for helper observers: "menu", "direction", "yes_no", "item",
+  "text", "position" or "" (a new command); `prompt_kind` says whether a question is open,
+  its top line which kind of key it wants."""
+  if menu is not None:
+    return "menu"
+  kind = prompt_kind(obs)
+  if kind is None or kind in ("text", "position"):
+    return kind or ""
+  low = top.lower()
+  if "direction" in low:
+    return "direction"
+  if "[yn" in low:
+    return "yes_no"
+  return "item"

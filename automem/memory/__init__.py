@@ -62,8 +62,12 @@ Public API::
     .system_prompt(phase, actions=, task=)   static text, prefix-cacheable
     .user_prompt(phase, **dynamic)           {file_index} {history} ... {observation}
     .follow_up_prompt(phase, results=, ...)
-  PhaseSpec, FileSpec, ObserverSpec, OBSERVERS, StructureError
-  structure_diff(a, b) -> str;  load_structure(game) -> v0 structure
+    .for_task(task) .with_mode(name) .text(key, **values) .resolve_fallback(actions)
+  PhaseSpec, FileSpec, ObserverSpec, PinSpec, HarnessFileSpec, SizeWarning, ActionCheckSpec,
+  TaskOverride, ModeSpec, HookSpec, TEXTS, StructureError      (modules structure_*.py)
+  OBSERVERS, StepView, run_observers         the observer library (params beside the code)
+  ACTION_CHECKS                              the action-check library
+  structure_diff(a, b) -> str;  load_structure(game, variant="") -> shipped structure
   spec_reference() -> str                    editable fields and bounds, for the reviewer
 
 Typical turn (the agent, issue 7)::
@@ -74,6 +78,7 @@ Typical turn (the agent, issue 7)::
   if parsed.done: ...                              # or parsed.action in PLAN
 """
 
+from automem.memory.action_checks import ACTION_CHECKS
 from automem.memory.commands import (
     ALL_OPS,
     CONTROL_OPS,
@@ -91,6 +96,7 @@ from automem.memory.commands import (
 )
 from automem.memory.executor import CommandResult, execute, format_results, results_budget
 from automem.memory.names import InvalidName, normalize_name
+from automem.memory.observers import OBSERVERS, StepView, available_observers, run_observers
 from automem.memory.store import (
     FileInfo,
     MemoryStore,
@@ -102,23 +108,36 @@ from automem.memory.store import (
     diff_summary,
 )
 from automem.memory.structure import (
-    DYNAMIC_PLACEHOLDERS,
-    FOLLOW_UP_PLACEHOLDERS,
-    OBSERVERS,
-    PHASES,
-    STATIC_PLACEHOLDERS,
-    FileSpec,
     MemoryStructure,
-    ObserverSpec,
-    PhaseSpec,
-    StructureError,
     available_structures,
     load_structure,
-    spec_reference,
     structure_diff,
+)
+from automem.memory.structure_fields import (
+    DYNAMIC_PLACEHOLDERS,
+    FOLLOW_UP_PLACEHOLDERS,
+    PHASES,
+    STATIC_PLACEHOLDERS,
+    TEXTS,
+    Param,
+    StructureError,
+)
+from automem.memory.structure_reference import spec_reference
+from automem.memory.structure_types import (
+    ActionCheckSpec,
+    FileSpec,
+    HarnessFileSpec,
+    HookSpec,
+    ModeSpec,
+    ObserverSpec,
+    PhaseSpec,
+    PinSpec,
+    SizeWarning,
+    TaskOverride,
 )
 
 __all__ = [
+    "ACTION_CHECKS",
     "ALL_OPS",
     "CONTROL_OPS",
     "DEFAULT_PHASE_OPS",
@@ -129,24 +148,35 @@ __all__ = [
     "PHASES",
     "READ_ONLY_OPS",
     "STATIC_PLACEHOLDERS",
+    "TEXTS",
     "WRITE_OPS",
+    "ActionCheckSpec",
     "Command",
     "CommandResult",
     "FileInfo",
     "FileSpec",
+    "HarnessFileSpec",
+    "HookSpec",
     "InvalidName",
     "MemoryStore",
     "MemoryStructure",
+    "ModeSpec",
     "ObserverSpec",
     "OpSpec",
+    "Param",
     "ParseError",
     "ParseResult",
     "PhaseSpec",
+    "PinSpec",
+    "SizeWarning",
     "Snapshot",
+    "StepView",
     "StoreError",
     "StoreLimits",
     "StructureError",
+    "TaskOverride",
     "apply_diff",
+    "available_observers",
     "available_structures",
     "command_reference",
     "diff_snapshots",
@@ -158,6 +188,7 @@ __all__ = [
     "parse_commands",
     "render_command",
     "results_budget",
+    "run_observers",
     "spec_reference",
     "structure_diff",
 ]

@@ -391,8 +391,12 @@ class MemoryStore:
 
   @_locked
   def write(self, raw: str, content: str, *, create_only: bool = False,
-            must_exist: bool = False, description: str | None = None) -> str:
+            must_exist: bool = False, description: str | None = None,
+            harness: bool = False) -> str:
     """Creates or replaces a file. Returns the stored name.
+
+    `harness=True` is the agent harness's own write (a harness-maintained or
+    retention-trimmed file): it may change a read-only file.
 
     Raises:
       StoreError: invalid name, read-only file, existence mismatch, a limit,
@@ -407,7 +411,7 @@ class MemoryStore:
       name = existing
     elif must_exist:
       self.resolve(name)  # raises with the listing
-    if self.is_read_only(name):
+    if self.is_read_only(name) and not harness:
       raise StoreError(f"file {name!r} is read-only")
     content = clean_content(content)
     new = dict(self._files)

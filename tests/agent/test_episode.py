@@ -92,7 +92,7 @@ def test_plan_then_log_with_results_as_next_turn(tmp_path):
                          "action": "Move West", "fallback": False, "reward": 1.0, "done": False,
                          "valid_action": True, "feedback": "", "progression": 0.0,
                          "achievements": [], "unlocked": [],
-                         "observation": "You see:\n- tree 1 step east"}]
+                         "observation": "You see:\n- tree 1 step east", "harness_diff": {}}]
   m = agent.metrics
   assert (m.llm_calls, m.prompt_tokens, m.cached_tokens, m.env_steps) == (4, 400, 240, 2)
   assert m.commands == {"SEARCH": 1, "ACTION": 2, "APPEND": 1, "DONE": 1}
