@@ -98,10 +98,9 @@ def test_vitals_crafter_and_nethack():
 
 def test_map_passability_reads_the_nle_map():
   rows = [" " * 10] * 3 + ["  |.....  ", "  |.@.#>  ", "  ------  "] + [" " * 10] * 15
-  text = "message:\n(none)\n\nmap (you are the @ at x=4, y=4; x grows east, y grows south):\n"
-  text += "\n".join(rows) + "\n\nstatus:\nx"
+  info = {"map": rows, "vitals": {"x": 4, "y": 4, "hp": 10, "max_hp": 10}}
   spec = ObserverSpec("map_passability", params={"radius": 2, "show_stairs": True})
-  out = run_observers([spec], [view(text)])
+  out = run_observers([spec], [view("(text is not read)", info=info)])
   assert out.startswith("Passable next to you: north, east, west, northeast, northwest; "
                         "blocked: south, southeast, southwest.")
   assert "east 2" in out
