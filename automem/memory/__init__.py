@@ -111,6 +111,7 @@ from automem.memory.structure import (
     MemoryStructure,
     available_structures,
     load_structure,
+    resolve_structure,
     structure_diff,
 )
 from automem.memory.structure_fields import (
@@ -187,6 +188,7 @@ __all__ = [
     "normalize_name",
     "parse_commands",
     "render_command",
+    "resolve_structure",
     "results_budget",
     "run_observers",
     "spec_reference",

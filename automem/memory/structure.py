@@ -422,6 +422,16 @@ def load_structure(name: str, variant: str = "") -> MemoryStructure:
   return MemoryStructure.from_json(path.read_text(encoding="utf-8"))
 
 
+def resolve_structure(game: str, name: str = "") -> MemoryStructure:
+  """What `--config.game.<game>.structure=NAME` means: "" or "v0" the game's v0; a shipped
+  name ("minihack_evolved"); a variant of the game ("evolved"); or a JSON file path."""
+  if not name or name == "v0":
+    return load_structure(game)
+  if name.endswith(".json") or os.sep in name or name in available_structures():
+    return load_structure(name)
+  return load_structure(game, name)
+
+
 def _norm_action(name: str) -> str:
   return " ".join(name.replace("_", " ").replace("-", " ").split()).lower()
 

@@ -21,7 +21,7 @@ from absl import logging
 from automem.agent import AgentConfig, SamplingConfig
 from automem.envs import available_games
 from automem.llm import LLMServerUnavailable, make_client
-from automem.memory import MemoryStructure, StructureError, load_structure
+from automem.memory import MemoryStructure, StructureError, resolve_structure
 from automem.rollout.rundir import RunDir, episode_id
 from automem.rollout.runner import EpisodePlan, GameSetup, OutagePolicy, Runner
 from automem.rollout.seeds import SEED_SETS, seeds
@@ -124,9 +124,10 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def build_structure(game: str, gcfg: ml_collections.ConfigDict) -> MemoryStructure:
-  """The game's structure: v0 or a file, with the config's overrides as a revision."""
+  """The game's structure (v0, a shipped variant such as "evolved", or a JSON file), with the
+  config's overrides as a revision."""
   try:
-    structure = MemoryStructure.load(gcfg.structure) if gcfg.structure else load_structure(game)
+    structure = resolve_structure(game, gcfg.structure)
   except (OSError, ValueError, StructureError) as e:
     raise InputError(f"config.game.{game}.structure", f"{gcfg.structure}: {e}") from None
   overrides = _flatten(_plain(gcfg.structure_overrides))
@@ -203,6 +204,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   backend = config.get("backend", "inprocess")
   if backend not in ("inprocess", "ray"):
     raise InputError("config.backend", f"must be 'inprocess' or 'ray', got {backend!r}")
+  if clients is None:
+    check_model_fits(config)
   structures = {g: build_structure(g, config.game[g]) for g in games}
   run_dir = open_run_dir(workdir)
   _check_structures(run_dir, structures)
@@ -234,6 +237,34 @@ def _run_on_ray(config, run_dir, setups, plans, env_factory, clients) -> dict[st
                     ray_config=config.ray, header_extra={"llm_backend": config.llm.backend},
                     keep_errored=config.keep_errored,
                     outage=OutagePolicy(wait_s=config.outage_wait_s))
+
+
+# Characters per token of the tiny model's tokenizer (measured 1.4-1.7; the low end is safe).
+_TINY_CHARS_PER_TOKEN = 1.4
+
+
+def check_model_fits(config: ml_collections.ConfigDict) -> None:
+  """Refuses a run whose prompts cannot fit the tiny offline model's context.
+
+  Without a prompt cap (`agent.max_prompt_chars`, as in `evaluate.py:full`) the prompts grow to
+  8-16k tokens; the tiny model's engine would fail every request and the run would be a
+  string of engine errors. A real checkpoint or server is the user's to size.
+  """
+  if config.llm.backend != "local" or config.llm.local.checkpoint:
+    return
+  context = int(config.llm.local.tiny_context)
+  cap = int(_TINY_CHARS_PER_TOKEN * (context - max(config.agent.memory_sampling.max_new_tokens,
+                                                    config.agent.action_sampling.max_new_tokens)))
+  limit = int(config.agent.max_prompt_chars)
+  if limit <= 0 or limit > cap:
+    raise InputError(
+        "agent.max_prompt_chars",
+        f"the tiny offline model holds {context} tokens (about {cap} prompt characters), but "
+        f"agent.max_prompt_chars={limit} lets prompts grow past that (the `full` config's "
+        "prompts need 8-16k tokens), so every episode would end with an engine error. Serve a "
+        "real model (--config.llm.backend=sglang --config.llm.base_url=...), give a local "
+        "checkpoint with a long context (--config.llm.local.checkpoint=DIR), or cap the "
+        f"prompts (--config.agent.max_prompt_chars={min(cap, 5200)}).")
 
 
 async def _run(config, run_dir, setups, plans, env_factory, clients) -> dict[str, Any]:

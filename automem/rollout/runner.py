@@ -41,7 +41,7 @@ from automem.agent import AgentConfig, EpisodeAgent, Phase, TrajectoryWriter
 from automem.agent.trajectory import End, Header
 from automem.envs import TextEnv, make_env
 from automem.llm.types import LLMRequest, LLMResult
-from automem.memory import MemoryStore
+from automem.memory import MemoryStore, StructureError
 from automem.rollout.metrics import EpisodeMetrics, format_summary, is_error, summarize
 from automem.rollout.rundir import RunDir
 from automem.utils.errors import RunStopped
@@ -337,11 +337,16 @@ class Runner:
       group.close()
       return
     for idx, plan, obs in zip(free, take, observations):
-      group.slots[idx] = self._start_episode(group, plan, obs)
+      try:
+        group.slots[idx] = self._start_episode(group, plan, obs)
+      except StructureError as e:  # a structure/task mismatch costs only this episode
+        logging.error("%s cannot start: %s", plan.episode_id, e)
+        self._write_failed_episode(plan, f"structure does not fit {plan.task}: {e}")
 
   def _start_episode(self, group: _Group, plan: EpisodePlan, obs: Any) -> _Slot:
     setup = group.setup
-    store = MemoryStore.from_structure(self.run_dir.memory_dir(plan.episode_id), setup.structure)
+    structure = setup.structure.for_task(plan.task)  # the task's overrides applied
+    store = MemoryStore.from_structure(self.run_dir.memory_dir(plan.episode_id), structure)
     store.reset()
     agent = EpisodeAgent(
         episode_id=plan.episode_id, game=plan.game, task=plan.task, seed=plan.seed,
