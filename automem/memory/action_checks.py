@@ -17,7 +17,7 @@ from automem.memory.observers import (
     StepView,
     inventory_counts,
     map_cell,
-    passable,
+    open_at,
     position,
     things_near,
 )
@@ -120,7 +120,9 @@ _DELTAS = {"north": (0, -1), "south": (0, 1), "east": (1, 0), "west": (-1, 0),
 @register_check(
     "wall_move", "Rejects a move into a wall or rock on the NetHack/MiniHack map.",
     moves=Param("table", {k: f"{dx},{dy}" for k, (dx, dy) in _DELTAS.items()},
-                "move action -> \"dx,dy\" (x east, y south)"))
+                "move action -> \"dx,dy\" (x east, y south)"),
+    blocking=Param("str", "|- ", "map characters that cannot be entered (a boulder can be "
+                   "pushed, so it is not listed by default)"))
 def wall_move(action: str, history: Sequence[StepView], spec: Any) -> str:
   info = history[-1].info
   pos = position(info)
@@ -129,8 +131,9 @@ def wall_move(action: str, history: Sequence[StepView], spec: Any) -> str:
   for act, delta in spec.param("moves").items():
     if _key(act) == _key(action):
       dx, dy = (int(v) for v in str(delta).split(","))
-      ch = map_cell(info, pos[0] + dx, pos[1] + dy)
-      if not passable(ch):
+      x, y = pos[0] + dx, pos[1] + dy
+      ch = map_cell(info, x, y)
+      if ch in spec.param("blocking") and not open_at(info, x, y, blocking=ch):
         what = "solid rock or unexplored" if ch == " " else f"'{ch}'"
         return f"the square {act} of you is {what} and cannot be entered."
   return ""

@@ -279,6 +279,17 @@ def passable(ch: str) -> bool:
   return ch not in _BLOCKING
 
 
+def open_at(info: Mapping[str, Any], x: int, y: int, blocking: str = "") -> bool:
+  """Whether (x, y) can be entered: its map character (`blocking`: the characters that
+  block; default walls, rock and boulders), except that an open door (drawn '|' or '-' like a
+  wall) is known from the nearby list."""
+  ch = map_cell(info, x, y)
+  if (ch not in blocking) if blocking else passable(ch):
+    return True
+  return any(isinstance(e, Mapping) and e.get("x") == x and e.get("y") == y
+             and "door" in str(e.get("name", "")) for e in info.get("nearby") or ())
+
+
 @register_observer(
     "map_passability", "Which neighbouring squares are open on the NetHack/MiniHack map.",
     radius=Param("int", 1, "how far open runs are measured", 1, 5),
@@ -292,7 +303,7 @@ def map_passability(history: Sequence[StepView], spec: Any) -> str:
   radius = int(spec.param("radius"))
   open_dirs, blocked = [], []
   for (dx, dy), name in _COMPASS.items():
-    (open_dirs if passable(map_cell(info, x + dx, y + dy)) else blocked).append(name)
+    (open_dirs if open_at(info, x + dx, y + dy) else blocked).append(name)
   parts = [f"Passable next to you: {', '.join(open_dirs) or 'none'}"
            f"; blocked: {', '.join(blocked) or 'none'}."]
   if radius > 1:
@@ -300,7 +311,7 @@ def map_passability(history: Sequence[StepView], spec: Any) -> str:
     for (dx, dy), name in _COMPASS.items():
       steps = 0
       for k in range(1, radius + 1):
-        if not passable(map_cell(info, x + k * dx, y + k * dy)):
+        if not open_at(info, x + k * dx, y + k * dy):
           break
         steps = k
       if steps:
@@ -466,6 +477,14 @@ def status_block(history: Sequence[StepView], spec: Any) -> str:
   return "\n".join(lines)
 
 
+@register_observer("inventory_list", "The inventory, one item per line (for a harness file).")
+def inventory_list(history: Sequence[StepView], spec: Any) -> str:
+  inv = history[-1].info.get("inventory")
+  if isinstance(inv, Mapping):
+    return "\n".join(f"{k}: {v}" for k, v in sorted(inv.items()) if v) or "(empty)"
+  return "\n".join(str(x) for x in inv or ()) or "(empty)"
+
+
 @register_observer(
     "checklist", "A checklist of goals: done ones ticked (for a harness-maintained file).",
     items=Param("list", ["collect_wood", "place_table"], "goals (achievement names)", 1, 64))
@@ -516,7 +535,7 @@ def visit_counts(history: Sequence[StepView], spec: Any) -> str:
   options = []
   for name, (dx, dy) in _MOVES.items():
     x, y = pos[0] + dx, pos[1] + dy
-    if has_map and not passable(map_cell(info, x, y)):
+    if has_map and not open_at(info, x, y):
       continue
     seen = sum(visits.get((x + k * dx, y + k * dy), 0) for k in range(r))
     options.append((seen, name))
