@@ -2,6 +2,7 @@
 
     python benchmarks/prefix_reuse.py                         # 3 games, 2 episodes, 30 steps
     python benchmarks/prefix_reuse.py --games=nethack --episodes=4 --steps=60
+    python benchmarks/prefix_reuse.py --structures=evolved     # only the evolved structures
 
 For every request of an episode, the figure is the fraction of its prompt tokens
 (the chat template applied, generation prompt included) that repeat a prefix of
@@ -11,8 +12,9 @@ request of an episode has no predecessor and is left out), the token-weighted
 fraction, and the mean over the first request of each env step (the hardest
 case: a new observation) and over the other requests (turns within a step).
 
-Episodes are real (real envs, the unmodified v0 structures, the real agent and
-runner); the completions come from a scripted memory policy (search, append a
+Episodes are real (real envs, the unmodified shipped structures -- each game's
+v0 and its evolved structure, whose pinned file views, harness files, modes
+and action checks change the prompts -- the real agent and runner); the completions come from a scripted memory policy (search, append a
 line to a log file, DONE; search, ACTION of a seeded random action), the same
 for both layouts, because the tiny random model rarely writes a valid command
 and its episodes would not exercise multi-turn LOG/PLAN phases. Layouts:
@@ -50,6 +52,8 @@ from automem.rollout import EpisodePlan, GameSetup, RunDir, Runner, episode_id, 
 _GAMES = flags.DEFINE_list("games", ["crafter", "minihack", "nethack"], "Games to play.")
 _EPISODES = flags.DEFINE_integer("episodes", 2, "Episodes per game.")
 _STEPS = flags.DEFINE_integer("steps", 30, "Env steps per episode (step cap).")
+_STRUCTURES = flags.DEFINE_list("structures", ["v0", "evolved"],
+                                "Shipped structures of each game to play (v0, evolved).")
 _TASKS = {"crafter": "crafter", "minihack": "MiniHack-Corridor-R3-v0",
           "nethack": "NetHackChallenge-v0"}
 
@@ -109,14 +113,15 @@ def _actions(system: str) -> list[str]:
   return names
 
 
-def play(layout: str, tokenizer) -> ScriptedMemoryPolicy:
+def play(layout: str, tokenizer, variant: str) -> ScriptedMemoryPolicy:
   policy = ScriptedMemoryPolicy(tokenizer)
   setups, plans = {}, []
   for game in _GAMES.value:
     kw = {"max_steps": _STEPS.value}
     if game != "crafter":
       kw["num_workers"] = 1
-    setups[game] = GameSetup(game, load_structure(game), kw, envs_per_task=_EPISODES.value)
+    structure = load_structure(game, "" if variant == "v0" else variant)
+    setups[game] = GameSetup(game, structure, kw, envs_per_task=_EPISODES.value)
     task = _TASKS[game]
     for seed in seeds("test", _EPISODES.value):
       plans.append(EpisodePlan(episode_id(game, task, seed), game, task, seed, "test"))
@@ -154,19 +159,21 @@ def main(argv):
   del argv
   tokenizer = tiny_tokenizer()
   layouts = ("cached", "paper", "paper_first")
-  rows = {layout: reuse(play(layout, tokenizer)) for layout in layouts}
-  print(f"episodes per game: {_EPISODES.value}, steps: {_STEPS.value}, v0 structures, "
-        "scripted memory policy, tiny tokenizer")
-  head = (f"{'game':<10} {'layout':<7} {'requests':>8} {'tokens/req':>10} {'reuse mean':>10} "
+  rows = {(v, layout): reuse(play(layout, tokenizer, v))
+          for v in _STRUCTURES.value for layout in layouts}
+  print(f"episodes per game: {_EPISODES.value}, steps: {_STEPS.value}, structures: "
+        f"{', '.join(_STRUCTURES.value)}, scripted memory policy, tiny tokenizer")
+  head = (f"{'game':<10} {'structure':<9} {'layout':<7} {'requests':>8} {'tokens/req':>10} "
+          f"{'reuse mean':>10} "
           f"{'weighted':>9} {'1st of step':>11} {'within step':>11} {'chars':>6} {'vs paper':>8}")
   head = head.replace("layout ", "layout     ")
   print(head)
   print("-" * len(head))
   for game in _GAMES.value:
-    for layout in layouts:
-      r = rows[layout][game]
-      ratio = r["mean"] / max(rows["paper"][game]["mean"], 1e-9)
-      print(f"{game:<10} {layout:<11} {r['requests']:>8} {r['tokens']:>10.0f} {r['mean']:>10.3f} "
+    for v, layout in itertools.product(_STRUCTURES.value, layouts):
+      r = rows[v, layout][game]
+      ratio = r["mean"] / max(rows[v, "paper"][game]["mean"], 1e-9)
+      print(f"{game:<10} {v:<9} {layout:<11} {r['requests']:>8} {r['tokens']:>10.0f} {r['mean']:>10.3f} "
             f"{r['weighted']:>9.3f} {r['first_of_step']:>11.3f} {r['within_step']:>11.3f} "
             f"{r['chars']:>6.3f} {ratio:>7.2f}x")
   print("'vs paper' = reuse mean / the paper layout's; target: reuse mean >= 0.8 for cached")

@@ -500,6 +500,8 @@ class EpisodeAgent:
     st = self.structure
     if self._rejections >= st.max_rejections:
       return False
+    if self._mode is not None and not next(m for m in st.modes if m.name == self._mode).checks:
+      return False
     for spec in st.action_checks:
       reason = run_check(spec, action, self._views)
       if reason:

@@ -170,6 +170,8 @@ class ModeSpec:
                          "")
   allowed_ops: tuple[str, ...] = spec_field("ops used instead of the phase's ([] = keep)",
                                             ["ACTION"], ())
+  checks: bool = spec_field("run the action checks while the mode is on (an answer to a "
+                           "question is not a move)", False, False)
 
   def param(self, key: str) -> Any:
     from automem.memory.observers import OBSERVERS
