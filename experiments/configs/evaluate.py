@@ -29,6 +29,8 @@ Variants (after `evaluate.py:`, comma-separated):
   layout=NAME          cached (ours) | paper | paper_first (the paper's layout, for comparison)
   ray                  episodes spread over a Ray cluster (`--config.ray.address=HEAD:6379`;
                        launch/README.md), every node mounting the workdir
+  structure=NAME       every game's structure: v0 | evolved (a shipped variant) | a JSON path;
+                       per game: --config.game.<g>.structure=evolved
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from automem.llm import default_llm_config
 from automem.utils import parse_arg
 
 VARIANTS = ("full", "games=minihack,episodes=1,steps=3", "two_model,adapter=memory",
-            "layout=paper,backend=sglang", "full,ray")
+            "layout=paper,backend=sglang", "full,ray", "structure=evolved")
 
 # The eight MiniHack tasks of BALROG and the paper.
 BALROG_MINIHACK = (
@@ -55,7 +57,9 @@ def _game(tasks: tuple[str, ...], max_steps: int, envs: int, episodes: int) -> m
   g.episodes = episodes  # episodes per task (-1 = config.episodes_per_task)
   g.max_steps = max_steps  # env step cap per episode
   g.envs_per_task = envs  # env slots (concurrent episodes) per task
-  g.structure = ""  # a MemoryStructure JSON file ("" = the game's v0 structure)
+  # The structure: "" or "v0" (the game's v0), a shipped variant ("evolved"), a shipped name
+  # ("minihack_evolved") or a MemoryStructure JSON file.
+  g.structure = ""
   # Changes applied to the structure as a revision (MemoryStructure.revise), nested by
   # path, e.g. {"log": {"max_iterations": 2}}; recorded in the run's structure file.
   g.structure_overrides = ml_collections.ConfigDict()
@@ -65,7 +69,7 @@ def _game(tasks: tuple[str, ...], max_steps: int, envs: int, episodes: int) -> m
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, full=False, games="", episodes=-1, steps=0, seed_set="test", backend="",
-                two_model=False, adapter="", layout="cached", ray=False)
+                two_model=False, adapter="", layout="cached", ray=False, structure="")
   full = a["full"]
   c = ml_collections.ConfigDict()
   games = a["games"].replace(";", ",") or "crafter,minihack,nethack"
@@ -106,6 +110,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The NetHack Challenge.
   c.game.nethack = _game(("NetHackChallenge-v0",), steps or (100_000 if full else 3),
                          4 if full else 2, -1)
+  for name in ("crafter", "crafter_original", "minihack", "nethack"):
+    c.game[name].structure = a["structure"]
   if not full:
     # The tiny random model never writes DONE or ACTION: cap the turns so the CPU run is
     # short. Its 4096-token window (~6800 characters of its tokenizer) does not hold the

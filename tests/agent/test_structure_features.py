@@ -122,7 +122,7 @@ def test_retention_keeps_the_header_and_the_last_lines(tmp_path, corridor_env):
 def test_action_check_rejects_then_lets_through(tmp_path, crafter_env):
   g = Game(tmp_path, crafter_env, load_structure("crafter", "evolved"), "crafter", "crafter")
   assert g.store.read_text("progress.txt").startswith("[ ] collect_wood")
-  for k in range(2):
+  for _ in range(2):
     g.say("<|ACTION|>Place Table<|END|>")
     assert g.agent.phase is Phase.PLAN
     rejected = g.turns()[-1]
