@@ -267,6 +267,8 @@ class EpisodeAgent:
         break
     st = self.structure
     outcome = st.text("outcome", reward=f"{float(result.reward):g}")
+    if self._fallback:
+      outcome += st.text("outcome_fallback")
     if result.feedback:
       outcome += st.text("outcome_feedback", feedback=result.feedback)
     if result.done:

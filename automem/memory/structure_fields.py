@@ -78,6 +78,7 @@ TEXTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "outcome": ("reward {reward}", ("reward",)),
     "outcome_feedback": ("; {feedback}", ("feedback",)),
     "outcome_end": ("; the episode ended ({reason})", ("reason",)),
+    "outcome_fallback": (" (no valid action was committed: the fallback was played)", ()),
     "first_outcome": ("The episode has just started; no action has been taken yet.", ()),
     "no_last_action": ("none", ()),
     "log_header": ("=== In the LOG phase ===", ()),

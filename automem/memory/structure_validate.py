@@ -83,7 +83,7 @@ def check_structure(s: Any) -> list[tuple[str, str]]:
   _check_texts(add, s.texts)
   _check_pins(add, s, names)
   _check_harness(add, s, names)
-  _check_size_warning(add, s.size_warning)
+  _check_size_warning(add, s)
   _check_action_checks(add, s)
   _check_aliases(add, s.action_aliases)
   _check_modes(add, s)
@@ -370,7 +370,8 @@ def _check_harness(add: Add, s: Any, names: set[str]) -> None:
     _check_observer_ref(add, f"{where}.source", h.source, h.params)
 
 
-def _check_size_warning(add: Add, w: Any) -> None:
+def _check_size_warning(add: Add, s: Any) -> None:
+  w = s.size_warning
   if not isinstance(w, SizeWarning):
     add("size_warning", "must be an object")
     return
@@ -380,7 +381,12 @@ def _check_size_warning(add: Add, w: Any) -> None:
       add(f"size_warning.{key}", f"must be an integer in [0, 1000000], got {v!r}")
   if not isinstance(w.exempt, tuple) or not all(isinstance(x, str) for x in w.exempt):
     add("size_warning.exempt", "must be a list of file names")
-  _check_phases(add, "size_warning.phases", w.phases)
+  if not _check_phases(add, "size_warning.phases", w.phases) or not (w.max_lines or w.max_bytes):
+    return
+  for phase in w.phases:
+    for field, text in _user_templates(s, phase):
+      if isinstance(text, str) and "{helpers}" not in text:
+        add("size_warning.phases", f"{field} has no {{helpers}} placeholder to show the warning")
 
 
 def _check_action_checks(add: Add, s: Any) -> None:

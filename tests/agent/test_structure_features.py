@@ -185,3 +185,47 @@ def test_typed_info_feeds_observers_on_the_real_games(tmp_path, crafter_env, cor
            "MiniHack-Corridor-R3-v0")
   helpers = run_observers(g.agent.structure.observers_for("plan"), g.agent._views)
   assert "Passable next to you:" in helpers and "Least-visited open direction:" in helpers
+
+
+def _log_index(structure):
+  return [f.name for f in structure.files].index("actions_log.txt")
+
+
+def test_size_warning_and_hook_order(tmp_path, corridor_env):
+  base = load_structure("minihack")
+  i = _log_index(base)
+  quiet = [f.name for f in base.files if f.name != "dungeon_map.txt"]
+  s = base.revise({"size_warning.max_lines": 2, "size_warning.exempt": quiet,
+                   "size_warning.phases": ["log", "plan"],
+                   f"files.{i}.keep_last": 1, "hooks.retention": "step_start"},
+                  note="warn early, trim at the start of a step")
+  g = Game(tmp_path, corridor_env, s, "minihack", "MiniHack-Corridor-R3-v0")
+  assert "Note:" not in g.prompt()
+  g.say("<|ACTION|>search<|END|>")
+  g.step()
+  g.say("<|APPEND|>actions_log.txt|a\nb\nc<|END|><|APPEND|>dungeon_map.txt|x\ny\nz<|END|>"
+        "<|DONE|>")
+  # Retention runs at step_start, so after LOG the three lines are still there...
+  assert g.store.read_text("actions_log.txt") == "a\nb\nc\n"
+  plan = g.prompt()
+  assert "Note: dungeon_map.txt has 3 lines / 6 bytes (over 2 lines)" in plan
+  assert "actions_log.txt has" not in plan  # exempt
+  g.say("<|ACTION|>search<|END|>")
+  g.step()
+  # ...and the next step's start trims them, before LOG sees the file.
+  assert g.store.read_text("actions_log.txt") == "c\n"
+  step = [r for r in g.records if r["type"] == "step"][-1]
+  assert "actions_log.txt" in step["harness_diff"]["changed"]
+
+
+def test_agent_texts_come_from_the_structure(tmp_path, corridor_env):
+  s = load_structure("minihack").revise(
+      {"texts.no_action": "PICK ONE NOW.", "texts.outcome": "you got {reward} points",
+       "texts.outcome_fallback": " [FALLBACK]", "plan.max_iterations": 2},
+      note="louder texts")
+  g = Game(tmp_path, corridor_env, s, "minihack", "MiniHack-Corridor-R3-v0")
+  g.say("<|SEARCH|>strategy.txt|goal<|END|>")
+  assert g.prompt().endswith("PICK ONE NOW.")
+  g.say("thinking...")  # no action within plan.max_iterations: the fallback is played
+  g.step()
+  assert "step 0: search -> you got 0 points [FALLBACK]" in g.prompt()
