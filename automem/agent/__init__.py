@@ -15,6 +15,8 @@ Public API::
               memory_sampling, action_sampling, seed);  SamplingConfig
   prompts: build_messages, system_text, history_text, file_index_text, shared_prefix_len
   observers: StepView, run_observers, register_observer, available_observers
+             (the library itself: automem.memory.observers)
+  harness: pinned_text, update_harness_files, apply_retention, size_warnings, active_mode
   trajectory (the one schema and reader; Loop 1, Loop 2 and rollout read only these):
     read_trajectory(path) -> Trajectory   .header .turns .steps .end (typed records), .torn,
                                           .finished .progression .actions() .turn(step, phase, i)
@@ -26,11 +28,20 @@ Public API::
     TrajectoryWriter(path, header).write(records), write_trajectory, iter_records,
     is_finished, replay_memory
 
+Trajectory keys the structure's features add (in each record's .extra): a turn
+has "mode" (the mode it ran in, or None), "action_repair" {written, action} when an alias mapped the action,
+"check_rejection" {check, action, reason} when an action check sent it back, and
+"harness_diff" on the last LOG turn when the after_log hooks changed memory; a step
+line has "harness_diff" (memory changes of the step_start hooks after its action).
+A memory replay must apply a record's harness_diff after its own memory_diff
+(`replay_memory` and `Trajectory.memory_before/after` do not yet: they hold for
+structures without harness files or retention).
+
 Nothing here calls an LLM or steps an env: `automem.rollout` drives agents
 in lock-step so that all episodes' requests go out together.
 """
 
-from automem.agent import prompts
+from automem.agent import harness, prompts
 from automem.agent.episode import (
     COMMIT_PROMPT,
     AgentConfig,
@@ -80,6 +91,7 @@ __all__ = [
     "TrajectoryWriter",
     "Turn",
     "available_observers",
+    "harness",
     "is_finished",
     "iter_records",
     "prompts",
