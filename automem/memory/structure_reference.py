@@ -77,9 +77,9 @@ def spec_reference() -> str:
   out.append(f"Placeholders: system {ph(STATIC_PLACEHOLDERS)}; user {ph(DYNAMIC_PLACEHOLDERS)}; "
              f"follow_up {ph(FOLLOW_UP_PLACEHOLDERS)}. Templates max {MAX_TEMPLATE_CHARS} chars; "
              "literal braces {{ }}.")
-  out.append("texts (key: placeholders):")
-  out.extend(f"  texts.{k}: {' '.join('{' + p + '}' for p in ps) or '-'}"
-             for k, (_, ps) in TEXTS.items())
+  out.append("texts (key: placeholders; default):")
+  out.extend(f"  texts.{k}: {' '.join('{' + p + '}' for p in ps) or '-'}; {_example(default)}"
+             for k, (default, ps) in TEXTS.items())
   out.append("Observers (name: what; params):")
   for name, d in OBSERVERS.items():
     out.append(f"  {name}: {d.doc}")
