@@ -145,6 +145,8 @@ class CrafterOriginalSlotEnv:
         "inventory": {k: int(player.inventory[k]) for k in ct.INVENTORY_ITEMS if player.inventory[k]},
         "sleeping": bool(player.sleeping),
         "daylight": float(self._env._world.daylight),
+        # The local view as cell names (as Craftax-Classic's info has it), for observers.
+        "view": [[ct.CELL_NAMES[int(c)] for c in row] for row in view.cells[0]],
     }
     return Observation(text=text, info=info)
 

@@ -181,6 +181,9 @@ def test_typed_info_feeds_observers_on_the_real_games(tmp_path, crafter_env, cor
   obs = crafter_env.reset([11])[0]
   view = obs.info["view"]
   assert len(view) == 7 and len(view[0]) == 9 and "grass" in {c for row in view for c in row}
+  with make_env("crafter_original", num_envs=1, num_workers=1) as original:
+    view = original.reset([11])[0].info["view"]
+  assert len(view) == 7 and len(view[0]) == 9 and view[3][4] == "player"
   g = Game(tmp_path, corridor_env, load_structure("minihack", "evolved"), "minihack",
            "MiniHack-Corridor-R3-v0")
   helpers = run_observers(g.agent.structure.observers_for("plan"), g.agent._views)
