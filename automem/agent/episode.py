@@ -100,7 +100,10 @@ class AgentConfig:
     seed: base of the per-request sampling seeds (None: unseeded).
     max_prompt_chars: when a prompt grows past this many characters, the
       phase's further turns are cut short (LOG moves on to PLAN, PLAN takes
-      the fallback action) and PLAN starts without the step's LOG turns;
+      the fallback action) and PLAN starts without the step's LOG turns; a
+      phase's first message that would pass it leaves out, in turn, the
+      helper text, the pinned views, the history and the file index (each
+      replaced by `texts.trimmed`; the turn records `prompt_trimmed`);
       0 = no cap. Keeps small-context models in bounds.
   """
 
@@ -182,6 +185,7 @@ class EpisodeAgent:
     self._modes: dict[str, Any] = {}  # mode name -> the structure while it is on
     self._mode: str | None = None  # the mode of the current phase
     self._rejections = 0  # action-check rejections this step
+    self._trimmed: list[str] = []  # parts of this step's first messages left out (prompt cap)
     self._log_ran = False
     self._fallback = False
     self._pending: AgentRequest | None = None
@@ -323,6 +327,7 @@ class EpisodeAgent:
     self._turns, self._step_records = [], []
     self._log_ran, self._fallback = False, False
     self._rejections = 0
+    self._trimmed = []
     self.turn = 0
     self.phase = Phase.LOG if log else Phase.PLAN
     self._turns.append({"role": "user", "content": self._user_prompt(self.phase.value)})
@@ -359,17 +364,28 @@ class EpisodeAgent:
         st.text("see_above") if shown else self._observation)
     history = st.text("history_above") if shown else prompts.history_text(
         self._history, st.history_length, st.texts)
-    return st.user_prompt(
-        phase,
-        file_index=st.text("see_system") if paper else self._file_index(),
-        history=history,
-        pinned=harness.pinned_text(st, self.store, phase),
-        step=self.step,
-        helpers=self._helpers(phase),
-        last_action=self._last_action,
-        last_outcome=self._last_outcome,
-        observation=observation,
-    )
+    values = {
+        "file_index": st.text("see_system") if paper else self._file_index(),
+        "history": history,
+        "pinned": harness.pinned_text(st, self.store, phase),
+        "step": self.step,
+        "helpers": self._helpers(phase),
+        "last_action": self._last_action,
+        "last_outcome": self._last_outcome,
+        "observation": observation,
+    }
+    text = st.user_prompt(phase, **values)
+    limit = self.config.max_prompt_chars
+    if limit > 0:  # a first message past the cap drops its optional parts, in this order
+      used = len(self._system) + sum(len(t["content"]) for t in self._turns)
+      for part in _TRIM_ORDER:
+        if used + len(text) <= limit:
+          break
+        if values[part] and part in st.placeholders(phase, "user"):
+          values[part] = st.text("trimmed")
+          self._trimmed.append(part)
+          text = st.user_prompt(phase, **values)
+    return text
 
   def _follow_up(self, phase: str, results: Sequence[CommandResult]) -> str:
     st = self._current()
@@ -580,6 +596,9 @@ class EpisodeAgent:
 
   def _turn_record(self, pending: AgentRequest, result: LLMResult) -> dict[str, Any]:
     # The JSON form: commands, action, reward and diff are filled in as the turn runs.
+    extra: dict[str, Any] = {"mode": self._mode}  # the structure's mode (None: the base one)
+    if self._trimmed:  # parts of the step's first messages left out (max_prompt_chars)
+      extra["prompt_trimmed"] = list(self._trimmed)
     return Turn(
         episode_id=self.episode_id, step=self.step,
         phase="log" if self.phase is Phase.LOG else "plan", subphase=self.phase.value,
@@ -588,8 +607,7 @@ class EpisodeAgent:
         finish_reason=result.finish_reason, error=result.error,
         prompt_tokens=int(result.prompt_tokens), completion_tokens=int(result.completion_tokens),
         cached_tokens=int(result.cached_tokens), sampling_seed=pending.request.seed,
-        # The structure's mode this turn ran in (None: the base one).
-        extra={"mode": self._mode},
+        extra=extra,
     ).to_json()
 
   def _finish(self, stats: EpisodeStats) -> None:
@@ -604,6 +622,10 @@ class EpisodeAgent:
         error=self.error, final_memory=self.store.snapshot(),
         unlock_steps=dict(self._unlock_steps),
         replay={"seed": self.seed, "actions": list(self._taken)}).to_json())
+
+
+# What a first message past `max_prompt_chars` leaves out first (see `_user_prompt`).
+_TRIM_ORDER = ("helpers", "pinned", "history", "file_index")
 
 
 def _cut_after(items: Sequence[Command | ParseError], op: str) -> list[Command | ParseError]:

@@ -91,6 +91,7 @@ TEXTS: dict[str, tuple[str, tuple[str, ...]]] = {
                      "compact it: keep what you still need, drop the rest.",
                      ("file", "lines", "bytes", "limit")),
     "read_only": (" (read-only)", ()),
+    "trimmed": ("(left out to keep the prompt short)", ()),
 }
 
 

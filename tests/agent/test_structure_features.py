@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from automem.agent import EpisodeAgent, Phase
+from automem.agent import AgentConfig, EpisodeAgent, Phase
 from automem.agent.observers import run_observers
 from automem.envs import make_env
 from automem.llm import LLMResult
@@ -39,13 +39,13 @@ def crafter_env():
 class Game:
   """An agent on a real env, driven by scripted completions."""
 
-  def __init__(self, tmp_path, env, structure, game, task, seed=3):
+  def __init__(self, tmp_path, env, structure, game, task, seed=3, config=None):
     self.env = env
     self.store = MemoryStore.from_structure(tmp_path / f"mem-{game}", structure.for_task(task))
     self.store.reset()
     self.agent = EpisodeAgent(episode_id=f"{game}-{seed}", game=game, task=task, seed=seed,
                               structure=structure, store=self.store,
-                              action_names=env.action_names)
+                              action_names=env.action_names, config=config)
     self.agent.start(env.reset([seed])[0])
     self.records: list[dict] = []
 
@@ -232,3 +232,17 @@ def test_agent_texts_come_from_the_structure(tmp_path, corridor_env):
   g.say("thinking...")  # no action within plan.max_iterations: the fallback is played
   g.step()
   assert "step 0: search -> you got 0 points [FALLBACK]" in g.prompt()
+
+
+def test_a_first_prompt_past_the_cap_leaves_out_optional_parts(tmp_path, corridor_env):
+  s = load_structure("minihack", "evolved")
+  full = Game(tmp_path / "a", corridor_env, s, "minihack", "MiniHack-Corridor-R3-v0")
+  size = len(full.agent._system) + len(full.prompt())
+  assert "Passable next to you" in full.prompt()
+  g = Game(tmp_path / "b", corridor_env, s, "minihack", "MiniHack-Corridor-R3-v0",
+           config=AgentConfig(max_prompt_chars=size - 20))
+  text = g.prompt()
+  assert "Passable next to you" not in text and "(left out to keep the prompt short)" in text
+  assert "PINNED: actions_log.txt" in text and "CURRENT OBSERVATION" in text  # kept
+  g.say("<|ACTION|>search<|END|>")
+  assert g.turns()[-1]["prompt_trimmed"] == ["helpers"]
