@@ -111,7 +111,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.game.nethack = _game(("NetHackChallenge-v0",), steps or (100_000 if full else 3),
                          4 if full else 2, -1)
   for name in ("crafter", "crafter_original", "minihack", "nethack"):
-    c.game[name].structure = a["structure"]
+    c.game[name].structure = a["structure"]  # the `structure=` variant ("" = each game's v0)
   if not full:
     # The tiny random model never writes DONE or ACTION: cap the turns so the CPU run is
     # short. Its 4096-token window (~6800 characters of its tokenizer) does not hold the
