@@ -33,9 +33,8 @@ has "mode" (the mode it ran in, or None), "action_repair" {written, action} when
 "check_rejection" {check, action, reason} when an action check sent it back, and
 "harness_diff" on the last LOG turn when the after_log hooks changed memory; a step
 line has "harness_diff" (memory changes of the step_start hooks after its action).
-A memory replay must apply a record's harness_diff after its own memory_diff
-(`replay_memory` and `Trajectory.memory_before/after` do not yet: they hold for
-structures without harness files or retention).
+`replay_memory` and `Trajectory.memory_before/after` apply a record's harness_diff
+after its own memory_diff (a step's before the next step's turns).
 
 Nothing here calls an LLM or steps an env: `automem.rollout` drives agents
 in lock-step so that all episodes' requests go out together.

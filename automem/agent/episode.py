@@ -186,6 +186,7 @@ class EpisodeAgent:
     self._mode: str | None = None  # the mode of the current phase
     self._rejections = 0  # action-check rejections this step
     self._trimmed: list[str] = []  # parts of this step's first messages left out (prompt cap)
+    self._before_hooks: dict[str, str] | None = None  # memory before the last hooks ran
     self._log_ran = False
     self._fallback = False
     self._pending: AgentRequest | None = None
@@ -245,6 +246,7 @@ class EpisodeAgent:
       self.fail(f"LLM request failed: {result.error}")
       return
     before = self.store.snapshot()
+    self._before_hooks = None
     parsed = parse_commands(result.text)
     self._turns.append({"role": "assistant", "content": result.text})
     self.turn += 1
@@ -254,7 +256,9 @@ class EpisodeAgent:
       self._plan_turn(parsed.items, record)
     else:
       self._commit_turn(parsed.items, record)
-    record["memory_diff"] = diff_snapshots(before, self.store.snapshot())
+    # The turn's own changes; hooks that ran at its end are in record["harness_diff"].
+    after = self._before_hooks if self._before_hooks is not None else self.store.snapshot()
+    record["memory_diff"] = diff_snapshots(before, after)
     self._step_records.append(record)
 
   def on_env_step(self, result: StepResult) -> None:
@@ -337,7 +341,7 @@ class EpisodeAgent:
     st = self.structure
     if not st.harness_files and not any(f.keep_last for f in st.files):
       return {}
-    before = self.store.snapshot()
+    before = self._before_hooks = self.store.snapshot()
     if st.hooks.harness == point:
       harness.update_harness_files(st, self.store, self._views)
     if st.hooks.retention == point:

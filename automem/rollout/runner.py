@@ -352,6 +352,9 @@ class Runner:
         episode_id=plan.episode_id, game=plan.game, task=plan.task, seed=plan.seed,
         structure=setup.structure, store=store,
         action_names=group.env.action_names, config=self.agent_config)
+    # Started before the header is written: the structure's start-of-step hooks (harness
+    # files) have run, so `initial_memory` is the memory the first turn sees.
+    agent.start(obs)
     cfg = self.agent_config
     header = Header(
         episode_id=plan.episode_id, game=plan.game, task=plan.task, seed=plan.seed,
@@ -364,7 +367,6 @@ class Runner:
                   "action": dataclasses.asdict(cfg.action_sampling)},
         started_at=time.time(), extra=dict(self.header_extra))
     writer = TrajectoryWriter(self.run_dir.trajectory_path(plan.episode_id), header)
-    agent.start(obs)
     return _Slot(plan, agent, writer)
 
   def _write_failed_episode(self, plan: EpisodePlan, reason: str) -> None:

@@ -246,3 +246,32 @@ def test_a_first_prompt_past_the_cap_leaves_out_optional_parts(tmp_path, corrido
   assert "PINNED: actions_log.txt" in text and "CURRENT OBSERVATION" in text  # kept
   g.say("<|ACTION|>search<|END|>")
   assert g.turns()[-1]["prompt_trimmed"] == ["helpers"]
+
+
+def test_harness_changes_replay_from_the_trajectory(tmp_path, nethack_env):
+  from automem.agent import TrajectoryWriter, read_trajectory, replay_memory
+
+  s = load_structure("nethack", "evolved")
+  i = [f.name for f in s.files].index("actions_log.txt")
+  s = s.revise({f"files.{i}.keep_last": 1}, note="trim the log after LOG")
+  g = Game(tmp_path, nethack_env, s, "nethack", "NetHackChallenge-v0", seed=6)
+  path = tmp_path / "t.jsonl"
+  writer = TrajectoryWriter(path, {"episode_id": g.agent.episode_id,
+                                   "initial_memory": g.store.snapshot()})
+  g.say("<|ACTION|>search<|END|>")
+  g.step()
+  g.say("<|APPEND|>actions_log.txt|one\ntwo<|END|><|DONE|>")
+  g.say("<|ACTION|>search<|END|>")
+  g.step()
+  g.agent.fail("stopped by the test")
+  writer.write(g.records + g.agent.drain_records())
+  writer.close()
+  traj = read_trajectory(path)
+  assert any(t.extra.get("harness_diff") for t in traj.turns)  # the after-LOG trim
+  assert any(st.extra.get("harness_diff") for st in traj.steps)  # status.txt after each step
+  plan = traj.turns[-1]
+  assert traj.memory_after(plan.step, plan.phase, plan.turn)["actions_log.txt"] == "two\n"
+  assert traj.memory_before(1, "log", 0)["status.txt"].startswith("step 1\n")
+  fresh = MemoryStore.from_structure(tmp_path / "replay", s)
+  fresh.restore(traj.header.initial_memory)
+  assert replay_memory(traj, fresh, s) == []
