@@ -44,7 +44,14 @@ from automem.agent import harness, prompts
 from automem.agent.metrics import EpisodeMetrics
 from automem.agent.observers import StepView, run_observers
 from automem.agent.trajectory import End, Step, Turn
-from automem.envs.base import EpisodeStats, Observation, StepResult, normalize_action_name
+from automem.envs.base import (
+    ActionCheck,
+    ActionReader,
+    EpisodeStats,
+    NameReader,
+    Observation,
+    StepResult,
+)
 from automem.llm.types import LLMRequest, LLMResult
 from automem.memory import (
   TEXTS,
@@ -132,8 +139,11 @@ class EpisodeAgent:
     structure: the `MemoryStructure` (templates, ops, limits, observers); its
       `task_overrides` matching `task` are applied here.
     store: the episode's `MemoryStore`, already reset.
-    action_names: the env's action names (exactly the ones accepted).
+    action_names: the env's offered action names (the prompt's list).
     config: prompt layout, model routing and sampling.
+    action_reader: the env's `action_reader` (`TextEnv.action_reader`): it judges the
+      model's action text (aliases, arguments, ...) and the accepted text goes to the env
+      as written. Default: `NameReader(action_names)`, only the offered names.
   """
 
   def __init__(
@@ -147,6 +157,7 @@ class EpisodeAgent:
       store: MemoryStore,
       action_names: Sequence[str],
       config: AgentConfig | None = None,
+      action_reader: ActionReader | None = None,
   ):
     self.episode_id = episode_id
     self.game, self.task, self.seed = game, task, seed
@@ -157,7 +168,7 @@ class EpisodeAgent:
     if self.config.layout not in prompts.LAYOUTS:
       raise ValueError(f"unknown prompt layout {self.config.layout!r}")
     self.action_names = tuple(action_names)
-    self._actions = {normalize_action_name(a): a for a in self.action_names}
+    self._reader = action_reader if action_reader is not None else NameReader(self.action_names)
     fallback = structure.resolve_fallback(self.action_names)
     if fallback is None:
       raise StructureError(
@@ -200,7 +211,9 @@ class EpisodeAgent:
   def start(self, observation: Observation) -> None:
     """Begins the episode on the env's first observation."""
     self._start_time = time.monotonic()
-    self._system = prompts.system_text(self.structure, self.action_names, self.task)
+    hints = self._reader.hints
+    actions = [f"{a} ({hints[a]})" if a in hints else a for a in self.action_names]
+    self._system = prompts.system_text(self.structure, actions, self.task)
     self._observation = observation.text
     self._views.append(StepView(None, 0.0, observation.text, dict(observation.info)))
     self._hooks("step_start")
@@ -454,11 +467,12 @@ class EpisodeAgent:
     action = None
     limit = self.structure.plan.max_iterations
     if not two_model and items and isinstance(items[-1], Command) and items[-1].op == "ACTION":
-      action = self._check_action(items[-1], results[-1], record)
+      check = self._check_action(items[-1], results[-1], record)
+      action = check and check.action
       if action is None and results[-1].ok:  # an unknown name: say so in the next turn
         c = record["commands"][-1]
         results[-1] = dataclasses.replace(results[-1], ok=False, text=c["result"])
-      elif action is not None and self.turn < limit and self._rejected(action, record):
+      elif action is not None and self.turn < limit and self._rejected(check, record):
         c = record["commands"][-1]
         results[-1] = dataclasses.replace(results[-1], ok=False, text=c["result"])
         action = None
@@ -485,40 +499,48 @@ class EpisodeAgent:
     action = None
     if actions:
       results = self._run(actions[:1], "plan", record)
-      action = self._check_action(actions[0], results[0], record)
-      if action is not None and self._rejected(action, record):
+      check = self._check_action(actions[0], results[0], record)
+      action = check and check.action
+      if action is not None and self._rejected(check, record):
         self._turns.append({"role": "user", "content": record["commands"][-1]["result"]})
         return  # the commit turn again
     record["phase_end"] = "fallback" if action is None else "action"
     self._commit(action or self.fallback_action, fallback=action is None)
 
   def _check_action(self, item: Command, result: CommandResult,
-                    record: dict[str, Any]) -> str | None:
-    """The env's name for a committed action (repaired through the structure's aliases when
-    needed), or None (the record says why)."""
+                    record: dict[str, Any]) -> ActionCheck | None:
+    """How the env reads a committed action (`check.action` is sent as it stands), repaired
+    through the structure's aliases when the env refuses it; None when refused (the record
+    says why: the env's feedback for a known name with bad arguments, else the list)."""
     if not result.ok:
       return None
     written = item.args[0]
-    name = self._actions.get(normalize_action_name(written))
-    if name is None:
+    check = self._reader.check(written)
+    if check.action is None:
       name = self.structure.repair_action(written, self.action_names)
       if name is not None:
         record["action_repair"] = {"written": written, "action": name}
         self.metrics.action_repairs += 1
         record["commands"][-1].update(
             result=self.structure.text("action_repaired", written=written, action=name))
-    if name is None:
+        check = ActionCheck(name, name)
+    if check.action is None:
       self.metrics.invalid_commands += 1
-      record["commands"][-1].update(
-          ok=False, result=self.structure.text("unknown_action", action=written,
-                                               actions=", ".join(self.action_names)))
+      text = f"[ERROR ACTION] {check.feedback}" if check.name is not None else self.structure.text(
+          "unknown_action", action=written, actions=", ".join(self.action_names))
+      record["commands"][-1].update(ok=False, result=text)
       return None
-    record["action"] = name
-    return name
+    record["action"] = check.action
+    if check.name != check.action:  # an alias, arguments or a 16-point direction
+      record["action_name"] = check.name
+    if check.feedback:  # how the env read it; its step feedback repeats it to the model
+      record["action_note"] = check.feedback
+    return check
 
-  def _rejected(self, action: str, record: dict[str, Any]) -> bool:
-    """Whether an action check sends `action` back (recorded in the turn); at most
-    `max_rejections` per step, then actions go through unchecked."""
+  def _rejected(self, check: ActionCheck, record: dict[str, Any]) -> bool:
+    """Whether an action check sends the action back (recorded in the turn); at most
+    `max_rejections` per step, then actions go through unchecked. Checks see the name."""
+    action = check.name or check.action
     st = self.structure
     if self._rejections >= st.max_rejections:
       return False
@@ -531,9 +553,12 @@ class EpisodeAgent:
         self.metrics.action_rejections += 1
         left = st.max_rejections - self._rejections
         record["action"] = None
-        record["check_rejection"] = {"check": spec.kind, "action": action, "reason": reason}
+        record.pop("action_name", None)
+        record.pop("action_note", None)
+        record["check_rejection"] = {"check": spec.kind, "action": check.action, "reason": reason}
         record["commands"][-1].update(
-            ok=False, result=st.text("action_rejected", action=action, reason=reason, left=left))
+            ok=False, result=st.text("action_rejected", action=check.action, reason=reason,
+                                     left=left))
         return True
     return False
 

@@ -189,7 +189,8 @@ async def _run_group(forks: list[Fork], client: Any, structures: Mapping[str, An
           episode_id=f"{f.decision.episode_id}/fork-{f.decision.step}-{f.decision.phase}-"
                      f"{f.decision.turn}-{f.arm}-{f.sample}",
           game=f.game, task=f.task, seed=f.episode_seed, structure=fork_structure, store=store,
-          action_names=env.action_names, config=dataclasses.replace(agent_config, seed=f.seed))
+          action_names=env.action_names, config=dataclasses.replace(agent_config, seed=f.seed),
+          action_reader=getattr(env, "action_reader", None))
       agent.start(obs)
       agents.append(agent)
     reward = [0.0] * len(forks)

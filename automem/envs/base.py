@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 # Why an episode ended. "running" while it has not.
 END_REASONS = ("running", "death", "goal", "step_cap", "no_progress", "error")
@@ -86,6 +86,53 @@ class StepResult:
   stats: EpisodeStats
 
 
+@dataclasses.dataclass(frozen=True)
+class ActionCheck:
+  """How an env would read an action text, found without playing it.
+
+  Attributes:
+    action: the text to pass to `step` (the model's own text where it carries more than
+      a name: arguments, an alias, a 16-point direction), or None when it is refused.
+    name: the offered action name the text stands for (what action checks and records
+      compare), or None when no name was recognised. Set on a refused text whose name
+      was fine but whose arguments were not.
+    feedback: why a text is refused, or how an accepted one was read when not
+      literally ("" when all is plain).
+  """
+
+  action: str | None
+  name: str | None
+  feedback: str = ""
+
+
+@runtime_checkable
+class ActionReader(Protocol):
+  """Reads action texts for one game: cheap, picklable and free of side effects.
+
+  Attributes:
+    hints: offered name -> a short note shown next to it in the action list (e.g.
+      "also: more" for an accepted alias); empty when there is nothing to add.
+  """
+
+  hints: Mapping[str, str]
+
+  def check(self, text: str) -> ActionCheck: ...
+
+
+class NameReader:
+  """The plain reader: a text is accepted when it normalises to an offered name
+  (`normalize_action_name`), and then the offered name is sent."""
+
+  hints: Mapping[str, str] = {}
+
+  def __init__(self, names: Sequence[str]):
+    self._names = {normalize_action_name(n): n for n in names}
+
+  def check(self, text: str) -> ActionCheck:
+    name = self._names.get(normalize_action_name(text)) if isinstance(text, str) else None
+    return ActionCheck(name, name, "" if name else f"{text!r} is not one of the action names")
+
+
 class TextEnv(abc.ABC):
   """A batch of `num_envs` text-game slots behind one batched interface."""
 
@@ -100,6 +147,15 @@ class TextEnv(abc.ABC):
   @abc.abstractmethod
   def action_names(self) -> tuple[str, ...]:
     """The action names offered to the agent; exactly the names accepted."""
+
+  @property
+  def action_reader(self) -> ActionReader:
+    """How this env reads action texts (`check_action`); by default, `NameReader`."""
+    return NameReader(self.action_names)
+
+  def check_action(self, text: str) -> ActionCheck:
+    """Whether `step` would accept `text`, and as what; plays nothing."""
+    return self.action_reader.check(text)
 
   @abc.abstractmethod
   def reset(

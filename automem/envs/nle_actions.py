@@ -26,7 +26,7 @@ import dataclasses
 import string
 from collections.abc import Iterable
 
-from automem.envs.base import normalize_action_name
+from automem.envs.base import ActionCheck, normalize_action_name
 
 
 def _meta(c: str) -> int:
@@ -270,6 +270,7 @@ class ActionVocab:
     self._all_keys = keys
     by_key = {k: n for n, k in reversed(list(names.items())) if len(n) > 1}
     aliases = {}
+    also: dict[str, list[str]] = {}
     for alias, key in ALIASES.items():
       if key in keys:
         target = by_key.get(key)
@@ -277,7 +278,10 @@ class ActionVocab:
         self._keys.setdefault(alias, key)
         if target:
           desc[target] += f" (also: {alias})"
+          also.setdefault(target, []).append(alias)
     self.aliases = aliases  # accepted alias -> the name it stands for
+    # ActionReader: offered name -> "also: <aliases>", shown next to it in the action list.
+    self.hints = {name: "also: " + ", ".join(a) for name, a in also.items()}
     self.descriptions = desc
     self._lookup = {_squash(n): n for n in names if len(n) > 1}
     self._lookup.update({_squash(a): n for a, n in aliases.items()})
@@ -297,6 +301,18 @@ class ActionVocab:
         f"{text.strip()!r} is not one of NetHack's 8 directions; it was taken as {name!r}: "
         f"of the two nearest of them, the one named first."
     )
+
+  def check(self, text: str) -> ActionCheck:
+    """`parse` as an `ActionCheck` (the ActionReader protocol): an accepted text is sent as
+    written (a mere case or spacing variant of a name as the name), so its arguments and
+    aliases reach `step`; a refused one carries the feedback
+    `step` would give, and its command name when only its arguments were refused."""
+    parsed = self.parse(text)
+    if isinstance(parsed, ParsedAction):
+      plain = not parsed.arguments and _squash(text) == _squash(parsed.name)
+      return ActionCheck(parsed.name if plain else text.strip(), parsed.name, " ".join(parsed.notes))
+    head = self._head(text.split()) if isinstance(text, str) else None
+    return ActionCheck(None, head[1][0] if head else None, parsed)
 
   def resolve(self, text: str) -> str | None:
     """The name a whole action text stands for (no arguments), or None."""
@@ -322,13 +338,7 @@ class ActionVocab:
     if len(raw) == 1:
       return ParsedAction(raw, self._keys[raw]) if raw in self._keys else self.unknown_feedback(raw)
     tokens = raw.split()
-    head = None
-    for k in range(len(tokens), 0, -1):  # the longest leading run of words that names a command
-      if all(_is_word(t) for t in tokens[:k]):
-        hit = self._word(" ".join(tokens[:k]))
-        if hit is not None:
-          head = k, hit
-          break
+    head = self._head(tokens)
     if head is None:
       return self.unknown_feedback(raw)
     k, (name, note) = head
@@ -354,6 +364,15 @@ class ActionVocab:
     if len(arguments) > MAX_ARGUMENTS:
       return self._argument_feedback(raw, name, " ".join(a.text for a in arguments), f"at most {MAX_ARGUMENTS} answers")
     return ParsedAction(name, self._keys[name], tuple(arguments), tuple(notes))
+
+  def _head(self, tokens: list[str]) -> tuple[int, tuple[str, str]] | None:
+    """(k, (name, note)) for the longest leading run of k words that names a command."""
+    for k in range(len(tokens), 0, -1):
+      if all(_is_word(t) for t in tokens[:k]):
+        hit = self._word(" ".join(tokens[:k]))
+        if hit is not None:
+          return k, hit
+    return None
 
   def _argument_word(self, token: str) -> tuple[int, str] | None:
     """(key, note) of a word that names one key as an answer: a direction or a key's name."""

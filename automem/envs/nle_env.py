@@ -117,6 +117,11 @@ class NLESlotEnv:
     return self.vocab.names
 
   @property
+  def action_reader(self) -> ActionVocab:
+    """Reads action texts as `step` would (aliases, arguments, 16-point directions)."""
+    return self.vocab
+
+  @property
   def action_descriptions(self) -> dict[str, str]:
     return dict(self.vocab.descriptions)
 

@@ -54,8 +54,8 @@ from typing import Any
 
 from absl import logging
 
-from automem.envs.base import Observation, StepResult, TextEnv
-from automem.envs.slots import SlotBook, SlotFactory
+from automem.envs.base import ActionReader, Observation, StepResult, TextEnv
+from automem.envs.slots import SlotBook, SlotFactory, slot_reader
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -102,6 +102,7 @@ def _worker_main(conn: Connection, parent_pid: int | None) -> None:
         "task": first.task,
         "action_names": tuple(first.action_names),
         "action_descriptions": dict(getattr(first, "action_descriptions", {})),
+        "action_reader": slot_reader(first),
         "pid": os.getpid(),
     }
     conn.send(("ready", meta))
@@ -256,6 +257,7 @@ class EnvPool(TextEnv):
     self.task = meta["task"]
     self._names = meta["action_names"]
     self.action_descriptions = meta["action_descriptions"]
+    self._reader = meta["action_reader"]
     self._book = SlotBook(num_envs, self.game, self.task)
 
   # -- TextEnv ----------------------------------------------------------------
@@ -267,6 +269,10 @@ class EnvPool(TextEnv):
   @property
   def action_names(self) -> tuple[str, ...]:
     return self._names
+
+  @property
+  def action_reader(self) -> ActionReader:
+    return self._reader
 
   @property
   def num_workers(self) -> int:

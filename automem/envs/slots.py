@@ -1,7 +1,8 @@
 """Single-slot envs and the batch bookkeeping shared by in-process and pooled hosts.
 
 A *slot env* is one game instance: `reset(seed) -> Observation`,
-`step(action_name) -> StepResult`, `action_names`, `close()`. NLE games,
+`step(action_name) -> StepResult`, `action_names`, `close()`, and optionally an
+`action_reader` (picklable; `NameReader` of its names when absent). NLE games,
 MiniHack tasks and the original `crafter` package are written as slot envs;
 `SerialEnv` hosts a batch of them in this process and `EnvPool`
 (`automem.envs.pool`) hosts them in worker processes. Both are `TextEnv`s.
@@ -18,7 +19,15 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from automem.envs.base import EpisodeStats, Observation, StepResult, TextEnv, check_batch
+from automem.envs.base import (
+    ActionReader,
+    EpisodeStats,
+    NameReader,
+    Observation,
+    StepResult,
+    TextEnv,
+    check_batch,
+)
 
 
 @runtime_checkable
@@ -43,6 +52,12 @@ SlotFactory = Callable[[], SlotEnv]
 
 def error_observation(reason: str) -> Observation:
   return Observation(text=f"(the environment failed: {reason})", info={"error": reason})
+
+
+def slot_reader(env: SlotEnv) -> ActionReader:
+  """A slot env's `action_reader`, or the plain `NameReader` of its action names."""
+  reader = getattr(env, "action_reader", None)
+  return reader if reader is not None else NameReader(tuple(env.action_names))
 
 
 class SlotBook:
@@ -143,6 +158,7 @@ class SerialEnv(TextEnv):
     self.game, self.task = first.game, first.task
     self._names = tuple(first.action_names)
     self.action_descriptions = dict(getattr(first, "action_descriptions", {}))
+    self._reader = slot_reader(first)
     self._book = SlotBook(num_envs, first.game, first.task)
 
   @property
@@ -152,6 +168,10 @@ class SerialEnv(TextEnv):
   @property
   def action_names(self) -> tuple[str, ...]:
     return self._names
+
+  @property
+  def action_reader(self) -> ActionReader:
+    return self._reader
 
   def _env(self, slot: int) -> SlotEnv:
     if self._envs[slot] is None:

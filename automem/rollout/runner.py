@@ -351,7 +351,8 @@ class Runner:
     agent = EpisodeAgent(
         episode_id=plan.episode_id, game=plan.game, task=plan.task, seed=plan.seed,
         structure=setup.structure, store=store,
-        action_names=group.env.action_names, config=self.agent_config)
+        action_names=group.env.action_names, config=self.agent_config,
+        action_reader=getattr(group.env, "action_reader", None))
     # Started before the header is written: the structure's start-of-step hooks (harness
     # files) have run, so `initial_memory` is the memory the first turn sees.
     agent.start(obs)

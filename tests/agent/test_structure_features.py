@@ -45,7 +45,8 @@ class Game:
     self.store.reset()
     self.agent = EpisodeAgent(episode_id=f"{game}-{seed}", game=game, task=task, seed=seed,
                               structure=structure, store=self.store,
-                              action_names=env.action_names, config=config)
+                              action_names=env.action_names, config=config,
+                              action_reader=env.action_reader)
     self.agent.start(env.reset([seed])[0])
     self.records: list[dict] = []
 
@@ -275,3 +276,45 @@ def test_harness_changes_replay_from_the_trajectory(tmp_path, nethack_env):
   fresh = MemoryStore.from_structure(tmp_path / "replay", s)
   fresh.restore(traj.header.initial_memory)
   assert replay_memory(traj, fresh, s) == []
+
+
+def _user_texts(g: Game) -> str:
+  return "\n".join(m["content"] for t in g.turns() for m in t["messages"] if m["role"] == "user")
+
+
+def test_env_judges_action_text_aliases_and_arguments_reach_nethack(tmp_path, nethack_env):
+  g = Game(tmp_path, nethack_env, load_structure("nethack"), "nethack", "NetHackChallenge-v0")
+  system = g.agent.pending_request().request.messages[0]["content"]
+  assert "enter (also: more)" in system.splitlines()  # the env's alias hint in the list
+  # A name with an argument goes to the game as written, never as plain `wield`.
+  g.say("<|ACTION|>wield -<|END|>")
+  assert g.agent.action == "wield -"
+  result = g.step()
+  assert result.valid_action and "You are empty handed." in result.observation.text
+  g.say("<|DONE|>")
+  # An argument the prompt cannot take is refused with the env's reason; nothing is played.
+  g.say("<|ACTION|>wield foo bar<|END|>")
+  assert g.agent.phase is Phase.PLAN
+  assert "[ERROR ACTION] Invalid action 'wield foo bar': 'foo' cannot be passed" in g.prompt()
+  g.say("<|ACTION|>more<|END|>")  # BALROG's name of Enter
+  assert g.agent.action == "more"
+  assert g.step().valid_action
+  g.say("<|DONE|>")
+  g.say("<|ACTION|>frobnicate<|END|>")  # an unknown name still gets the list
+  assert "[ERROR ACTION] unknown action 'frobnicate'; choose one of: north, east" in g.prompt()
+  acts = [(t["action"], t.get("action_name")) for t in g.turns() if t["action"]]
+  assert acts == [("wield -", "wield"), ("more", "enter")]
+  assert g.agent.metrics.invalid_commands == 2
+
+
+def test_sixteen_point_direction_is_played_and_explained_on_minihack(tmp_path, corridor_env):
+  g = Game(tmp_path, corridor_env, load_structure("minihack"), "minihack",
+           "MiniHack-Corridor-R3-v0")
+  g.say("<|ACTION|>westnorthwest<|END|>")
+  assert g.agent.action == "westnorthwest"
+  turn = g.turns()[-1]
+  assert turn["action_name"] == "west" and "taken as 'west'" in turn["action_note"]
+  result = g.step()
+  assert result.valid_action and "taken as 'west'" in result.feedback
+  g.say("<|DONE|>")
+  assert "taken as 'west'" in _user_texts(g)  # the env's feedback reached the model

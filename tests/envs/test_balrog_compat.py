@@ -9,6 +9,7 @@ is the table these tests hold the code to.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import string
 
@@ -153,6 +154,21 @@ def test_an_answer_that_is_no_key_is_refused(slot, text):
   r = slot.step(text)
   assert not r.valid_action and "nothing was done" in r.feedback and "cannot be passed" in r.feedback
   assert r.observation.text == obs.text
+
+
+def test_action_reader_agrees_with_step_and_plays_nothing(slot):
+  """The agent asks `action_reader` before it plays; the pool ships it pickled."""
+  reader = pickle.loads(pickle.dumps(slot.action_reader))
+  texts = ["more", "wield -", "Wield -", "westnorthwest", "North", "frobnicate", "wield foo", "a"]
+  checks = {t: reader.check(t) for t in texts}
+  for t in texts:
+    slot.reset(3)
+    assert (checks[t].action is not None) == slot.step(t).valid_action, t
+  assert checks["North"].action == "north"  # a case variant is sent as the name
+  assert (checks["wield -"].action, checks["wield -"].name) == ("wield -", "wield")
+  assert checks["wield foo"].name == "wield" and "cannot be passed" in checks["wield foo"].feedback
+  assert checks["frobnicate"].name is None
+  assert reader.hints["enter"] == "also: more"
 
 
 def test_16_point_directions_move_the_nearest_of_8():
