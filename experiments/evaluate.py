@@ -19,7 +19,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from automem.rollout.evaluate import evaluate, open_run_dir, validate_config
+from automem.rollout.evaluate import check_model_fits, evaluate, open_run_dir, validate_config
 from automem.utils import parse_flags, reports_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -47,6 +47,7 @@ def main(argv: list[str]) -> None:
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join("runs", time.strftime("eval-%Y%m%d-%H%M%S", time.gmtime()))
   validate_config(config)  # bad input is one line, before the config dump
+  check_model_fits(config)  # the tiny offline model with uncapped prompts, likewise
   open_run_dir(workdir)
   logging.info("python %s on %s; workdir %s", platform.python_version(), platform.node(), workdir)
   logging.info("config:\n%s", config)

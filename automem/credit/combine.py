@@ -36,6 +36,7 @@ from scipy import stats as scipy_stats
 from automem.agent.trajectory import Trajectory
 from automem.credit import filters
 from automem.credit.scored import ScoredTurn, TurnKey, by_path
+from automem.utils.files import tmp_path
 
 SCORERS = ("usage", "requery", "counterfactual", "judge")
 FILTERS = ("top_episodes", "near_unlock")
@@ -182,14 +183,15 @@ def write_selection(out_dir: str, selected: Sequence[SelectedTurn], stats: Mappi
   """Writes `selected_turns.jsonl` and `selection_stats.json` atomically; returns the first."""
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, file_name)
-  tmp = path + ".tmp"
+  tmp = tmp_path(path)
   with open(tmp, "w", encoding="utf-8") as f:
     for s in selected:
       f.write(json.dumps(s.to_json(out_dir), ensure_ascii=False) + "\n")
   os.replace(tmp, path)
   spath = os.path.join(out_dir, STATS_FILE)
-  with open(spath + ".tmp", "w", encoding="utf-8") as f:
+  stmp = tmp_path(spath)
+  with open(stmp, "w", encoding="utf-8") as f:
     json.dump(dict(stats), f, indent=2, sort_keys=True)
     f.write("\n")
-  os.replace(spath + ".tmp", spath)
+  os.replace(stmp, spath)
   return path

@@ -17,7 +17,8 @@ from absl import logging
 
 from automem.llm.client import LLMClient
 from automem.llm.retry import RetryPolicy
-from automem.utils.files import sweep_stale_tmp
+from automem.utils.errors import InputError
+from automem.utils.files import sweep_stale_tmp, tmp_path
 
 BACKENDS = ("local", "sglang", "openai")
 
@@ -90,8 +91,8 @@ def _api_key(config: ml_collections.ConfigDict) -> str | None:
   if config.api_key_env:
     key = os.environ.get(config.api_key_env, "")
     if not key and config.backend == "openai":
-      raise ValueError(f"the openai backend needs an API key: set ${config.api_key_env} "
-                       "or llm.api_key")
+      raise InputError(f"${config.api_key_env}", "the openai backend needs an API key: set "
+                       "this environment variable (llm.api_key_env) or llm.api_key")
     return key or None
   return None
 
@@ -108,7 +109,7 @@ def tiny_checkpoint_dir(config: ml_collections.ConfigDict) -> str:
   path = os.path.join(root, f"{family}-ctx{context}" + (f"-pre{steps}" if steps else ""))
   sweep_stale_tmp(root)  # half-built models of killed runs
   if not os.path.exists(os.path.join(path, "config.json")):
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = tmp_path(path)
     logging.info("building the tiny offline model in %s (%d pretraining steps; once, about a "
                  "CPU-minute)", path, steps)
     make_tiny_checkpoint(tmp, family=family, max_position_embeddings=context,
@@ -153,7 +154,7 @@ def make_client(config: ml_collections.ConfigDict, **inject: Any) -> LLMClient:
       `sampling_params_cls` (local); `tokenizer` (sglang).
   """
   if config.backend not in BACKENDS:
-    raise ValueError(f"unknown LLM backend {config.backend!r}; known: {BACKENDS}")
+    raise InputError("llm.backend", f"unknown LLM backend {config.backend!r}; known: {BACKENDS}")
   common = dict(
       concurrency=config.concurrency, timeout_s=config.timeout_s, seed=config.seed,
       retry=retry_policy(config))

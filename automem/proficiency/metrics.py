@@ -12,6 +12,8 @@ from typing import Any
 
 import jax
 
+from automem.utils.files import tmp_path
+
 
 class MetricsWriter:
   """Appends `{"step", "split", ...}` lines to `metrics.jsonl` and scalars to TensorBoard."""
@@ -47,7 +49,7 @@ class MetricsWriter:
         continue
     if len(keep) == len(lines):
       return 0
-    tmp = f"{self.path}.tmp{os.getpid()}"
+    tmp = tmp_path(self.path)
     with open(tmp, "w", encoding="utf-8") as f:
       f.writelines(keep)
     os.replace(tmp, self.path)

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from automem.agent.trajectory import read_trajectory, trajectory_files
+from automem.utils.files import tmp_path
 
 SELECTION_FILE = "selected_turns.jsonl"
 
@@ -73,7 +74,7 @@ def write_selected_turns(path: str, refs: Iterable[TurnRef]) -> int:
   base = os.path.dirname(os.path.abspath(path))
   os.makedirs(base, exist_ok=True)
   n = 0
-  tmp = path + ".tmp"
+  tmp = tmp_path(path)
   with open(tmp, "w") as f:
     for ref in refs:
       f.write(json.dumps(ref.to_json(base)) + "\n")

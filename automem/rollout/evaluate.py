@@ -258,7 +258,7 @@ def check_model_fits(config: ml_collections.ConfigDict) -> None:
   limit = int(config.agent.max_prompt_chars)
   if limit <= 0 or limit > cap:
     raise InputError(
-        "agent.max_prompt_chars",
+        "config.agent.max_prompt_chars",
         f"the tiny offline model holds {context} tokens (about {cap} prompt characters), but "
         f"agent.max_prompt_chars={limit} lets prompts grow past that (the `full` config's "
         "prompts need 8-16k tokens), so every episode would end with an engine error. Serve a "

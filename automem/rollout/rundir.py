@@ -35,7 +35,7 @@ from absl import logging
 
 from automem.agent.trajectory import is_finished, read_trajectory
 from automem.rollout.metrics import EpisodeMetrics, is_error
-from automem.utils.files import sweep_stale_tmp
+from automem.utils.files import sweep_stale_tmp, tmp_path
 
 EpisodeStatus = Literal["finished", "errored", "unfinished"]
 
@@ -66,7 +66,7 @@ def episode_id(game: str, task: str, seed: int) -> str:
 
 
 def atomic_write_json(path: str, data: Any) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
+  tmp = tmp_path(path)
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(data, f, indent=2, sort_keys=True, default=str)
     f.write("\n")
@@ -159,7 +159,7 @@ class RunDir:
 
   def write_metrics(self, records: Iterable[EpisodeMetrics]) -> None:
     path = self.path("metrics", "episodes.jsonl")
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = tmp_path(path)
     with open(tmp, "w", encoding="utf-8") as f:
       for r in records:
         f.write(json.dumps(r.to_dict(), sort_keys=True) + "\n")

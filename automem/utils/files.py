@@ -16,6 +16,12 @@ from absl import logging
 _TMP = re.compile(r".+\.tmp(\d+)$")
 
 
+def tmp_path(path: str) -> str:
+  """The temp name to write `path` under before renaming it into place: `<path>.tmp<pid>`,
+  so `sweep_stale_tmp` knows a killed writer's leftover from a live one's."""
+  return f"{path}.tmp{os.getpid()}"
+
+
 def _alive(pid: int) -> bool:
   if pid == os.getpid():
     return True

@@ -21,6 +21,7 @@ from automem.llm import (
     make_client,
 )
 from automem.llm.retry import LLMCallError, classify_status, parse_retry_after
+from automem.utils import InputError
 
 
 def test_request_needs_exactly_one_of_messages_and_prompt():
@@ -141,6 +142,9 @@ def test_make_client_picks_the_backend(monkeypatch):
   config.base_url = "localhost:30000"
   with pytest.raises(ValueError, match="http://"):
     make_client(config)
+  monkeypatch.delenv("OPENAI_API_KEY")  # an entry point's one-line error names the variable
+  with pytest.raises(InputError, match=r"^\$OPENAI_API_KEY: the openai backend needs an API key"):
+    make_client(default_llm_config("openai"))
 
 
 def test_served_model_check_compares_checkpoint_names():

@@ -69,6 +69,12 @@ def test_selection_file_round_trip_subset_and_weight(synth_run, chat_tok, tmp_pa
   refs = selection.select_log_turns(synth_run)
   chosen = [dataclasses.replace(refs[0], commands=(0,), weight=0.5, score=3.0), refs[1]]
   path = str(tmp_path / "sel" / selection.SELECTION_FILE)
+  def killed():  # a writer that dies mid-file leaves a temp the stale sweep can attribute
+    yield chosen[0]
+    raise KeyboardInterrupt
+  with pytest.raises(KeyboardInterrupt):
+    selection.write_selected_turns(path, killed())
+  assert os.listdir(tmp_path / "sel") == [f"{selection.SELECTION_FILE}.tmp{os.getpid()}"]
   assert selection.write_selected_turns(path, chosen) == 2
   line = json.loads(pathlib.Path(path).read_text().splitlines()[0])
   assert not os.path.isabs(line["trajectory"])  # relative to the selection file

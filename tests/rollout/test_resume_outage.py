@@ -187,10 +187,18 @@ def test_entry_point_input_errors_and_a_dead_server_are_one_line(tmp_path):
       "error: config.game.minihack.tasks: unknown minihack task 'MiniHack-NoSuchTask-v0'")
   variant = _entry("--config=experiments/configs/evaluate.py:bogus=1", f"--workdir={tmp_path}")
   assert variant.returncode == 2 and "Traceback" not in variant.stderr
-  assert variant.stderr.strip().splitlines() == [
+  lines = variant.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(
       "error: flag --config=experiments/configs/evaluate.py:bogus=1: ValueError: unknown config "
-      "variant 'bogus'; known: adapter, backend, episodes, full, games, layout, seed_set, steps, "
-      "two_model"]
+      "variant 'bogus'; known: adapter, backend, episodes, full, games, ")  # the list grows
+  # The `full` config's uncapped prompts on the tiny offline model: refused up front.
+  tiny = _entry("--config=experiments/configs/evaluate.py:full", "--config.llm.backend=local",
+                f"--workdir={tmp_path / 'c'}")
+  assert tiny.returncode == 2, tiny.stderr[-2000:]
+  assert "Traceback" not in tiny.stderr and "config:" not in tiny.stderr
+  assert tiny.stderr.strip().splitlines()[-1].startswith(
+      "error: config.agent.max_prompt_chars: the tiny offline model holds 4096 tokens")
+  assert not (tmp_path / "c").exists()  # nothing written for a refused run
   dead = _entry("--config=experiments/configs/evaluate.py:games=crafter,episodes=1,steps=1,"
                 "backend=sglang", f"--config.llm.base_url=http://127.0.0.1:{free_port()}",
                 "--config.llm.sglang.wait_ready_s=0.2", "--config.progress=False",
