@@ -11,7 +11,10 @@ from typing import Any
 
 from automem.envs.base import (
     END_REASONS,
+    ActionCheck,
+    ActionReader,
     EpisodeStats,
+    NameReader,
     Observation,
     StepResult,
     TextEnv,
@@ -52,8 +55,11 @@ def make_env(game: str, num_envs: int = 1, **kwargs: Any) -> TextEnv:
 __all__ = [
     "CRAFTER_ACHIEVEMENTS",
     "END_REASONS",
+    "ActionCheck",
+    "ActionReader",
     "EnvPool",
     "EpisodeStats",
+    "NameReader",
     "Observation",
     "SerialEnv",
     "SlotEnv",

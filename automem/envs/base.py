@@ -4,6 +4,7 @@ A `TextEnv` owns `num_envs` slots. `reset(seeds)` starts a fresh episode in
 each slot (or in chosen slots), `step(actions)` advances every slot whose
 action is not `None` by one game step. Actions are the game's text action
 names; an unknown name is a no-op with a feedback line, never an exception.
+`check_action(text)` says, without a step, whether and as what `step` reads a text.
 Every `StepResult` carries the episode's running `EpisodeStats`, final once
 `done` is true. A slot that is done stays done until it is reset.
 """
@@ -146,7 +147,8 @@ class TextEnv(abc.ABC):
   @property
   @abc.abstractmethod
   def action_names(self) -> tuple[str, ...]:
-    """The action names offered to the agent; exactly the names accepted."""
+    """The action names offered to the agent; `action_reader` may accept more (aliases,
+    arguments) and says so in its `hints`."""
 
   @property
   def action_reader(self) -> ActionReader:
