@@ -17,8 +17,11 @@ Public API::
                                        config.backend="ray" spreads it over a Ray cluster
   run_jobs_on_ray([EvalJob(run_dir, setups, plans, agent_config, llm)], ray_config) -> summaries
                                        several runs' episodes at once over a Ray cluster
+  racing: race(candidates, play, RaceConfig) -> RaceResult   paired staged racing (both loops)
+          bootstrap_bound, sign_test_p, paired_gains, paired_summary, simulate, simulate_greedy
 """
 
+from automem.rollout import racing
 from automem.rollout.evaluate import evaluate
 from automem.rollout.metrics import EpisodeMetrics, format_summary, mean_ci95, summarize
 from automem.rollout.ray_backend import EvalJob, run_jobs_on_ray, run_on_ray
@@ -41,6 +44,7 @@ __all__ = [
     "evaluate",
     "format_summary",
     "mean_ci95",
+    "racing",
     "run_jobs_on_ray",
     "run_on_ray",
     "seed_set_of",
