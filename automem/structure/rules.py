@@ -1,0 +1,89 @@
+"""What a revision must respect: a structural change, and memory left to the model.
+
+`check_revision(parent, child, changes, rules)` returns the violations
+(empty: allowed). Rules are on by default and configurable:
+
+- structural: changing only wording (prompt templates, game rules, file
+  descriptions and schemas) is not a revision; at least one other field
+  must change (phases' ops and limits, files, store limits, observers,
+  fallback, history, ...).
+- model-owned memory: a revision may not pre-fill memory files with notes
+  (non-empty initial `content`) unless the file is read-only reference
+  text or declared harness-maintained (`harness_files`), and the LOG phase
+  must keep at least one write op, so what gets stored stays the model's
+  decision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from automem.memory import WRITE_OPS, MemoryStructure
+
+_WORDING = re.compile(r"^(game_rules|(log|plan)\.(system|user|follow_up)|files\.\d+\.(description|"
+                      r"schema))$")
+_BOOKKEEPING = ("version", "parent", "note", "changes", "schema")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rules:
+  require_structural: bool = True
+  model_owned_memory: bool = True
+  harness_files: tuple[str, ...] = ()
+
+
+DEFAULT_RULES = Rules()
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(value, Mapping):
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+      out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+  if isinstance(value, list) and prefix.split(".")[-1] in ("files", "observers"):
+    out = {}
+    for i, v in enumerate(value):
+      out.update(_flat(v, f"{prefix}.{i}"))
+    return out if value else {prefix: []}
+  return {prefix: value}
+
+
+def changed_paths(a: MemoryStructure, b: MemoryStructure) -> list[str]:
+  """Leaf paths whose value differs between two structures (bookkeeping ignored)."""
+  fa, fb = _flat(a.to_dict()), _flat(b.to_dict())
+  return sorted(k for k in set(fa) | set(fb)
+                if k.split(".")[0] not in _BOOKKEEPING and fa.get(k, None) != fb.get(k, None))
+
+
+def is_structural(paths: list[str]) -> bool:
+  return any(not _WORDING.match(p) for p in paths)
+
+
+def check_revision(parent: MemoryStructure, child: MemoryStructure,
+                   rules: Rules = DEFAULT_RULES) -> list[str]:
+  """The rule violations of `child` as a revision of `parent` (empty: allowed)."""
+  problems = []
+  paths = changed_paths(parent, child)
+  if not paths:
+    problems.append("the revision changes nothing")
+  elif rules.require_structural and not is_structural(paths):
+    problems.append("the revision changes only wording (templates, game rules, file "
+                    "descriptions/schemas); change the structure too: ops, limits, files, "
+                    "observers, history, fallback, ...")
+  if rules.model_owned_memory:
+    before = {f.name: f.content for f in parent.files}
+    allowed = {n.lower() for n in rules.harness_files}
+    for i, f in enumerate(child.files):
+      if f.content and f.content != before.get(f.name, "") and not f.read_only \
+          and f.name.lower() not in allowed:
+        problems.append(f"files.{i}.content: a revision may not write notes into {f.name!r} "
+                        "for the model (only read-only reference files or declared "
+                        "harness-maintained files may be pre-filled)")
+    if not set(child.log.allowed_ops) & set(WRITE_OPS):
+      problems.append("log.allowed_ops: the LOG phase must keep at least one write op "
+                      "(memory stays the model's decision)")
+  return problems

@@ -1,0 +1,130 @@
+"""Loop 1, structure optimisation: propose revisions, race them on selection seeds, keep real gains.
+
+Default (the embedded CPU run; offline, no API): Crafter with the tiny local
+model (episodes capped at 2 steps) and the offline proposer; two rounds of
+one candidate raced against the incumbent on 2 + 2 selection seeds with a
+1-seed confirmation block, then every accepted version on 2 test seeds.
+
+  python -m experiments.optimize_structure --workdir=runs/loop1
+
+Expected: about 10 CPU-minutes on a quiet 2-core machine (the tiny model is built and
+pretrained once, about a minute); the tiny model scores 0 everywhere, so every candidate
+is rejected ("rejected_test": its lower bound is 0) and the final table has v0 alone at
+0.00. The run dir holds lineage.jsonl (one record per candidate, with per-seed results
+and the decision's statistics), revisions/v0.json, structures/, rounds/r*/proposals.json,
+one ordinary evaluation run dir per (round, block, arm) under evals/, final.json and
+summary.json. Running it again on the same workdir replays nothing.
+
+Paper scale (SGLang agent on a GPU node, Claude as a tool-using reviewer):
+
+  python -m experiments.optimize_structure \
+      --config=experiments/configs/optimize_structure.py:full,proposer=reviewer,api=anthropic \
+      --config.eval.llm.base_url=http://127.0.0.1:30000 --workdir=runs/loop1_crafter
+
+Expected: per round 1 candidate, 100 raced + 40 confirmation selection seeds (about 200
+Crafter episodes of 2000 steps when nothing passes the bound, 280 when the candidate
+is confirmed; the racing simulation in benchmarks/sim_racing.py gives false accepts
+about 5% and 89% power for a +5-point gain at this budget); 10 rounds are about 2,000
+episodes, i.e. about 4-6 days of one 8-GPU node serving Qwen2.5-32B with SGLang, plus
+about $20-60 of reviewer API calls. The result: revisions/vK.json for every accepted
+revision and final.json with the v0..vK test table (mean ± 95% CI, paired differences).
+
+Variants (after `optimize_structure.py:`, comma-separated):
+  full                  paper scale: BALROG step caps, SGLang agent, the default race budget
+  game=NAME             crafter | minihack | nethack (nethack screens on 2,000-step episodes
+                        with the dense milestone metric and confirms on full ones; minihack
+                        uses the exact sign test on its binary outcomes)
+  rounds=N              rounds of the loop
+  candidates=N          proposals raced per round
+  proposer=KIND         offline | reviewer (tool-using) | single_shot (JSON schema)
+  api=NAME              reviewer API: openai | anthropic
+  calibrate             A/A calibration: v0 against v0 with another sampling-seed base
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from automem.llm import default_llm_config
+from automem.utils import parse_arg
+from experiments.configs import evaluate as evaluate_config
+
+VARIANTS = ("full", "game=minihack", "game=nethack,full", "proposer=reviewer,api=anthropic",
+            "proposer=single_shot", "calibrate")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  a = parse_arg(arg, full=False, game="crafter", rounds=0, candidates=0, proposer="offline",
+                api="openai", calibrate=False)
+  full, game = a["full"], a["game"]
+  c = ml_collections.ConfigDict()
+  c.game = game  # the game whose memory structure is optimised
+  c.seed_set = "selection"  # the only set the loop compares on (anything else is refused)
+  c.seed_offset = 0  # first selection seed index; round r uses the next window of fresh seeds
+  c.rounds = a["rounds"] or (10 if full else 2)  # rounds of propose -> race -> decide
+  c.candidates = a["candidates"] or 1  # proposals raced per round (the test level is split)
+  c.max_episodes = 0  # stop starting rounds once this many episodes were played (0 = no cap)
+  c.pareto_every = 3  # every N rounds the parent is sampled from the Pareto front (0 = never)
+  c.merge_every = 2  # every N rounds, race a merge of two accepted siblings if any (0 = never)
+  c.continuation = True  # a rejected candidate gets one continuation in the next round
+  c.calibrate = a["calibrate"]  # A/A: race v0 against v0 with another sampling-seed base
+  c.calibrate_seed_shift = 1_000  # added to eval.agent.seed for the A/A copy of v0
+
+  c.race = ml_collections.ConfigDict()
+  # Fresh selection seeds per race stage; the candidate that is clearly worse than the
+  # incumbent or the best candidate is dropped after each stage.
+  c.race.stages = (25, 25, 25, 25) if full else (2, 2)
+  c.race.confirm_seeds = 40 if full else 1  # fresh seeds of the confirmation block
+  c.race.level = 0.10  # one-sided level of the final test (split over the candidates)
+  c.race.drop_alpha = 0.05  # one-sided level of the early-drop test
+  # "bootstrap": paired-bootstrap lower bound of the mean gain; "sign": exact sign test on
+  # discordant pairs (binary outcomes: MiniHack's 0/100 progression).
+  c.race.test = "sign" if game == "minihack" else "bootstrap"
+  c.race.bootstrap_samples = 2000  # resamples per bootstrap bound
+  c.race.seed = 0  # seed of the bootstrap and of the Pareto-parent draw
+  # Score of a race episode: progression | return | dense (progression + milestones reached).
+  c.race.metric = "dense" if game == "nethack" else "progression"
+  c.race.max_steps = 2000 if (game == "nethack" and full) else 0  # race step cap (0 = eval's)
+  c.confirm = ml_collections.ConfigDict()
+  c.confirm.metric = "progression"  # score of a confirmation episode
+  c.confirm.max_steps = 0  # confirmation step cap (0 = the eval config's, full episodes)
+
+  c.review = ml_collections.ConfigDict()
+  c.review.episodes = 8 if full else 2  # train-seed episodes of the parent the proposer reads
+  c.review.offset = 0  # first train seed index of the review episodes
+  c.review.max_steps = 0  # their step cap (0 = the eval config's)
+
+  c.final = ml_collections.ConfigDict()
+  c.final.episodes = 30 if full else 2  # test seeds per accepted version at the end (0 = skip)
+  c.final.offset = 0  # first test seed index
+  c.final.max_steps = 0  # step cap (0 = the eval config's)
+
+  c.rules = ml_collections.ConfigDict()
+  c.rules.require_structural = True  # a revision must change structure, not only wording
+  c.rules.model_owned_memory = True  # no pre-written notes; LOG keeps a write op
+  c.rules.harness_files = ()  # files declared harness-maintained (may be pre-filled)
+
+  p = c.proposer = ml_collections.ConfigDict()
+  p.kind = a["proposer"]  # offline | reviewer (tool calling) | single_shot (JSON schema)
+  p.api = a["api"]  # reviewer API: openai (any OpenAI-compatible server) | anthropic
+  p.llm = default_llm_config("openai")  # the reviewer's endpoint (backend set from api)
+  if a["api"] == "anthropic":
+    p.llm.model = "claude-sonnet-4-5"  # any Messages API model with tool use
+    p.llm.base_url = "https://api.anthropic.com/v1"  # API root including /v1
+    p.llm.api_key_env = "ANTHROPIC_API_KEY"  # env var holding the key
+  p.max_tool_calls = 40  # tool calls per proposal before the reviewer must submit
+  p.max_tokens = 400_000  # prompt + completion tokens per proposal
+  p.max_wall_s = 1800.0  # wall time per proposal, seconds
+  p.max_invalid = 3  # invalid revisions (StructureError / rule) sent back before giving up
+  p.max_new_tokens = 4096  # completion cap per reviewer call
+  p.temperature = 0.2  # reviewer sampling temperature
+
+  e = evaluate_config.get_config(f"games={game}" + (",full" if full else ""))
+  e.seed_set = "selection"  # set per evaluation by the loop
+  if not full:
+    e.game[game].max_steps = 2  # the embedded run's step cap
+    e.game[game].envs_per_task = 2
+  # The agent, its LLM and the game settings of every evaluation the loop runs
+  # (experiments/configs/evaluate.py; structure_overrides shape v0).
+  c.eval = e
+  return c
