@@ -3,6 +3,7 @@
     config.llm = default_llm_config()                 # offline tiny model
     config.llm = default_llm_config("sglang")         # 32B on an SGLang server
     config.llm = default_llm_config("openai")         # hosted reviewer
+    config.llm = default_llm_config("anthropic")      # Claude (Messages API, tool use)
 
 Fields are overridable from the command line (`--config.llm.base_url=...`).
 """
@@ -20,7 +21,11 @@ from automem.llm.retry import RetryPolicy
 from automem.utils.errors import InputError
 from automem.utils.files import sweep_stale_tmp, tmp_path
 
-BACKENDS = ("local", "sglang", "openai")
+BACKENDS = ("local", "sglang", "openai", "anthropic")
+_API_DEFAULTS = {  # backend -> (model, base_url, api_key_env)
+    "openai": ("gpt-4o", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+    "anthropic": ("claude-sonnet-4-5", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY"),
+}
 
 
 def default_llm_config(backend: str = "local") -> ml_collections.ConfigDict:
@@ -34,15 +39,15 @@ def default_llm_config(backend: str = "local") -> ml_collections.ConfigDict:
   if backend not in BACKENDS:
     raise ValueError(f"unknown LLM backend {backend!r}; known: {BACKENDS}")
   c = ml_collections.ConfigDict()
-  c.backend = backend  # "local" (JAX engine in-process) | "sglang" | "openai"
+  c.backend = backend  # "local" (JAX engine in-process) | "sglang" | "openai" | "anthropic"
+  api = _API_DEFAULTS.get(backend, ("", "http://127.0.0.1:30000", ""))
   # sglang: the checkpoint the server must serve (checked against /get_model_info; "" = any).
-  # openai: the model name sent with every request (required).
-  c.model = "gpt-4o" if backend == "openai" else ""  # openai: any chat model the provider serves
-  # sglang: server root (launch/sglang_server.sh prints it); openai: API root including /v1.
-  c.base_url = ("https://api.openai.com/v1" if backend == "openai"
-                else "http://127.0.0.1:30000")
+  # openai / anthropic: the model name sent with every request (required).
+  c.model = api[0]
+  # sglang: server root (launch/sglang_server.sh prints it); openai/anthropic: API root with /v1.
+  c.base_url = api[1]
   c.api_key = ""  # a literal key; prefer api_key_env so keys stay out of saved configs
-  c.api_key_env = "OPENAI_API_KEY" if backend == "openai" else ""  # env var holding the key
+  c.api_key_env = api[2]  # env var holding the key
   c.concurrency = 64  # requests in flight at once (HTTP calls or engine submissions)
   c.timeout_s = 300.0 if backend != "local" else 600.0  # per attempt, seconds
   c.max_retries = 4 if backend != "local" else 0  # extra attempts on connection/429/5xx/timeout
@@ -90,9 +95,9 @@ def _api_key(config: ml_collections.ConfigDict) -> str | None:
     return config.api_key
   if config.api_key_env:
     key = os.environ.get(config.api_key_env, "")
-    if not key and config.backend == "openai":
-      raise InputError(f"${config.api_key_env}", "the openai backend needs an API key: set "
-                       "this environment variable (llm.api_key_env) or llm.api_key")
+    if not key and config.backend in _API_DEFAULTS:
+      raise InputError(f"${config.api_key_env}", f"the {config.backend} backend needs an API "
+                       "key: set this environment variable (llm.api_key_env) or llm.api_key")
     return key or None
   return None
 
@@ -174,6 +179,10 @@ def make_client(config: ml_collections.ConfigDict, **inject: Any) -> LLMClient:
     return OpenAIClient(config.base_url, config.model, api_key=_api_key(config),
                         sglang_extensions=config.openai.sglang_extensions,
                         max_tokens_field=config.openai.max_tokens_field, **common)
+  if config.backend == "anthropic":
+    from automem.llm.anthropic_backend import AnthropicClient
+
+    return AnthropicClient(config.base_url, config.model, api_key=_api_key(config), **common)
   from automem.llm.local import LocalClient, parse_adapters
 
   local = config.local

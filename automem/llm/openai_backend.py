@@ -7,6 +7,11 @@ OpenAI SDK. Servers that speak SGLang's extensions (`regex`, `ebnf`,
 regex/EBNF grammar is refused with an `unsupported` error, a JSON schema goes
 through the standard `response_format`, and an adapter name is sent as the
 model name (how vLLM and hosted fine-tunes address LoRA adapters).
+
+Tool calling: a request's `tools` go out as `tools` (`type: function`) with
+`tool_choice`; the reply's `message.tool_calls` come back parsed as
+`LLMResult.tool_calls` (finish reason "tool_calls"). SGLang serves this with
+its `--tool-call-parser` for open models.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 
 from automem.llm.http import HttpClient, int_field, require
 from automem.llm.retry import LLMCallError
-from automem.llm.types import LLMRequest, LLMResult
+from automem.llm.types import LLMRequest, LLMResult, ToolCall
 
 
 def openai_payload(req: LLMRequest, model: str, *, sglang_extensions: bool,
@@ -43,6 +48,14 @@ def openai_payload(req: LLMRequest, model: str, *, sglang_extensions: bool,
       payload["rid"] = req.request_id
   elif req.adapter:
     payload["model"] = req.adapter
+  if req.tools:
+    payload["tools"] = [{"type": "function", "function": {
+        "name": t.name, "description": t.description, "parameters": t.parameters}}
+        for t in req.tools]
+    if req.tool_choice in ("auto", "required"):
+      payload["tool_choice"] = req.tool_choice
+    elif req.tool_choice:
+      payload["tool_choice"] = {"type": "function", "function": {"name": req.tool_choice}}
   grammar = req.grammar
   if grammar is not None:
     if grammar.kind == "json_schema":
@@ -66,9 +79,16 @@ def parse_openai_response(data: Any, where: str) -> LLMResult:
   if not choices or not isinstance(choices[0], dict):
     raise LLMCallError("bad_response", f"{where}: empty 'choices'")
   choice = choices[0]
+  calls: list[ToolCall] = []
   if "message" in choice:
     message = require(choice, "message", dict, where)
     text = message.get("content") or ""
+    for i, tc in enumerate(message.get("tool_calls") or ()):
+      fn = tc.get("function") if isinstance(tc, dict) else None
+      if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise LLMCallError("bad_response", f"{where}: tool_calls[{i}] has no function name")
+      calls.append(ToolCall.parse(str(tc.get("id") or f"call_{i}"), fn["name"],
+                                  fn.get("arguments", "")))
   else:
     text = require(choice, "text", str, where)
   if not isinstance(text, str):
@@ -80,7 +100,8 @@ def parse_openai_response(data: Any, where: str) -> LLMResult:
   details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
   return LLMResult(
       text=text,
-      finish_reason="length" if reason == "length" else "stop",
+      finish_reason="length" if reason == "length" else ("tool_calls" if calls else "stop"),
+      tool_calls=tuple(calls),
       prompt_tokens=int_field(usage, "prompt_tokens"),
       completion_tokens=int_field(usage, "completion_tokens"),
       cached_tokens=int_field(details, "cached_tokens"),

@@ -5,15 +5,24 @@ template by whichever side owns the tokenizer) or a raw prompt, sampling
 parameters, stop strings, an optional LoRA adapter name and an optional
 grammar. A result always comes back, also when the call failed; then `error`
 names the cause and `text` is empty, so an episode loop never has to catch.
+
+Tool calling (the Loop 1 reviewer): a request may offer `tools` (`ToolSpec`:
+name, description, JSON-schema parameters); a result then carries the
+model's `tool_calls` (`ToolCall`: id, name, parsed arguments). The
+conversation goes on in the OpenAI message form, which every backend
+translates: an assistant turn `{"role": "assistant", "content": text,
+"tool_calls": [ToolCall.to_message()...]}` and one `{"role": "tool",
+"tool_call_id": id, "content": result}` message per call.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Literal
 
 GrammarKind = Literal["regex", "ebnf", "json_schema"]
-FinishReason = Literal["stop", "length", "error"]
+FinishReason = Literal["stop", "length", "tool_calls", "error"]
 
 # Error causes a result may carry (`LLMResult.error_cause`).
 ERROR_CAUSES = (
@@ -44,6 +53,53 @@ class Grammar:
 
 
 @dataclasses.dataclass(frozen=True)
+class ToolSpec:
+  """A tool the model may call: a name, what it does, and its arguments' JSON schema."""
+
+  name: str
+  description: str
+  parameters: dict[str, Any] = dataclasses.field(
+      default_factory=lambda: {"type": "object", "properties": {}})
+
+  def __post_init__(self):
+    if not isinstance(self.name, str) or not self.name.replace("_", "").replace("-", "").isalnum():
+      raise ValueError(f"tool name must be letters, digits, _ or -, got {self.name!r}")
+    if not isinstance(self.parameters, dict) or self.parameters.get("type") != "object":
+      raise ValueError(f"tool {self.name}: parameters must be a JSON schema of type object")
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolCall:
+  """One tool call of a completion. `error` is set when its arguments were not a JSON object
+  (then `arguments` is empty and `raw_arguments` holds what came)."""
+
+  id: str
+  name: str
+  arguments: dict[str, Any]
+  raw_arguments: str = ""
+  error: str | None = None
+
+  def to_message(self) -> dict[str, Any]:
+    """The OpenAI form of the call, for the assistant message that carried it."""
+    raw = self.raw_arguments or json.dumps(self.arguments)
+    return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": raw}}
+
+  @classmethod
+  def parse(cls, call_id: str, name: str, arguments: Any) -> ToolCall:
+    """From a JSON-text (OpenAI) or object (Anthropic) argument field."""
+    if isinstance(arguments, dict):
+      return cls(call_id, name, arguments, json.dumps(arguments))
+    raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    try:
+      value = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError as e:
+      return cls(call_id, name, {}, raw, f"arguments are not valid JSON: {e}")
+    if not isinstance(value, dict):
+      return cls(call_id, name, {}, raw, "arguments must be a JSON object")
+    return cls(call_id, name, value, raw)
+
+
+@dataclasses.dataclass(frozen=True)
 class LLMRequest:
   """One generation request.
 
@@ -62,6 +118,8 @@ class LLMRequest:
   adapter: str | None = None  # LoRA adapter name (SGLang `lora_path`), None = base model
   grammar: Grammar | None = None
   request_id: str | None = None  # forwarded as SGLang `rid` when set
+  tools: tuple[ToolSpec, ...] | list[ToolSpec] = ()  # tools the model may call
+  tool_choice: str | None = None  # None/"auto", "required" (some tool) or a tool's name
   metadata: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
   def __post_init__(self):
@@ -77,6 +135,17 @@ class LLMRequest:
       object.__setattr__(self, "messages", msgs)
     elif not isinstance(self.prompt, str):
       raise ValueError(f"LLMRequest.prompt must be a string, got {type(self.prompt).__name__}")
+    object.__setattr__(self, "tools", tuple(self.tools))
+    if self.tools and self.messages is None:
+      raise ValueError("tools need a chat request (messages=)")
+    if any(not isinstance(t, ToolSpec) for t in self.tools):
+      raise ValueError("LLMRequest.tools must be ToolSpec objects")
+    names = [t.name for t in self.tools]
+    if len(set(names)) != len(names):
+      raise ValueError(f"duplicate tool names: {names}")
+    if self.tool_choice not in (None, "auto", "required", *names):
+      raise ValueError(f"tool_choice must be auto, required or an offered tool, "
+                       f"got {self.tool_choice!r}")
     if isinstance(self.stop, str):
       object.__setattr__(self, "stop", (self.stop,))
     else:
@@ -118,6 +187,7 @@ class LLMResult:
   error: str | None = None
   error_cause: str | None = None  # one of ERROR_CAUSES when error is set
   attempts: int = 1  # HTTP attempts made (1 + retries)
+  tool_calls: tuple[ToolCall, ...] = ()  # the completion's tool calls (tool requests)
 
   @property
   def ok(self) -> bool:

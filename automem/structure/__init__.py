@@ -22,16 +22,20 @@ from automem.structure.digest import digest_episode, digest_run, render_digest
 from automem.structure.lineage import fold, pareto_front, read_lineage
 from automem.structure.loop import OfflineProposer, ReviewContext, StructureLoop, optimize_structure
 from automem.structure.proposer import Proposal, continuation, merge, offline_proposals
+from automem.structure.reviewer import Budget, Reviewer, SingleShotReviewer, make_proposer
 from automem.structure.rules import Rules, check_revision
 from automem.structure.traces import load_run, load_trace, memory_at
 
 __all__ = [
+    "Budget",
     "Evaluator",
     "OfflineProposer",
     "Proposal",
     "ReviewContext",
+    "Reviewer",
     "Rules",
     "SeedDisciplineError",
+    "SingleShotReviewer",
     "StructureLoop",
     "check_revision",
     "continuation",
@@ -40,6 +44,7 @@ __all__ = [
     "fold",
     "load_run",
     "load_trace",
+    "make_proposer",
     "memory_at",
     "merge",
     "offline_proposals",

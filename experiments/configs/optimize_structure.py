@@ -106,12 +106,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   p = c.proposer = ml_collections.ConfigDict()
   p.kind = a["proposer"]  # offline | reviewer (tool calling) | single_shot (JSON schema)
-  p.api = a["api"]  # reviewer API: openai (any OpenAI-compatible server) | anthropic
-  p.llm = default_llm_config("openai")  # the reviewer's endpoint (backend set from api)
-  if a["api"] == "anthropic":
-    p.llm.model = "claude-sonnet-4-5"  # any Messages API model with tool use
-    p.llm.base_url = "https://api.anthropic.com/v1"  # API root including /v1
-    p.llm.api_key_env = "ANTHROPIC_API_KEY"  # env var holding the key
+  # The reviewer's endpoint: an OpenAI-compatible chat API with tool calling (a hosted
+  # model, or SGLang serving an open model with --tool-call-parser) or Anthropic's API.
+  p.llm = default_llm_config(a["api"])
   p.max_tool_calls = 40  # tool calls per proposal before the reviewer must submit
   p.max_tokens = 400_000  # prompt + completion tokens per proposal
   p.max_wall_s = 1800.0  # wall time per proposal, seconds

@@ -1,13 +1,23 @@
-"""A 127.0.0.1 HTTP server speaking SGLang's and OpenAI's formats, with fault injection.
+"""A 127.0.0.1 HTTP server speaking SGLang's, OpenAI's and Anthropic's formats, with faults.
 
 It stands in for a GPU-only SGLang server in tests: the same endpoints and
 JSON shapes (`/health`, `/get_model_info`, `/generate` with single or batched
-`text`/`input_ids`, `/v1/chat/completions`, `/v1/completions`, `/v1/models`),
+`text`/`input_ids`, `/v1/chat/completions`, `/v1/completions`, `/v1/models`,
+and Anthropic's `/v1/messages` for a Claude endpoint),
 backed by a real generation engine (the tiny local model) through the same
 dynamic batcher the local backend uses, with an SGLang-like prefix cache
 count. `inject()` makes the next N generation requests fail in a chosen way;
 `kill()` drops every open connection and stops listening, as a crashed
 server would; `start()` brings it back on the same port.
+
+Tool calling (a reviewer's protocol): `script(reply, ...)` queues assistant
+replies that the next chat or Messages requests get instead of the engine's
+text, each `{"content": str, "tool_calls": [{"name", "arguments"}]}` or a
+function of the request body returning one (a scripted reviewer that reacts
+to its tool results). Both protocols are checked as a real API would: tool
+definitions well-formed, every `role: tool` message / `tool_result` block
+answering a call of the assistant turn before it, scripted calls naming an
+offered tool; a violation is a 400 with the reason.
 
 Use: `with LLMTestServer(engine, tokenizer) as server: ... server.url ...`
 or the `llm_server` fixture factory in tests/llm/conftest.py.
@@ -16,6 +26,7 @@ or the `llm_server` fixture factory in tests/llm/conftest.py.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import json
 import socket
@@ -82,6 +93,7 @@ class LLMTestServer:
     self.in_flight = 0  # POST requests being handled now
     self.max_in_flight = 0  # the most at once since the last reset_counts()
     self._fault: Fault | None = None
+    self._script: collections.deque[Any] = collections.deque()
     self._lock = threading.Lock()
     self._prefixes: list[tuple[int, ...]] = []  # prompt history for the prefix-cache count
     self._transports: set[asyncio.BaseTransport] = set()
@@ -114,6 +126,7 @@ class LLMTestServer:
     app.router.add_post("/generate", self._generate)
     app.router.add_post("/v1/chat/completions", self._chat)
     app.router.add_post("/v1/completions", self._completions)
+    app.router.add_post("/v1/messages", self._messages)
     app.router.add_post("/load_lora_adapter", self._load_lora)
     app.router.add_post("/unload_lora_adapter", self._unload_lora)
     # handler_cancellation: a client that gives up (timeout) cancels its handler, as
@@ -162,6 +175,23 @@ class LLMTestServer:
   def clear_faults(self) -> None:
     with self._lock:
       self._fault = None
+      self._script.clear()
+
+  def script(self, *replies: Any) -> None:
+    """Queues scripted assistant replies (see the module docstring) for chat/Messages requests."""
+    with self._lock:
+      self._script.extend(replies)
+
+  @property
+  def scripted_left(self) -> int:
+    return len(self._script)
+
+  def _next_scripted(self, body: dict) -> dict | None:
+    with self._lock:
+      if not self._script:
+        return None
+      reply = self._script.popleft()
+    return reply(body) if callable(reply) else reply
 
   def _take_fault(self, health: bool = False) -> Fault | None:
     with self._lock:
@@ -185,7 +215,8 @@ class LLMTestServer:
   async def _middleware(self, request: web.Request, handler):
     if request.transport is not None:
       self._transports.add(request.transport)
-    if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+    keys = (request.headers.get("Authorization"), "Bearer " + request.headers.get("x-api-key", ""))
+    if self.api_key and f"Bearer {self.api_key}" not in keys:
       resp = web.json_response({"error": {"message": "invalid API key"}}, status=401)
     else:
       resp = await self._handle(request, handler)
@@ -409,9 +440,17 @@ class LLMTestServer:
                   "prompt_tokens_details": {"cached_tokens": meta["cached_tokens"]}}})
 
   async def _chat(self, request: web.Request) -> web.Response:
-    messages = request[_BODY].get("messages")
+    body = request[_BODY]
+    messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
       raise _BadRequest("messages must be a non-empty list")
+    offered = _check_openai_tools(body)
+    reply = self._next_scripted(body)
+    if reply is not None:
+      return self._scripted_openai(body, reply, offered)
+    if any(m.get("role") == "tool" or m.get("tool_calls") for m in messages):
+      messages = [{"role": "user" if m["role"] == "tool" else m["role"],
+                   "content": m.get("content") or ""} for m in messages]
     prompt = list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
     return await self._openai(request, prompt, "chat")
 
@@ -420,6 +459,127 @@ class LLMTestServer:
     if not isinstance(text, str):
       raise _BadRequest("prompt must be a string")
     return await self._openai(request, list(self.tokenizer.encode(text)), "completion")
+
+
+  def _count(self, value: Any) -> int:
+    return len(self.tokenizer.encode(json.dumps(value, ensure_ascii=False)))
+
+  def _scripted_openai(self, body: dict, reply: dict, offered: set[str]) -> web.Response:
+    calls = []
+    for c in reply.get("tool_calls", ()):
+      if c["name"] not in offered:
+        raise _BadRequest(f"scripted tool call {c['name']!r} names no offered tool")
+      calls.append({"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+                    "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}})
+    message: dict[str, Any] = {"role": "assistant", "content": reply.get("content")}
+    if calls:
+      message["tool_calls"] = calls
+    prompt, completion = self._count(body["messages"]), self._count(reply)
+    return web.json_response({
+        "id": uuid.uuid4().hex, "object": "chat.completion", "created": int(time.time()),
+        "model": body.get("model", self.model_path),
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": "tool_calls" if calls else "stop"}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                  "total_tokens": prompt + completion}})
+
+  async def _messages(self, request: web.Request) -> web.Response:
+    """Anthropic's Messages API: scripted replies, else the engine on the flattened text."""
+    body = request[_BODY]
+    if not request.headers.get("anthropic-version"):
+      raise _BadRequest("anthropic-version header is required")
+    if not isinstance(body.get("model"), str) or not isinstance(body.get("max_tokens"), int):
+      raise _BadRequest("model (string) and max_tokens (integer) are required")
+    offered = _check_anthropic(body)
+    reply = self._next_scripted(body)
+    usage_in = self._count([body.get("system", ""), body["messages"]])
+    if reply is not None:
+      blocks: list[dict[str, Any]] = []
+      if reply.get("content"):
+        blocks.append({"type": "text", "text": reply["content"]})
+      for c in reply.get("tool_calls", ()):
+        if c["name"] not in offered:
+          raise _BadRequest(f"scripted tool call {c['name']!r} names no offered tool")
+        blocks.append({"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:12]}",
+                       "name": c["name"], "input": c["arguments"]})
+      stop = "tool_use" if reply.get("tool_calls") else "end_turn"
+      out_tokens = self._count(reply)
+    else:
+      msgs = [{"role": "system", "content": body["system"]}] if body.get("system") else []
+      for m in body["messages"]:
+        content = m["content"]
+        if isinstance(content, list):
+          content = "\n".join(str(b.get("text") or b.get("content") or b.get("input") or "")
+                              for b in content)
+        msgs.append({"role": m["role"], "content": content})
+      prompt = list(self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True))
+      params = self._params({"temperature": body.get("temperature", 1.0),
+                             "top_p": body.get("top_p", 1.0), "top_k": body.get("top_k", -1),
+                             "stop": body.get("stop_sequences"),
+                             "max_new_tokens": body["max_tokens"]})
+      out = await self._run_one(prompt, params, None)
+      blocks = [{"type": "text", "text": out["text"]}]
+      stop = "max_tokens" if out["meta_info"]["finish_reason"]["type"] == "length" else "end_turn"
+      usage_in, out_tokens = len(prompt), out["meta_info"]["completion_tokens"]
+    return web.json_response({
+        "id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant",
+        "model": body["model"], "content": blocks, "stop_reason": stop, "stop_sequence": None,
+        "usage": {"input_tokens": usage_in, "output_tokens": out_tokens}})
+
+
+def _check_openai_tools(body: dict) -> set[str]:
+  """The offered tool names; a 400 for malformed tools or tool messages without their call."""
+  offered = set()
+  for t in body.get("tools") or ():
+    fn = t.get("function") if isinstance(t, dict) else None
+    if t.get("type") != "function" or not isinstance(fn, dict) or not fn.get("name") \
+        or not isinstance(fn.get("parameters", {}), dict):
+      raise _BadRequest(f"malformed tool {t!r}")
+    offered.add(fn["name"])
+  open_calls: set[str] = set()
+  for i, m in enumerate(body["messages"]):
+    if m.get("role") == "assistant":
+      open_calls = set()
+      for c in m.get("tool_calls") or ():
+        if not c.get("id") or not isinstance(c.get("function", {}).get("arguments"), str):
+          raise _BadRequest(f"messages[{i}].tool_calls: each needs an id and string arguments")
+        open_calls.add(c["id"])
+    elif m.get("role") == "tool":
+      if m.get("tool_call_id") not in open_calls:
+        raise _BadRequest(f"messages[{i}]: role 'tool' must answer a tool call of the "
+                          "preceding assistant message")
+      open_calls.discard(m["tool_call_id"])
+    elif open_calls:
+      raise _BadRequest(f"messages[{i}]: tool calls {sorted(open_calls)} were not answered")
+  return offered
+
+
+def _check_anthropic(body: dict) -> set[str]:
+  offered = set()
+  for t in body.get("tools") or ():
+    if not isinstance(t, dict) or not t.get("name") or \
+        not isinstance(t.get("input_schema"), dict) or t["input_schema"].get("type") != "object":
+      raise _BadRequest(f"malformed tool {t!r}")
+    offered.add(t["name"])
+  messages = body.get("messages")
+  if not isinstance(messages, list) or not messages or messages[0].get("role") != "user":
+    raise _BadRequest("messages must be a non-empty list starting with a user turn")
+  pending: set[str] = set()
+  for i, m in enumerate(messages):
+    if m.get("role") not in ("user", "assistant"):
+      raise _BadRequest(f"messages[{i}]: role must be user or assistant")
+    if i and messages[i - 1]["role"] == m["role"]:
+      raise _BadRequest(f"messages[{i}]: roles must alternate")
+    blocks = m["content"] if isinstance(m["content"], list) else []
+    if m["role"] == "assistant":
+      pending = {b["id"] for b in blocks if b.get("type") == "tool_use"}
+      continue
+    answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
+    if answered - pending or pending - answered:
+      raise _BadRequest(f"messages[{i}]: tool_result blocks must answer exactly the tool_use "
+                        "blocks of the previous assistant turn")
+    pending = set()
+  return offered
 
 
 _BODY = web.RequestKey("body", object)
