@@ -28,6 +28,18 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory (default runs/loop1-<UTC timestamp>); an existing one resumes.")
 
 
+def _compile_cache() -> None:
+  """The local engine's XLA compilations persist across runs (as in experiments.evaluate, whose
+  flags cannot be imported next to these)."""
+  import jax
+
+  from automem.models.tiny import default_cache_dir
+
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.path.join(default_cache_dir(), "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -37,9 +49,7 @@ def main(argv: list[str]) -> None:
   logging.info("python %s on %s; workdir %s", platform.python_version(), platform.node(), workdir)
   logging.info("config:\n%s", config)
   if config.eval.llm.backend == "local":
-    from experiments.evaluate import _persistent_compile_cache
-
-    _persistent_compile_cache()
+    _compile_cache()
   summary = optimize_structure(config, workdir)
   if "final" in summary:
     print(summary["final"]["text"])
