@@ -1,0 +1,109 @@
+"""Loop 1 end to end on real MiniHack episodes with a structure-sensitive scripted agent."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import pytest
+
+from automem.agent import is_finished, iter_records
+from automem.rollout import seed_set_of
+from automem.structure import StructureLoop, read_lineage
+from automem.structure.arms import SeedDisciplineError
+from tests.structure.conftest import PlantedProposer, loop_config
+
+
+def _headers(root: str) -> list[dict]:
+  out = []
+  for dirpath, _, files in os.walk(root):
+    out += [next(iter_records(os.path.join(dirpath, f))) for f in files
+            if f.endswith(".jsonl") and os.path.basename(dirpath) == "trajectories"]
+  return out
+
+
+def test_planted_better_accepted_worse_rejected_and_test_seeds_only_at_the_end(tmp_path, agent):
+  workdir = str(tmp_path / "loop")
+  summary = StructureLoop(loop_config(), workdir, clients={"base": agent},
+                          proposer=PlantedProposer()).run()
+  first, second = read_lineage(os.path.join(workdir, "lineage.jsonl"))
+  assert (first["decision"], first["version"]) == ("accepted", "v1")
+  assert first["stats"]["test"]["test"] == "sign" and first["stats"]["test"]["passed"]
+  assert first["stats"]["confirm"]["mean_gain"] > 0
+  assert len(first["per_seed"]["candidate"]) == 12 + 2  # two stages and the confirmation
+  assert all(s == 100.0 for s in first["per_seed"]["candidate"].values())
+  assert second["incumbent"] == "r0c0" and second["decision"] == "dropped"
+  assert second["stats"]["dropped"]["stage"] == "stage1"
+  assert summary["accepted"] == ["v0", "v1"]
+  rev = json.loads(pathlib.Path(workdir, "revisions", "v1.json").read_text())
+  assert any(f["name"] == "route.txt" for f in rev["files"])
+  rows = {r["version"]: r for r in summary["final"]["rows"]}
+  assert rows["v1"]["mean"] == 100.0 and rows["v1"]["vs_v0"]["n"] == 3
+  # Seed discipline: only the final evaluation played test seeds; the loop used selection
+  # (races) and train (review) seeds.
+  for h in _headers(os.path.join(workdir, "evals")):
+    assert h["seed_set"] == seed_set_of(h["seed"])
+  final_sets = {h["seed_set"] for h in _headers(os.path.join(workdir, "evals", "final"))}
+  other = {h["seed_set"] for d in ("r0", "r1", "review")
+           for h in _headers(os.path.join(workdir, "evals", d))}
+  assert final_sets == {"test"} and other == {"selection", "train"}
+
+
+def test_seed_discipline_is_enforced(tmp_path, agent):
+  with pytest.raises(ValueError, match="selection"):
+    StructureLoop(loop_config(seed_set="test"), str(tmp_path / "a"), clients={"base": agent})
+  loop = StructureLoop(loop_config(), str(tmp_path / "b"), clients={"base": agent})
+  with pytest.raises(SeedDisciplineError):
+    loop.evaluator.play("v0", "x", "test", 0, 1)
+  assert not os.path.exists(tmp_path / "b" / "evals")
+
+
+class Killed(BaseException):
+  """Escapes the runner's error handling, like a kill."""
+
+
+class KillAfter:
+  def __init__(self, client, calls: int):
+    self.client, self.left, self.usage = client, calls, client.usage
+
+  async def generate(self, requests):
+    self.left -= len(requests)
+    if self.left < 0:
+      raise Killed()
+    return await self.client.generate(requests)
+
+
+def test_killed_mid_round_resumes_without_replaying(tmp_path, agent):
+  workdir = str(tmp_path / "loop")
+  config = loop_config(rounds=1, **{"final.episodes": 0})
+  proposer = PlantedProposer()
+  with pytest.raises(Killed):  # dies during the first round's second stage
+    StructureLoop(config, workdir, clients={"base": KillAfter(agent, 150)},
+                  proposer=proposer).run()
+  assert proposer.calls == 1 and not os.path.exists(os.path.join(workdir, "lineage.jsonl"))
+  finished_before = sum(is_finished(os.path.join(d, f)) for d, _, fs in os.walk(workdir)
+                        for f in fs if f.endswith(".jsonl") and d.endswith("trajectories"))
+  calls_before = agent.calls
+  loop = StructureLoop(config, workdir, clients={"base": agent}, proposer=proposer)
+  summary = loop.run()
+  assert proposer.calls == 1  # the saved proposal was reused, not asked for again
+  assert summary["accepted"] == ["v0", "v1"]
+  (rec,) = read_lineage(os.path.join(workdir, "lineage.jsonl"))
+  total = rec["episodes"] + config.review.episodes
+  assert 0 < finished_before < total
+  assert loop.evaluator.episodes_played == total - finished_before  # none played twice
+  assert agent.calls > calls_before
+  # Once more: everything is done, nothing is played.
+  again = StructureLoop(config, workdir, clients={"base": agent}, proposer=proposer)
+  assert again.run()["accepted"] == ["v0", "v1"] and again.evaluator.episodes_played == 0
+
+
+def test_aa_calibration_keeps_v0_and_measures_noise(tmp_path, agent):
+  summary = StructureLoop(loop_config(calibrate=True, rounds=1), str(tmp_path / "aa"),
+                          clients={"base": agent}).run()
+  cal = summary["calibration"]
+  assert summary["accepted"] == ["v0"] and "final" not in summary
+  assert cal["rounds"] == 1 and cal["paired_units"] >= 12
+  assert cal["per_seed_gain_sd"] > 0  # another sampling-seed base: different luck per seed
+  assert 0.0 <= cal["false_accept_rate"] <= 1.0
