@@ -174,10 +174,11 @@ def render_digest(digest: Mapping[str, Any], *, max_episodes: int = 20) -> str:
            f"empty searches {t['empty_searches']}; redundant writes {t['redundant_writes']}; "
            "files never read (share of episodes): " + (", ".join(
                f"{k} {v:.0%}" for k, v in t["files_never_read"].items()) or "none")]
-  lines.append("\nepisode               task                          prog  steps  fallb  "
-               "inval  unchg  no-prog  ops  failed")
+  w = max([len(e["episode_id"]) for e in digest["episodes"]] + [7])
+  lines.append(f"\n{'episode':<{w}} {'task':<29}  prog  steps  fallb  inval  unchg  no-prog  "
+               "ops  failed")
   for e in digest["episodes"][:max_episodes]:
-    lines.append(f"{e['episode_id'][:21]:<21} {e['task'][:29]:<29} {e['progression']:>5.1f} "
+    lines.append(f"{e['episode_id']:<{w}} {e['task'][:29]:<29} {e['progression']:>5.1f} "
                  f"{e['steps']:>6} {e['fallback_actions']:>6} {e['invalid_actions']:>6} "
                  f"{e['unchanged_observations']:>6} {e['longest_without_progress']:>8} "
                  f"{sum(e['memory_ops'].values()):>4} {sum(e['failed_commands'].values()):>7}")
