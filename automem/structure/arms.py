@@ -15,6 +15,7 @@ test checks). Anything else is refused here, in the one place that plays.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from typing import Any
 
 import ml_collections
 
+from automem.llm import make_client
 from automem.memory import MemoryStructure
 from automem.rollout.evaluate import build_plans, evaluate
 from automem.rollout.metrics import EpisodeMetrics, is_error
@@ -66,9 +68,28 @@ class Evaluator:
     self.eval_config = eval_config
     self.game = game
     self.clients = clients
+    self._own_clients: dict[str, Any] | None = None
     self.env_factory = env_factory
     self.episodes_played = 0  # episodes this process actually played (not read back)
     os.makedirs(os.path.join(workdir, "structures"), exist_ok=True)
+
+  def _agent_clients(self) -> Mapping[str, Any]:
+    """The injected clients, or ones built once from the config and kept for every evaluation
+    (a local engine compiles once, a server connection is reused)."""
+    if self.clients is not None:
+      return self.clients
+    if self._own_clients is None:
+      c = self.eval_config
+      self._own_clients = {"base": make_client(c.llm)}
+      if c.agent.two_model and c.agent.specialist_endpoint:
+        self._own_clients["specialist"] = make_client(c.specialist_llm)
+    return self._own_clients
+
+  def close(self) -> None:
+    """Closes the clients this evaluator built."""
+    own, self._own_clients = self._own_clients, None
+    for client in (own or {}).values():
+      asyncio.run(client.close())
 
   def structure_path(self, version: str) -> str:
     return os.path.join(self.workdir, "structures", f"{version}.json")
@@ -129,7 +150,7 @@ class Evaluator:
     if run_dir.finished(ids) != set(ids):
       before = len(run_dir.finished(ids))
       kwargs = {"env_factory": self.env_factory} if self.env_factory is not None else {}
-      evaluate(config, workdir, clients=self.clients, **kwargs)
+      evaluate(config, workdir, clients=self._agent_clients(), **kwargs)
       self.episodes_played += len(ids) - before
     records = run_dir.episode_metrics(ids)
     scores = {unit(m): score(m, metric) for m in records if not is_error(m)}

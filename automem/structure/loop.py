@@ -130,6 +130,12 @@ class StructureLoop:
   # -- rounds ------------------------------------------------------------------------------
 
   def run(self) -> dict[str, Any]:
+    try:
+      return self._run()
+    finally:
+      self.evaluator.close()
+
+  def _run(self) -> dict[str, Any]:
     c = self.config
     state = lin.fold(lin.read_lineage(self.lineage_path))
     for r in range(state.rounds_done, c.rounds):
