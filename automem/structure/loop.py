@@ -190,12 +190,13 @@ class StructureLoop:
   def _continuation(self, r: int, records, state, ctx) -> list[Proposal]:
     if not self.config.continuation:
       return []
-    failed = [x for x in records if x["round"] == r - 1 and x["decision"].startswith("rejected")
+    failed = [x for x in records if x["round"] == r - 1
+              and x["decision"] in ("rejected_test", "rejected_confirm", "dropped")
               and not x.get("continuation_of") and x["candidate"] not in state.continued
               and x.get("proposal")]
     if not failed:
       return []
-    rec = failed[0]
+    rec = max(failed, key=lambda x: x["stats"]["summary"]["mean_gain"])  # the closest miss
     deltas = rec["stats"].get("deltas", {})
     prev = Proposal(**rec["proposal"])
     base = self.evaluator.load(rec["base"])

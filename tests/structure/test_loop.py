@@ -12,7 +12,8 @@ from automem.agent import is_finished, iter_records
 from automem.rollout import seed_set_of
 from automem.structure import StructureLoop, read_lineage
 from automem.structure.arms import SeedDisciplineError
-from tests.structure.conftest import PlantedProposer, loop_config
+from automem.structure.proposer import Proposal
+from tests.structure.conftest import PlantedProposer, add_file, loop_config
 
 
 def _headers(root: str) -> list[dict]:
@@ -107,3 +108,35 @@ def test_aa_calibration_keeps_v0_and_measures_noise(tmp_path, agent):
   assert cal["rounds"] == 1 and cal["paired_units"] >= 12
   assert cal["per_seed_gain_sd"] > 0  # another sampling-seed base: different luck per seed
   assert 0.0 <= cal["false_accept_rate"] <= 1.0
+
+
+class ContinuingProposer:
+  """Round 0: blocker.txt (rejected); its continuation sees the deltas and its own traces."""
+
+  name = "planted"
+
+  def __init__(self):
+    self.seen = {}
+
+  def propose(self, ctx):
+    return [add_file(ctx, "blocker.txt" if ctx.round == 0 else "route.txt")]
+
+  def continue_candidate(self, ctx):
+    self.seen = {"deltas": dict(ctx.deltas), "files": [f.name for f in ctx.structure.files],
+                 "traces": len(ctx.traces)}
+    return [Proposal({"files.6": None}, "drop the blocker again", proposer="planted")]
+
+
+def test_a_rejected_candidate_gets_one_continuation(tmp_path, agent):
+  workdir = str(tmp_path / "loop")
+  proposer = ContinuingProposer()
+  config = loop_config(rounds=2, continuation=True, **{"final.episodes": 0})
+  StructureLoop(config, workdir, clients={"base": agent}, proposer=proposer).run()
+  r0, *r1 = read_lineage(os.path.join(workdir, "lineage.jsonl"))
+  assert r0["decision"] in ("dropped", "rejected_test")
+  assert proposer.seen["deltas"] == {k: v for k, v in r0["stats"]["deltas"].items()}
+  assert all(v <= 0 for v in proposer.seen["deltas"].values())
+  assert "blocker.txt" in proposer.seen["files"] and proposer.seen["traces"] == 6
+  (cont,) = [r for r in r1 if r["continuation_of"]]
+  assert cont["continuation_of"] == "r0c0" and cont["base"] == "r0c0"
+  assert len(r1) == 2
