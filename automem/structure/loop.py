@@ -125,7 +125,21 @@ class StructureLoop:
     v0 = build_structure(self.game, config.eval.game[self.game])
     self.evaluator.save("v0", v0)
     atomic_write_json(os.path.join(self.workdir, "revisions", "v0.json"), v0.to_dict())
+    self._check_resume(config)
     atomic_write_json(os.path.join(self.workdir, "config.json"), config.to_dict())
+
+  def _check_resume(self, config: ml_collections.ConfigDict) -> None:
+    """A resumed loop must race as it started (else seed windows and decisions would mix)."""
+    path = os.path.join(self.workdir, "config.json")
+    if not os.path.exists(path):
+      return
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+    new = json.loads(json.dumps(config.to_dict(), default=str))
+    for key in ("game", "seed_offset", "calibrate", "race", "confirm", "candidates"):
+      if saved.get(key) != new.get(key):
+        raise ValueError(f"{self.workdir} was started with a different config.{key} "
+                         f"({saved.get(key)!r}, now {new.get(key)!r}); use a new --workdir")
 
   # -- rounds ------------------------------------------------------------------------------
 

@@ -140,3 +140,10 @@ def test_a_rejected_candidate_gets_one_continuation(tmp_path, agent):
   (cont,) = [r for r in r1 if r["continuation_of"]]
   assert cont["continuation_of"] == "r0c0" and cont["base"] == "r0c0"
   assert len(r1) == 2
+
+
+def test_resume_with_a_different_race_is_refused(tmp_path, agent):
+  workdir = str(tmp_path / "loop")
+  StructureLoop(loop_config(rounds=0, **{"final.episodes": 0}), workdir, clients={"base": agent})
+  with pytest.raises(ValueError, match=r"config\.race"):
+    StructureLoop(loop_config(**{"race.level": 0.2}), workdir, clients={"base": agent})
