@@ -124,12 +124,16 @@ def test_single_shot_reviewer_uses_a_json_schema_and_retries(tmp_path, reviewer_
   assert "only wording" in bodies[2]["messages"][-1]["content"]  # the structural rule
 
 
-def test_reviewer_budget_forces_a_submission_then_gives_up(tmp_path, reviewer_server):
+@pytest.mark.parametrize("budget,requests", [(Budget(max_tool_calls=2), 3),
+                                             (Budget(max_tokens=1), 2),
+                                             (Budget(max_wall_s=1e-9), 1)])
+def test_reviewer_budget_forces_a_submission_then_gives_up(tmp_path, reviewer_server, budget,
+                                                           requests):
   reviewer_server.script(*[{"tool_calls": [{"name": "episode_table", "arguments": {}}]}] * 3)
-  r = Reviewer(reviewer_client(reviewer_server, "openai"), Budget(max_tool_calls=2))
+  r = Reviewer(reviewer_client(reviewer_server, "openai"), budget)
   assert r.propose(_context(tmp_path)) == []
   bodies = [b for _, b in reviewer_server.requests]
-  assert len(bodies) == 3
+  assert len(bodies) == requests
   assert bodies[-1]["tool_choice"] == {"type": "function",
                                        "function": {"name": "submit_revision"}}
   transcript = json.loads((tmp_path / "review0.transcript.json").read_text())
