@@ -38,6 +38,7 @@ rule (accept a 10-episode mean above a stored incumbent score).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -71,7 +72,7 @@ class RaceConfig:
   level: float = 0.10
   drop_alpha: float = 0.05
   test: TestKind = "bootstrap"
-  bootstrap_samples: int = 2000
+  bootstrap_samples: int = 1000
   seed: int = 0
 
   def __post_init__(self):
@@ -136,10 +137,16 @@ def bootstrap_bound(gains: np.ndarray, alpha: float, *, upper: bool = False,
     return math.inf if upper else -math.inf
   if n == 1 or np.all(gains == gains[0]):
     return float(gains[0])
-  rng = np.random.default_rng(seed)
-  idx = rng.integers(0, n, size=(samples, n))
-  means = gains[idx].mean(axis=1)
+  means = gains[_resample_index(n, samples, seed)].mean(axis=1)
   return float(np.quantile(means, 1 - alpha if upper else alpha))
+
+
+@functools.lru_cache(maxsize=64)
+def _resample_index(n: int, samples: int, seed: int) -> np.ndarray:
+  """The bootstrap's resampling indices, [samples, n] (the same for the same n, samples, seed)."""
+  idx = np.random.default_rng(seed).integers(0, n, size=(samples, n), dtype=np.int32)
+  idx.flags.writeable = False
+  return idx
 
 
 def sign_test_p(gains: np.ndarray, *, worse: bool = False) -> float:
@@ -348,8 +355,10 @@ def simulate(config: RaceConfig, arms: SimulatedArms, *, races: int = 1000,
   candidates = [a for a in arms.effects if a != INCUMBENT]
   accepted = {c: 0 for c in candidates}
   episodes = 0
-  for r in range(races):
-    res = race(candidates, arms.play(rng), dataclasses.replace(config, seed=seed * 100_003 + r))
+  # The bootstrap's resampling indices stay fixed across races (the data differ), so they are
+  # drawn once per sample size.
+  for _ in range(races):
+    res = race(candidates, arms.play(rng), config)
     episodes += res.episodes
     if res.accepted:
       accepted[res.accepted] += 1

@@ -174,6 +174,8 @@ class StructureLoop:
 
   def _traces(self, version: str) -> list[EpisodeTrace]:
     c = self.config.review
+    if c.episodes <= 0:
+      return []  # the proposer works from the structure and the lineage alone
     _, _, run_dir = self.evaluator.play(version, "review", "train", c.offset, c.episodes,
                                         max_steps=c.max_steps)
     return load_run(run_dir, {self.game: self.evaluator.load(version)})

@@ -80,7 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # "bootstrap": paired-bootstrap lower bound of the mean gain; "sign": exact sign test on
   # discordant pairs (binary outcomes: MiniHack's 0/100 progression).
   c.race.test = "sign" if game == "minihack" else "bootstrap"
-  c.race.bootstrap_samples = 2000  # resamples per bootstrap bound
+  c.race.bootstrap_samples = 1000  # resamples per bootstrap bound
   c.race.seed = 0  # seed of the bootstrap and of the Pareto-parent draw
   # Score of a race episode: progression | return | dense (progression + milestones reached).
   c.race.metric = "dense" if game == "nethack" else "progression"
@@ -90,7 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.confirm.max_steps = 0  # confirmation step cap (0 = the eval config's, full episodes)
 
   c.review = ml_collections.ConfigDict()
-  c.review.episodes = 8 if full else 2  # train-seed episodes of the parent the proposer reads
+  c.review.episodes = 8 if full else 2  # train-seed episodes of the parent the proposer reads (0: none)
   c.review.offset = 0  # first train seed index of the review episodes
   c.review.max_steps = 0  # their step cap (0 = the eval config's)
 

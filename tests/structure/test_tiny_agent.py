@@ -21,10 +21,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_loop_with_the_tiny_agent_and_offline_proposer(tmp_path, rollout_engine):  # noqa: F811
-  config = loop_config(rounds=1, **{"race.stages": (2,), "race.confirm_seeds": 1,
-                                    "review.episodes": 1, "final.episodes": 1})
+  config = loop_config(rounds=1, **{"race.stages": (1,), "race.confirm_seeds": 0,
+                                    "review.episodes": 0, "final.episodes": 0})
   g = config.eval.game.minihack
-  g.tasks, g.max_steps, g.envs_per_task = ("MiniHack-Corridor-R3-v0",), 2, 2
+  g.tasks, g.max_steps, g.envs_per_task = ("MiniHack-Corridor-R3-v0",), 2, 1
   g.structure_overrides = {"log": {"max_iterations": 1, "system": LOG_SYSTEM},
                            "plan": {"max_iterations": 1, "system": PLAN_SYSTEM}}
   for s in (config.eval.agent.memory_sampling, config.eval.agent.action_sampling):
@@ -37,14 +37,14 @@ def test_loop_with_the_tiny_agent_and_offline_proposer(tmp_path, rollout_engine)
   assert rec["proposer"] == "offline" and rec["changes"] != "(no changes)"
   assert rec["decision"] in ("accepted", "rejected_test", "rejected_confirm", "dropped")
   assert set(rec["per_seed"]["incumbent"]) == set(rec["per_seed"]["candidate"])
-  assert len(rec["per_seed"]["candidate"]) >= 2
+  assert len(rec["per_seed"]["candidate"]) == 1
   proposals = json.loads((workdir / "rounds" / "r0" / "proposals.json").read_text())
   assert proposals[0]["changes"] == rec["proposal"]["changes"]
   trajectories = sorted(pathlib.Path(workdir).glob("evals/**/trajectories/*.jsonl"))
   ends = [json.loads(p.read_text().splitlines()[-1]) for p in trajectories]
   assert ends and all(e["type"] == "end" for e in ends)
   assert sum(e["metrics"]["llm_calls"] for e in ends) > 0  # the tiny model really played
-  assert summary["final"]["rows"][0]["version"] == "v0"
+  assert "final" not in summary
   # Again on the same workdir: nothing is played or asked again.
   calls = len(client.calls)
   again = optimize_structure(config, str(workdir), clients={"base": client})
