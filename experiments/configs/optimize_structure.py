@@ -7,13 +7,16 @@ one candidate raced against the incumbent on 2 + 2 selection seeds with a
 
   python -m experiments.optimize_structure --workdir=runs/loop1
 
-Expected: about 10 CPU-minutes on a quiet 2-core machine (the tiny model is built and
-pretrained once, about a minute); the tiny model scores 0 everywhere, so every candidate
-is rejected ("rejected_test": its lower bound is 0) and the final table has v0 alone at
-0.00. The run dir holds lineage.jsonl (one record per candidate, with per-seed results
-and the decision's statistics), revisions/v0.json, structures/, rounds/r*/proposals.json,
-one ordinary evaluation run dir per (round, block, arm) under evals/, final.json and
-summary.json. Running it again on the same workdir replays nothing.
+Expected (measured): 17m50s wall on the shared 2-core machine under a load average of ~15
+(3.5 CPU-minutes of the process itself; a first run also builds the tiny model, about a
+CPU-minute), 20 episodes. The tiny model scores 0 everywhere, so every candidate is
+"rejected_test" (bootstrap lower bound 0.00): round 0 races the offline proposal "more PLAN
+turns and a longer history (many fallback actions)", round 1 a new proposal plus the one
+continuation of round 0's candidate; the final table is v0 alone, 0.00 ± 0.00 on 2 test
+seeds. The run dir holds lineage.jsonl (one record per candidate, with per-seed results and
+the decision's statistics), revisions/v0.json, structures/, rounds/r*/proposals.json, one
+ordinary evaluation run dir per (round, block, arm) under evals/, final.json and
+summary.json. Running it again on the same workdir replays nothing (5 s).
 
 Paper scale (SGLang agent on a GPU node, Claude as a tool-using reviewer):
 
@@ -21,13 +24,15 @@ Paper scale (SGLang agent on a GPU node, Claude as a tool-using reviewer):
       --config=experiments/configs/optimize_structure.py:full,proposer=reviewer,api=anthropic \
       --config.eval.llm.base_url=http://127.0.0.1:30000 --workdir=runs/loop1_crafter
 
-Expected: per round 1 candidate, 100 raced + 40 confirmation selection seeds (about 200
-Crafter episodes of 2000 steps when nothing passes the bound, 280 when the candidate
-is confirmed; the racing simulation in benchmarks/sim_racing.py gives false accepts
-about 5% and 89% power for a +5-point gain at this budget); 10 rounds are about 2,000
-episodes, i.e. about 4-6 days of one 8-GPU node serving Qwen2.5-32B with SGLang, plus
-about $20-60 of reviewer API calls. The result: revisions/vK.json for every accepted
-revision and final.json with the v0..vK test table (mean ± 95% CI, paired differences).
+Expected: per round 1 candidate on 100 raced + 40 confirmation fresh selection seeds: about
+200 Crafter episodes of up to 2000 steps when the candidate fails the bound, 280 when it is
+confirmed (measured by `python benchmarks/sim_racing.py`: false accepts 6%, power 88% for a
++5-point gain, against 50% and 79% for the authors' 10-episode greedy rule), plus 8 review
+episodes per new parent and 30 test episodes per accepted version at the end; 10 rounds are
+about 2,000-3,000 episodes. Its wall time was not measured here (no GPU node); it scales
+with the SGLang server's throughput on 2000-step Crafter episodes. The result:
+revisions/vK.json for every accepted revision and final.json with the v0..vK test table
+(mean ± 95% CI, paired differences against v0 and the previous version).
 
 Variants (after `optimize_structure.py:`, comma-separated):
   full                  paper scale: BALROG step caps, SGLang agent, the default race budget
