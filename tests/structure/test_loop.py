@@ -12,6 +12,7 @@ from automem.agent import is_finished, iter_records
 from automem.rollout import seed_set_of
 from automem.structure import StructureLoop, read_lineage
 from automem.structure.arms import SeedDisciplineError
+from automem.structure.lineage import append_lineage
 from automem.structure.proposer import Proposal
 from tests.structure.conftest import PlantedProposer, add_file, loop_config
 
@@ -147,3 +148,33 @@ def test_resume_with_a_different_race_is_refused(tmp_path, agent):
   StructureLoop(loop_config(rounds=0, **{"final.episodes": 0}), workdir, clients={"base": agent})
   with pytest.raises(ValueError, match=r"config\.race"):
     StructureLoop(loop_config(**{"race.level": 0.2}), workdir, clients={"base": agent})
+
+
+class Silent:
+  name = "silent"
+
+  def propose(self, ctx):
+    return []
+
+
+def test_two_accepted_siblings_are_merged_and_raced(tmp_path, agent):
+  workdir = str(tmp_path / "loop")
+  config = loop_config(rounds=3, merge_every=2, **{"final.episodes": 0, "review.episodes": 0})
+  loop = StructureLoop(config, workdir, clients={"base": agent}, proposer=Silent())
+  v0 = loop.evaluator.load("v0")
+  siblings = [Proposal({"history_length": 12}, "longer history", base="v0"),
+              Proposal({"plan.max_iterations": 3}, "fewer PLAN turns", base="v0")]
+  records = []
+  for r, p in enumerate(siblings):  # two rounds whose candidates, both from v0, were accepted
+    cid = f"r{r}c0"
+    loop.evaluator.save(cid, v0.revise(p.changes, p.note))
+    records.append({"round": r, "candidate": cid, "version": f"v{r + 1}", "parent": "v0",
+                    "base": "v0", "incumbent": "v0", "change_key": p.key(),
+                    "proposal": p.to_dict(), "decision": "accepted", "episodes": 0,
+                    "stats": {"summary": {"mean_gain": 1.0}}})
+  append_lineage(os.path.join(workdir, "lineage.jsonl"), records)
+  loop.run()
+  *_, merged = read_lineage(os.path.join(workdir, "lineage.jsonl"))
+  assert merged["round"] == 2 and merged["proposer"] == "merge" and merged["base"] == "v0"
+  assert merged["proposal"]["changes"] == {"history_length": 12, "plan.max_iterations": 3}
+  assert merged["incumbent"] == "r1c0" and merged["per_seed"]["candidate"]
