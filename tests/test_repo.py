@@ -74,8 +74,20 @@ def _build_select_decisions(config):
   return [selection, *clients]
 
 
+def _build_optimize_structure(config):
+  from automem.rollout.evaluate import build_structure
+  from automem.structure.loop import race_config, rules_of
+
+  assert config.seed_set == "selection" and config.proposer.kind in (
+      "offline", "reviewer", "single_shot")
+  return [race_config(config.race), rules_of(config.rules),
+          build_structure(config.game, config.eval.game[config.game]),
+          *_build_evaluate(config.eval)]
+
+
 BUILDERS = {"evaluate": _build_evaluate, "train_proficiency": _build_train_proficiency,
-            "select_decisions": _build_select_decisions}
+            "select_decisions": _build_select_decisions,
+            "optimize_structure": _build_optimize_structure}
 
 
 def _variants(path):
@@ -180,3 +192,12 @@ def test_configs_and_library_dataclasses_declare_each_default_once():
   # max_new_tokens: the config's memory and action turns differ; the library has one default.
   _agree(ev["agent"]["memory_sampling"], SamplingConfig, skip=("max_new_tokens",))
   _agree(ev["agent"]["action_sampling"], SamplingConfig, skip=("max_new_tokens",))
+  from automem.rollout.racing import RaceConfig
+  from automem.structure.reviewer import Budget
+  from automem.structure.rules import Rules
+  from experiments.configs import optimize_structure
+
+  loop1 = optimize_structure.get_config("full").to_dict()
+  _agree(loop1["race"], RaceConfig)
+  _agree(loop1["rules"], Rules)
+  _agree(loop1["proposer"], Budget)

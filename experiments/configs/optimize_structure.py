@@ -125,7 +125,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   e.seed_set = "selection"  # set per evaluation by the loop
   if not full:
     e.game[game].max_steps = 2  # the embedded run's step cap
-    e.game[game].envs_per_task = 2
+    e.game[game].envs_per_task = 2  # concurrent episodes per task
   # The agent, its LLM and the game settings of every evaluation the loop runs
   # (experiments/configs/evaluate.py; structure_overrides shape v0).
   c.eval = e
