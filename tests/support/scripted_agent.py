@@ -2,8 +2,9 @@
 
 It stands in for a strong agent model behind the ordinary `LLMClient`
 interface (the runner cannot tell it from a real backend). On MiniHack it
-reads the observation in the PLAN prompt ("staircase down: N steps DIR")
-and how well it walks there depends on the memory file index it is shown:
+finds the staircase in the PLAN prompt (the "staircase down: N steps DIR"
+line, else the `@` and `>` of the map) and how well it walks there depends
+on the memory file index it is shown:
 
 - a file named `route.txt` in the index: always the right direction;
 - a file named `blocker.txt`: always `search` (never moves);
@@ -25,6 +26,25 @@ from automem.llm.types import LLMRequest, LLMResult
 DIRECTIONS = ("north", "south", "east", "west", "northeast", "northwest", "southeast",
               "southwest")
 _GOAL = re.compile(r"staircase down: \d+ steps? (\w+)")
+_NAMES = {(0, -1): "north", (0, 1): "south", (1, 0): "east", (-1, 0): "west",
+          (1, -1): "northeast", (-1, -1): "northwest", (1, 1): "southeast", (-1, 1): "southwest"}
+
+
+def goal_direction(text: str) -> str | None:
+  """The direction of the staircase: from the nearby list, else from the map's @ and >."""
+  found = _GOAL.findall(text)
+  if found:
+    return found[-1]
+  at = stairs = None
+  for y, line in enumerate(text.splitlines()):
+    if "@" in line and at is None:
+      at = (line.index("@"), y)
+    if ">" in line and stairs is None and "<|" not in line:
+      stairs = (line.index(">"), y)
+  if at is None or stairs is None or at == stairs:
+    return None
+  dx, dy = stairs[0] - at[0], stairs[1] - at[1]
+  return _NAMES[((dx > 0) - (dx < 0), (dy > 0) - (dy < 0))]
 
 
 class StructureSensitiveAgent(LLMClient):
@@ -43,13 +63,12 @@ class StructureSensitiveAgent(LLMClient):
     text = "\n".join(m["content"] for m in req.messages or ())
     if "<|ACTION|>" not in req.messages[0]["content"]:  # only PLAN's command reference has it
       return LLMResult("<|DONE|>", "stop", prompt_tokens=len(text) // 4, completion_tokens=3)
-    last = req.messages[-1]["content"]
-    goal = _GOAL.findall(last) or _GOAL.findall(text)
+    goal = goal_direction(req.messages[-1]["content"]) or goal_direction(text)
     rng = random.Random(req.seed)
     if "blocker.txt" in text:
       action = "search"
     elif goal and ("route.txt" in text or rng.random() < self.skill):
-      action = goal[-1]
+      action = goal
     else:
       action = rng.choice(DIRECTIONS)
     return LLMResult(f"<|ACTION|>{action}<|END|>", "stop", prompt_tokens=len(text) // 4,
