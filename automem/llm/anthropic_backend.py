@@ -135,6 +135,7 @@ class AnthropicClient(HttpClient):
   """A client for Anthropic's Messages API (or a server speaking it)."""
 
   backend = "anthropic"
+  supports_tools = True
 
   def __init__(self, base_url: str, model: str, *, api_key: str | None = None,
                version: str = ANTHROPIC_VERSION, **kwargs):

@@ -32,6 +32,7 @@ class LLMClient(abc.ABC):
   """
 
   backend: str = "abstract"
+  supports_tools: bool = False  # whether requests may offer tools (tool calling)
 
   def __init__(self, *, concurrency: int = 64, timeout_s: float = 120.0,
                retry: RetryPolicy | None = None, seed: int | None = None):
@@ -97,6 +98,16 @@ class LLMClient(abc.ABC):
     if not requests:
       return []
     await self.start()
+    if not self.supports_tools and any(r.tools for r in requests):
+      results = [LLMResult.failure("unsupported", f"the {self.backend} backend has no tool "
+                                   "calling; use an OpenAI-compatible or Anthropic endpoint")
+                 if r.tools else None for r in requests]
+      for res in results:
+        if res is not None:
+          self.usage.record(res)
+      rest = [r for r in requests if not r.tools]
+      done = iter(await self.generate(rest) if rest else [])
+      return [res if res is not None else next(done) for res in results]
     groups = self._group(requests)
     outputs = await asyncio.gather(*(self._run_group([requests[i] for i in g]) for g in groups))
     results: list[LLMResult | None] = [None] * len(requests)

@@ -112,6 +112,7 @@ class OpenAIClient(HttpClient):
   """A client for any OpenAI-compatible endpoint (the reviewer, or a vLLM/SGLang server)."""
 
   backend = "openai"
+  supports_tools = True
 
   def __init__(self, base_url: str, model: str, *, api_key: str | None = None,
                sglang_extensions: bool = False, max_tokens_field: str = "max_tokens",

@@ -67,6 +67,7 @@ class SGLangClient(HttpClient):
   """Client for an SGLang server (`launch/sglang_server.sh`)."""
 
   backend = "sglang"
+  supports_tools = True  # through /v1/chat/completions (SGLang --tool-call-parser)
 
   def __init__(self, base_url: str, *, model: str = "", tokenizer: ChatTokenizer | None = None,
                tokenizer_path: str = "", batch_size: int = 1, wait_ready_s: float = 60.0,
@@ -167,7 +168,8 @@ class SGLangClient(HttpClient):
   # -- generation --------------------------------------------------------------
 
   def _uses_chat_endpoint(self, req: LLMRequest) -> bool:
-    return req.messages is not None and self.tokenizer is None
+    # Tool calls are parsed by the server's --tool-call-parser on its chat endpoint only.
+    return req.messages is not None and (self.tokenizer is None or bool(req.tools))
 
   def _group(self, requests: list[LLMRequest]) -> list[list[int]]:
     native = [i for i, r in enumerate(requests) if not self._uses_chat_endpoint(r)]

@@ -139,3 +139,28 @@ def test_anthropic_text_reply_from_the_engine(llm_server):
   assert res.ok, res.error
   assert res.finish_reason in ("stop", "length") and res.completion_tokens > 0
   assert llm_server.requests[-1][0] == "/v1/messages"
+
+
+def test_backends_without_tool_calling_refuse_tools(llm_stack):
+  from automem.llm import LocalClient
+
+  engine, tok, params = llm_stack
+  client = LocalClient(engine, tok, sampling_params_cls=params)
+  plain = LLMRequest(messages=[{"role": "user", "content": "hi"}], max_new_tokens=2)
+  tooled = LLMRequest(messages=[{"role": "user", "content": "hi"}], tools=[LOOKUP])
+  with_tools, without = run(client, [tooled, plain])
+  assert with_tools.error_cause == "unsupported" and "tool calling" in with_tools.error
+  assert without.ok
+  assert client.usage.summary()["calls"] == 2
+
+
+def test_sglang_sends_tool_requests_to_its_chat_endpoint(server, tiny_tokenizer):
+  """With a local tokenizer plain chats go to /generate; tool requests need the server's
+  tool-call parser on /v1/chat/completions."""
+  c = default_llm_config("sglang")
+  c.base_url, c.api_key, c.max_retries = server.url, "k", 0
+  server.script({"tool_calls": [{"name": "lookup", "arguments": {"word": "x"}}]})
+  (res,) = run(make_client(c, tokenizer=tiny_tokenizer), [LLMRequest(
+      messages=[{"role": "user", "content": "hi"}], tools=[LOOKUP])])
+  assert res.ok and res.tool_calls[0].arguments == {"word": "x"}
+  assert server.requests[-1][0] == "/v1/chat/completions"
