@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from automem.memory import MemoryStructure, StructureError
@@ -235,6 +235,3 @@ def merge(parent: MemoryStructure, a: Proposal, b: Proposal,
   except StructureError:
     return None
   return None if check_revision(parent, child, rules) else p
-
-
-ProposeFn = Callable[..., list[Proposal]]

@@ -26,8 +26,9 @@ Paper scale (SGLang agent on a GPU node, Claude as a tool-using reviewer):
 
 Expected: per round 1 candidate on 100 raced + 40 confirmation fresh selection seeds: about
 200 Crafter episodes of up to 2000 steps when the candidate fails the bound, 280 when it is
-confirmed (measured by `python benchmarks/sim_racing.py`: false accepts 6%, power 88% for a
-+5-point gain, against 50% and 79% for the authors' 10-episode greedy rule), plus 8 review
+confirmed (measured by `python benchmarks/sim_racing.py`, 2000 simulated rounds with
+per-episode SD 13: false accepts 5.5%, power 88% for a +5-point gain, against 50% and 80%
+for the authors' 10-episode greedy rule at 10 episodes per round), plus 8 review
 episodes per new parent and 30 test episodes per accepted version at the end; 10 rounds are
 about 2,000-3,000 episodes. Its wall time was not measured here (no GPU node); it scales
 with the SGLang server's throughput on 2000-step Crafter episodes. The result:
