@@ -42,8 +42,11 @@ _GREEDY_EPISODES = flags.DEFINE_integer("greedy_episodes", 10, "Episodes of the 
 def main(argv: list[str]) -> None:
   del argv
   config = RaceConfig()
-  arms = lambda eff: SimulatedArms({INCUMBENT: 0.0, "cand": eff}, noise_sd=_NOISE.value,  # noqa: E731
-                                   seed_sd=_SEED_SD.value)
+
+  def arms(eff: float) -> SimulatedArms:
+    return SimulatedArms({INCUMBENT: 0.0, "cand": eff}, noise_sd=_NOISE.value,
+                         seed_sd=_SEED_SD.value)
+
   n = _RACES.value
   rows = [
       ("racing (ours)", simulate(config, arms(0.0), races=n, seed=1),

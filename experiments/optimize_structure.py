@@ -4,7 +4,8 @@
   python -m experiments.optimize_structure \
       --config=experiments/configs/optimize_structure.py:full,proposer=reviewer,api=anthropic \
       --config.eval.llm.base_url=http://127.0.0.1:30000 --workdir=runs/loop1_crafter
-  python -m experiments.optimize_structure --config=experiments/configs/optimize_structure.py:calibrate
+  python -m experiments.optimize_structure \
+      --config=experiments/configs/optimize_structure.py:calibrate --workdir=runs/loop1_aa
 
 Re-running with the same --workdir resumes: finished episodes and reviewer calls are kept.
 """

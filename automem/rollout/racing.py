@@ -341,8 +341,8 @@ class SimulatedArms:
           p = min(max((self.base + eff) / 100.0, 0.0), 1.0)
           out[arm] = {str(u): 100.0 * float(rng.random() < p) for u in units}
         else:
-          out[arm] = {str(u): self.base + seed_effects[u] + eff + float(rng.normal(0, self.noise_sd))
-                      for u in units}
+          out[arm] = {str(u): self.base + seed_effects[u] + eff
+                      + float(rng.normal(0, self.noise_sd)) for u in units}
       return out
 
     return play

@@ -126,7 +126,8 @@ class Evaluator:
 
   def play(self, version: str, tag: str, seed_set: str, offset: int, n: int, *,
            metric: str = "progression", max_steps: int = 0, sampling_seed: int | None = None,
-           final: bool = False, name: str = "") -> tuple[dict[str, float], list[EpisodeMetrics], str]:
+           final: bool = False, name: str = ""
+           ) -> tuple[dict[str, float], list[EpisodeMetrics], str]:
     """Plays (or reads back) `version` on seeds `offset..offset+n-1` of `seed_set` into
     `evals/<tag>/<name or version>`.
 

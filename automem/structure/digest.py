@@ -25,7 +25,8 @@ _DIGITS = re.compile(r"\d+")
 
 def _norm(text: str, limit: int = 80) -> str:
   """A message with numbers and quoted values blurred, for grouping recurring failures."""
-  text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text.strip().splitlines()[0] if text.strip() else "")
+  first = text.strip().splitlines()[0] if text.strip() else ""
+  text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", first)
   return _DIGITS.sub("N", text)[:limit]
 
 

@@ -104,7 +104,8 @@ def load_trace(path: str, structure: MemoryStructure | None = None) -> EpisodeTr
         step=int(t["step"]), phase=str(t.get("phase", "")), turn=int(t.get("turn", 0)), user=user,
         completion=t.get("completion", ""),
         commands=tuple(CommandRec(c["op"], tuple(c.get("args", ())), bool(c.get("ok")),
-                                  c.get("result", ""), c.get("meta") or {}) for c in t.get("commands", ())),
+                                  c.get("result", ""), c.get("meta") or {})
+                       for c in t.get("commands", ())),
         prompt_tokens=int(t.get("prompt_tokens", 0)),
         completion_tokens=int(t.get("completion_tokens", 0)),
         memory_diff=t.get("memory_diff") or {}, error=t.get("error")))

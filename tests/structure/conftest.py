@@ -45,7 +45,8 @@ def add_file(ctx, name: str) -> Proposal:
 
 
 class PlantedProposer:
-  """Round 0 proposes route.txt (the agent plays perfectly), round 1 blocker.txt (it never moves)."""
+  """Round 0 proposes route.txt (the agent walks to the goal), round 1 blocker.txt (it never
+  moves)."""
 
   name = "planted"
 

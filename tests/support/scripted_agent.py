@@ -11,8 +11,9 @@ on the memory file index it is shown:
 - neither: the right direction with probability `skill`, else a random one,
   drawn from the request's sampling seed (so paired arms share their luck).
 
-LOG turns (no ACTION op in the system prompt's command reference) answer `<|DONE|>`. The agent's sampling seeds differ between
-episodes and turns, so outcomes vary from seed to seed as real play does.
+LOG turns (no ACTION op in the system prompt's command reference) answer
+`<|DONE|>`. The agent's sampling seeds differ between episodes and turns, so
+outcomes vary from seed to seed as real play does.
 """
 
 from __future__ import annotations
