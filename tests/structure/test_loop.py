@@ -178,3 +178,27 @@ def test_two_accepted_siblings_are_merged_and_raced(tmp_path, agent):
   assert merged["round"] == 2 and merged["proposer"] == "merge" and merged["base"] == "v0"
   assert merged["proposal"]["changes"] == {"history_length": 12, "plan.max_iterations": 3}
   assert merged["incumbent"] == "r1c0" and merged["per_seed"]["candidate"]
+
+
+def test_screen_on_capped_dense_episodes_confirm_on_full_ones(tmp_path, agent):
+  """NetHack's procedure, on MiniHack: race stages capped with the dense milestone score,
+  the confirmation block at the full cap with progression."""
+  workdir = str(tmp_path / "loop")
+  config = loop_config(rounds=1, **{"race.max_steps": 4, "race.metric": "dense",
+                                    "confirm.max_steps": 6, "final.episodes": 0,
+                                    "review.episodes": 0})
+  StructureLoop(config, workdir, clients={"base": agent}, proposer=PlantedProposer()).run()
+  (rec,) = read_lineage(os.path.join(workdir, "lineage.jsonl"))
+  lengths = {}
+  for block in ("stage1", "confirm"):
+    for h in _headers(os.path.join(workdir, "evals", "r0", block)):
+      path = os.path.join(workdir, "evals", "r0", block, "incumbent-v0", "trajectories",
+                          f"{h['episode_id']}.jsonl")
+      if os.path.exists(path):
+        *_, end = iter_records(path)
+        lengths.setdefault(block, set()).add(end["stats"]["length"])
+  assert max(lengths["stage1"]) <= 4 < max(lengths["confirm"]) <= 6
+  stage = [s for u, s in rec["per_seed"]["incumbent"].items() if u.startswith("stage1:")]
+  assert stage and all(s in (2.0, 102.0) for s in stage)  # Dlvl:1 and Xp:1 count (dense)
+  conf = [s for u, s in rec["per_seed"]["incumbent"].items() if u.startswith("confirm:")]
+  assert conf and set(conf) <= {0.0, 100.0}  # progression only
