@@ -1,8 +1,8 @@
-"""Loop 1's only access to trajectory files: typed, read-only episode traces.
+"""Loop 1's only access to trajectory files: compact, read-only episode traces.
 
-Everything else in `automem.structure` reads episodes through this module,
-so when the trajectory reader changes (one typed schema for both loops)
-only `load_trace` has to follow.
+Everything else in `automem.structure` reads episodes through this module
+(on top of the one trajectory reader, `automem.agent.read_trajectory`), so a
+schema change touches only `load_trace`.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class EpisodeTrace:
   stats: Mapping[str, Any]
   final_memory: Mapping[str, str] | None
   path: str
+  initial_memory: Mapping[str, str] | None = None  # the files at the start (recorded headers)
 
   @property
   def progression(self) -> float:
@@ -91,40 +92,43 @@ def _between(template: str, rendered: str, name: str) -> str | None:
 
 
 def load_trace(path: str, structure: MemoryStructure | None = None) -> EpisodeTrace:
-  """One episode's trace; `structure` (what it played with) recovers its observations."""
+  """One episode's trace; `structure` (what it played with) recovers the observations of
+  files older than the versioned schema (which records them per step)."""
   raw = read_trajectory(path)
-  header, end = raw["header"] or {}, raw["end"]
   turns = []
   first_plan_user: dict[int, str] = {}
-  for t in raw["turns"]:
-    user = next((m["content"] for m in reversed(t.get("messages", ())) if m["role"] == "user"), "")
-    if t.get("phase") == "plan" and t["step"] not in first_plan_user:
-      first_plan_user[t["step"]] = user
+  for t in raw.turns:
+    user = next((m["content"] for m in reversed(t.messages) if m["role"] == "user"), "")
+    if t.phase == "plan" and t.step not in first_plan_user:
+      first_plan_user[t.step] = user
     turns.append(TurnRec(
-        step=int(t["step"]), phase=str(t.get("phase", "")), turn=int(t.get("turn", 0)), user=user,
-        completion=t.get("completion", ""),
+        step=t.step, phase=t.phase, turn=t.turn, user=user, completion=t.completion,
         commands=tuple(CommandRec(c["op"], tuple(c.get("args", ())), bool(c.get("ok")),
                                   c.get("result", ""), c.get("meta") or {})
-                       for c in t.get("commands", ())),
-        prompt_tokens=int(t.get("prompt_tokens", 0)),
-        completion_tokens=int(t.get("completion_tokens", 0)),
-        memory_diff=t.get("memory_diff") or {}, error=t.get("error")))
+                       for c in t.commands),
+        prompt_tokens=t.prompt_tokens, completion_tokens=t.completion_tokens,
+        memory_diff=t.memory_diff, error=t.error))
   steps = []
-  for s in raw["steps"]:
-    obs = s.get("observation")
-    if obs is None and structure is not None and s["step"] in first_plan_user:
-      obs = _between(structure.plan.user, first_plan_user[s["step"]], "observation")
+  after = {s.step: s.observation for s in raw.steps}
+  for s in raw.steps:
+    # What the step's PLAN saw: the previous step's observation after its action, or in
+    # older files the observation in the PLAN prompt.
+    obs = None
+    if s.observation is None and structure is not None and s.step in first_plan_user:
+      obs = _between(structure.plan.user, first_plan_user[s.step], "observation")
+    elif s.observation is not None:
+      obs = after.get(s.step - 1, raw.header.initial_observation)
     steps.append(StepRec(
-        step=int(s["step"]), action=s.get("action"), fallback=bool(s.get("fallback")),
-        reward=float(s.get("reward", 0.0)), valid_action=bool(s.get("valid_action", True)),
-        feedback=s.get("feedback", "") or "", progression=float(s.get("progression", 0.0)),
-        achievements=tuple(s.get("achievements", ())), observation=obs))
+        step=s.step, action=s.action, fallback=s.fallback, reward=s.reward,
+        valid_action=s.valid_action, feedback=s.feedback or "", progression=s.progression,
+        achievements=tuple(s.achievements), observation=obs))
+  end = raw.end
   return EpisodeTrace(
-      episode_id=str(header.get("episode_id", os.path.basename(path))),
-      game=str(header.get("game", "")), task=str(header.get("task", "")),
-      seed=int(header.get("seed", -1)), finished=end is not None, steps=tuple(steps),
-      turns=tuple(turns), stats=(end or {}).get("stats", {}),
-      final_memory=(end or {}).get("final_memory"), path=path)
+      episode_id=raw.header.episode_id, game=raw.header.game, task=raw.header.task,
+      seed=raw.header.seed, finished=end is not None, steps=tuple(steps), turns=tuple(turns),
+      stats=end.stats if end is not None else {},
+      final_memory=end.final_memory if end is not None else None, path=path,
+      initial_memory=raw.header.initial_memory)
 
 
 def load_run(run_dir: str, structures: Mapping[str, MemoryStructure] | None = None,
@@ -136,7 +140,7 @@ def load_run(run_dir: str, structures: Mapping[str, MemoryStructure] | None = No
     paths = [p for p in paths if os.path.basename(p)[: -len(".jsonl")] in wanted]
   out = []
   for p in paths:
-    header = next(iter_records(p), {})
+    header = next(iter_records(p), {})  # the game, to find its structure
     s = (structures or {}).get(header.get("game", ""))
     if s is None:
       spath = os.path.join(run_dir, "structures", f"{header.get('game', '')}.json")
@@ -147,9 +151,11 @@ def load_run(run_dir: str, structures: Mapping[str, MemoryStructure] | None = No
   return out
 
 
-def memory_at(trace: EpisodeTrace, step: int, initial: Mapping[str, str]) -> dict[str, str]:
-  """The memory files after every turn up to and including env step `step`."""
-  files = dict(initial)
+def memory_at(trace: EpisodeTrace, step: int,
+              initial: Mapping[str, str] | None = None) -> dict[str, str]:
+  """The memory files after every turn up to and including env step `step` (from the
+  recorded initial files, else `initial`)."""
+  files = dict(trace.initial_memory if trace.initial_memory is not None else initial or {})
   for t in trace.turns:
     if t.step > step:
       break
