@@ -10,9 +10,10 @@ the strongest mutations not tried before are proposed.
 - an observer whose trigger is frequent: unchanged observations -> the
   stagnation observer (stronger), repeated actions -> repetition, low
   vitals events -> vitals;
-- a file never read in most episodes -> PLAN gets more turns to read it
-  (or, where the structure has a pin field, the file is pinned);
-- a file that grows but is never read -> a tighter file size limit;
+- a file never read in most episodes -> its tail pinned into the PLAN
+  prompt, or PLAN gets more turns to read it;
+- a file that grows but is never read -> retention (keep its last lines),
+  or a tighter file size limit;
 - a phase that always ends early -> fewer turns; one that always hits its
   cap -> more;
 - many fallback actions -> more PLAN turns and a longer history;
@@ -119,15 +120,25 @@ def _rules(s: MemoryStructure, d: Mapping[str, Any]) -> Iterable[_Mutation]:
                     f"give PLAN two more turns so it can read {name}",
                     f"{name} was never read in {unread[name]:.0%} of episodes",
                     "more reads before committing")
-    idx = next((i for i, f in enumerate(s.files) if f.name == name), None)
-    if idx is not None:  # reachable once the structure has a pin field (MemoryStructure v1)
-      yield _Mutation(unread[name] * 0.9, {f"files.{idx}.pinned": True},
-                      f"pin {name} into every PLAN prompt", f"{name} is written but never read",
-                      "its notes are used")
+    pins = getattr(s, "pins", ())
+    if not any(getattr(p, "file", "") == name for p in pins):
+      changes: dict[str, Any] = {f"pins.{len(pins)}": {"file": name, "phases": ["plan"],
+                                                       "view": "tail", "lines": 10}}
+      if "{pinned}" not in s.plan.user and "{helpers}" in s.plan.user:
+        changes["plan.user"] = s.plan.user.replace("{helpers}", "{pinned}\n{helpers}", 1)
+      yield _Mutation(unread[name] * 0.9, changes, f"pin the tail of {name} into every PLAN "
+                      "prompt", f"{name} is never read in {unread[name]:.0%} of episodes",
+                      "its notes inform the action")
   grows_unread = [(sum(e["file_sizes"].get(n, 0) for e in eps) / n_eps, n) for n in unread]
   grows_unread = [(b, n) for b, n in grows_unread if b > 0]
   if grows_unread:
     size, name = max(grows_unread)
+    idx = next((i for i, f in enumerate(s.files) if f.name == name), None)
+    if idx is not None and not getattr(s.files[idx], "keep_last", 1):
+      yield _Mutation(0.45, {f"files.{idx}.keep_last": 40},
+                      f"keep only the last 40 lines of {name} (it grows unread)",
+                      f"{name} reaches {size:.0f} bytes but is never read",
+                      "shorter files, recent notes first")
     cap = max(1024, int(2 ** math.floor(math.log2(max(size, 2)))))
     if cap < s.limits.max_file_bytes:
       yield _Mutation(0.3, {"limits.max_file_bytes": cap},

@@ -25,6 +25,7 @@ def loop_config(**over):
   g.env_kwargs = {"num_workers": 0, "success_rule": "goal"}  # every solved episode counts
   g.structure_overrides = {"fallback_action": "west"}  # Room-5x5 offers no "search"
   c.eval.llm.backend = "openai"  # never built: the scripted agent is injected
+  c.eval.agent.max_prompt_chars = 0  # no trimming: the scripted agent reads the file index
   c.race.stages = (6, 6)
   c.race.confirm_seeds = 2
   c.review.episodes = 2

@@ -87,10 +87,13 @@ def test_offline_proposals_follow_the_digest_and_the_rules(traces):
   for p in props:
     child = STRUCTURE.revise(p.changes, p.note)
     assert check_revision(STRUCTURE, child) == []
-  # Fallbacks in every episode -> the repetition observer; unchanged observations on half
-  # the steps -> the (already enabled) stagnation observer made stronger.
+  # Fallbacks in every episode -> the repetition observer; a file never read -> its tail
+  # pinned into PLAN prompts (with {pinned} added to the template); unchanged observations on
+  # half the steps -> the (already enabled) stagnation observer made stronger.
   assert props[0].note == "enable the repetition observer"
-  assert props[1].changes == {"observers.0.params": {"min_unchanged": 1, "strong_after": 2}}
+  assert props[1].changes["pins.0"]["file"] == "actions_log.txt"
+  assert "{pinned}" in props[1].changes["plan.user"]
+  assert props[2].changes == {"observers.0.params": {"min_unchanged": 1, "strong_after": 2}}
   again = offline_proposals(STRUCTURE, d, 3, tried=[p.key() for p in props])
   assert not {p.key() for p in again} & {p.key() for p in props}
 
