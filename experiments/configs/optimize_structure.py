@@ -7,17 +7,17 @@ one candidate raced against the incumbent on 2 + 2 selection seeds with a
 
   python -m experiments.optimize_structure --workdir=runs/loop1
 
-Expected (measured): 7m53s wall on the shared 2-core machine under a load average of 5-10
-(3.3 CPU-minutes of the process itself; 17m50s under a load of ~15; a first run also builds
+Expected (measured): 5m24s wall on the shared 2-core machine under a load average of about 5
+(3 CPU-minutes of the process itself; 17m50s under a load of ~15; a first run also builds
 the tiny model, about a CPU-minute), 20 episodes. The tiny model scores 0 everywhere, so
 every candidate is "rejected_test" (bootstrap lower bound 0.00): round 0 races the offline
-proposal "more PLAN turns and a longer history (many fallback actions)", round 1 a new
-proposal plus the one continuation of round 0's candidate; the final table is v0 alone, 0.00
-± 0.00 on 2 test seeds. The run dir holds lineage.jsonl (one record per candidate, with per-
-seed results and the decision's statistics), revisions/v0.json, structures/,
-rounds/r*/proposals.json, one ordinary evaluation run dir per (round, block, arm) under
-evals/, final.json and summary.json. Running it again on the same workdir replays nothing
-(2-5 s).
+proposal "more PLAN turns and a longer history (many fallback actions)", round 1 "pin the
+tail of actions_log.txt into every PLAN prompt" plus the one continuation of round 0's
+candidate; the final table is v0 alone, 0.00 ± 0.00 on 2 test seeds. The run dir holds
+lineage.jsonl (one record per candidate, with per-seed results and the decision's
+statistics), revisions/v0.json, structures/, rounds/r*/proposals.json, one ordinary
+evaluation run dir per (round, block, arm) under evals/, final.json and summary.json.
+Running it again on the same workdir replays nothing (2 s).
 
 Paper scale (SGLang agent on a GPU node, Claude as a tool-using reviewer):
 
