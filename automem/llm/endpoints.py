@@ -42,6 +42,7 @@ class MultiEndpointClient(LLMClient):
       raise ValueError("MultiEndpointClient needs at least one endpoint")
     self.endpoints = list(endpoints)
     self.backend = self.endpoints[0].backend
+    self.supports_tools = all(e.supports_tools for e in self.endpoints)
     self.revive_after_s = revive_after_s
     self.restart_timeout_s = restart_timeout_s
     self._out_until = [0.0] * len(self.endpoints)
