@@ -79,7 +79,7 @@ def default_llm_config(backend: str = "local") -> ml_collections.ConfigDict:
   # writes well-formed memory commands (~1 CPU-minute once; 0 = random weights).
   c.local.tiny_pretrain_steps = 300
   c.local.tiny_cache_dir = ""  # where the tiny model is built once; "" = $AUTOMEM_CACHE/tiny_llm
-  c.local.adapters = ""  # "name=peft_dir,...": LoRA adapters, each merged into its own engine
+  c.local.adapters = ""  # "name=peft_dir,...": LoRA adapters served on the shared base weights
   c.local.dtype = "float32"  # activation dtype: float32 | bfloat16
   c.local.max_batch_size = 64  # most requests per engine.generate call
   c.local.batch_wait_ms = 5.0  # how long the batcher waits for more requests
@@ -87,6 +87,9 @@ def default_llm_config(backend: str = "local") -> ml_collections.ConfigDict:
   c.local.decode_chunk = 32  # decode steps per device dispatch (stop strings checked between)
   c.local.max_seq_len = 0  # longest prompt + completion; 0 = the model's max positions
   c.local.seed = 0  # engine seed for requests without their own
+  c.local.prefix_cache = True  # reuse the KV of earlier prompts' token prefixes (exact)
+  c.local.num_slots = 0  # KV rows kept for reuse (memory bound); 0 = max_batch_size
+  c.local.continuous_batching = True  # requests join/leave the decode batch between chunks
   return c
 
 
@@ -193,9 +196,11 @@ def make_client(config: ml_collections.ConfigDict, **inject: Any) -> LLMClient:
     engine_kwargs = dict(dtype=local.dtype, max_batch_size=local.max_batch_size,
                          min_prompt_bucket=local.min_prompt_bucket,
                          decode_chunk=local.decode_chunk, max_seq_len=local.max_seq_len or None,
-                         seed=local.seed)
+                         seed=local.seed, prefix_cache=local.prefix_cache,
+                         num_slots=local.num_slots or None)
   return LocalClient(engine, inject.get("tokenizer"), checkpoint=checkpoint,
                      adapters=inject.get("adapters"), adapter_paths=parse_adapters(local.adapters),
                      sampling_params_cls=inject.get("sampling_params_cls"),
                      max_batch_size=local.max_batch_size, batch_wait_s=local.batch_wait_ms / 1000.0,
-                     engine_kwargs=engine_kwargs, **common)
+                     continuous=local.continuous_batching, engine_kwargs=engine_kwargs,
+                     **common)

@@ -1,10 +1,14 @@
 """In-process backend: the JAX `GenerationEngine` behind a dynamic batcher.
 
 Episodes send their requests concurrently; `BatchingEngine` gathers whatever
-arrives within a short wait window (or while the engine is busy with the
-previous batch) into one `engine.generate` call, run in a worker thread so
-the event loop keeps serving. Sixty-four concurrent requests thus cost about
-as many forward passes as one batch of 64, not 64 sequential generations.
+arrives within a short wait window and hands it to the engine in a worker
+thread, so the event loop keeps serving. With an engine that batches
+continuously (`add_requests` + `step`, as `GenerationEngine`), requests join
+the running batch between decode chunks and leave as soon as they finish;
+with any other engine, each gathered batch is one `engine.generate` call.
+Sixty-four concurrent requests thus cost about as many forward passes as one
+batch of 64, not 64 sequential generations. LoRA adapters are served by the
+same engine on shared base weights (`SamplingParams.adapter`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ class Engine(Protocol):
   def generate(self, prompts: list[list[int]], params: list[Any]) -> list[Any]: ...
 
 
+def _continuous(engine: Any) -> bool:
+  return all(hasattr(engine, a) for a in ("add_requests", "step", "cancel", "abort", "has_work"))
+
+
 @dataclasses.dataclass
 class _Pending:
   prompt: list[int]
@@ -43,17 +51,23 @@ class BatchingEngine:
 
   `submit` enqueues one prompt and awaits its output. A single worker task
   takes the first waiting request, keeps collecting for `batch_wait_s` (or
-  until `max_batch_size`), then runs the whole batch in one engine call on a
-  dedicated thread; requests that arrive during that call form the next batch.
-  Requests whose caller gave up (cancelled futures) are dropped before the call.
+  until `max_batch_size`), then runs the whole batch on a dedicated thread.
+  Continuous engines get the batch added to their running requests and one
+  `step` (a decode chunk) per round; others get one `generate` call, and
+  requests that arrive during it form the next batch. Requests whose caller
+  gave up (cancelled futures) are dropped (cancelled in the engine).
+  `continuous=False` forces whole-batch calls (benchmarks compare the two).
   """
 
-  def __init__(self, engine: Engine, *, max_batch_size: int = 64, batch_wait_s: float = 0.005):
+  def __init__(self, engine: Engine, *, max_batch_size: int = 64, batch_wait_s: float = 0.005,
+               continuous: bool = True):
     if max_batch_size < 1:
       raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
     self.engine = engine
     self.max_batch_size = max_batch_size
     self.batch_wait_s = batch_wait_s
+    self.continuous = continuous and _continuous(engine)
+    self._inflight: dict[int, _Pending] = {}  # continuous: engine request id -> caller
     # Sizes of the most recent engine calls, and totals, for metrics and tests.
     self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1024)
     self.num_batches = 0
@@ -82,30 +96,94 @@ class BatchingEngine:
   async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
     batch: list[_Pending] = []
     try:
-      await self._batch_loop(queue, batch)
+      if self.continuous:
+        await self._continuous_loop(queue, batch)
+      else:
+        await self._batch_loop(queue, batch)
     finally:  # stopped: nobody may wait forever on a request this task will never run
       while not queue.empty():
         batch.append(queue.get_nowait())
+      batch.extend(self._inflight.values())
+      self._inflight.clear()
+      if self.continuous:
+        self._executor.submit(self.engine.abort)  # after any step still running
       for p in batch:
         _settle(p.future, error=RuntimeError("the LLM batcher was stopped"))
+
+  async def _gather(self, queue: asyncio.Queue[_Pending], batch: list[_Pending]) -> None:
+    """Fills `batch`: waits for a first request and `batch_wait_s` for more."""
+    loop = asyncio.get_running_loop()
+    batch.append(await queue.get())
+    deadline = loop.time() + self.batch_wait_s
+    while len(batch) < self.max_batch_size:
+      if not queue.empty():
+        batch.append(queue.get_nowait())
+        continue
+      remaining = deadline - loop.time()
+      if remaining <= 0:
+        break
+      try:
+        batch.append(await asyncio.wait_for(queue.get(), remaining))
+      except TimeoutError:
+        break
+
+  async def _continuous_loop(self, queue: asyncio.Queue[_Pending], batch: list[_Pending]) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+      batch.clear()
+      if not self._inflight:
+        await self._gather(queue, batch)
+      while not queue.empty():
+        batch.append(queue.get_nowait())
+      batch[:] = [p for p in batch if not p.future.done()]
+      if batch:
+        self.batch_sizes.append(len(batch))
+        self.num_batches += 1
+        self.num_requests += len(batch)
+      gone = [rid for rid, p in self._inflight.items() if p.future.done()]
+      for rid in gone:
+        del self._inflight[rid]
+      added, finished, error = await loop.run_in_executor(
+          self._executor, self._round, list(batch), gone)
+      batch.clear()
+      for p, rid, e in added:
+        if e is not None:
+          _settle(p.future, error=e)
+        else:
+          self._inflight[rid] = p
+      for rid, out in finished:
+        p = self._inflight.pop(rid, None)
+        if p is not None:
+          _settle(p.future, result=out)
+      if error is not None:  # the engine dropped every running request
+        for p in self._inflight.values():
+          _settle(p.future, error=error)
+        self._inflight.clear()
+
+  def _round(self, new: list[_Pending], gone: list[int]):
+    """On the engine thread: cancels, adds (each on its own: a bad one fails alone), steps."""
+    engine: Any = self.engine
+    for rid in gone:
+      engine.cancel(rid)
+    added = []
+    for p in new:
+      try:
+        (rid,) = engine.add_requests([p.prompt], [p.params])
+      except Exception as e:
+        added.append((p, None, e))
+      else:
+        added.append((p, rid, None))
+    try:
+      return added, (engine.step() if engine.has_work() else []), None
+    except Exception as e:
+      logging.warning("engine step failed (%s: %s); failing its requests", type(e).__name__, e)
+      return added, [], e
 
   async def _batch_loop(self, queue: asyncio.Queue[_Pending], batch: list[_Pending]) -> None:
     loop = asyncio.get_running_loop()
     while True:
       batch.clear()
-      batch.append(await queue.get())
-      deadline = loop.time() + self.batch_wait_s
-      while len(batch) < self.max_batch_size:
-        if not queue.empty():
-          batch.append(queue.get_nowait())
-          continue
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-          break
-        try:
-          batch.append(await asyncio.wait_for(queue.get(), remaining))
-        except TimeoutError:
-          break
+      await self._gather(queue, batch)
       batch[:] = [p for p in batch if not p.future.done()]
       if not batch:
         continue
@@ -171,19 +249,24 @@ def default_sampling_params_cls() -> type:
   return SamplingParams
 
 
-def engine_params(req: LLMRequest, params_cls: type) -> Any:
-  """The engine's SamplingParams for a request (top_k: our -1 = off is the engine's 0)."""
+def engine_params(req: LLMRequest, params_cls: type, adapter: str | None = None) -> Any:
+  """The engine's SamplingParams for a request (top_k: our -1 = off is the engine's 0);
+  `adapter`: the engine-side adapter serving it (shared base weights)."""
+  extra = {"adapter": adapter} if adapter is not None else {}
   return params_cls(temperature=req.temperature, top_p=req.top_p, top_k=max(req.top_k, 0),
-                    max_new_tokens=req.max_new_tokens, stop=tuple(req.stop), seed=req.seed)
+                    max_new_tokens=req.max_new_tokens, stop=tuple(req.stop), seed=req.seed,
+                    **extra)
 
 
 class LocalClient(LLMClient):
   """The JAX generation engine in-process, with dynamic batching.
 
-  `adapters` maps an adapter name to an engine serving that adapter (e.g. the
-  base model with the memory specialist's LoRA applied); requests for other
-  adapter names get an `unsupported` error. Grammars are not supported
-  locally and get an `unsupported` error too.
+  A request's adapter is served by the main engine when it holds an adapter of
+  that name (`GenerationEngine.add_adapter`: base weights shared, one engine,
+  one batcher; `adapter_paths` are loaded that way), or by an engine of its own
+  given in `adapters` / `set_adapter_engine`. Requests for other adapter names
+  get an `unsupported` error. Grammars are not supported locally and get an
+  `unsupported` error too.
   """
 
   backend = "local"
@@ -191,7 +274,7 @@ class LocalClient(LLMClient):
   def __init__(self, engine: Engine | None = None, tokenizer: ChatTokenizer | None = None, *,
                checkpoint: str = "", adapters: dict[str, Engine] | None = None,
                adapter_paths: dict[str, str] | None = None,
-               max_batch_size: int = 64, batch_wait_s: float = 0.005,
+               max_batch_size: int = 64, batch_wait_s: float = 0.005, continuous: bool = True,
                engine_kwargs: dict[str, Any] | None = None,
                sampling_params_cls: type | None = None, **kwargs):
     # An in-process engine that failed or timed out rarely does better on a second try.
@@ -207,6 +290,7 @@ class LocalClient(LLMClient):
     self.engine_kwargs = dict(engine_kwargs or {})
     self._max_batch_size = max_batch_size
     self._batch_wait_s = batch_wait_s
+    self._continuous = continuous
     self._params_cls = sampling_params_cls
     self.batchers: dict[str | None, BatchingEngine] = {}
     if engine is not None:
@@ -215,18 +299,28 @@ class LocalClient(LLMClient):
       raise ValueError("adapters= needs engine=; with a checkpoint, pass adapter_paths=")
 
   def _set_engines(self, engine: Engine, adapters: dict[str, Engine]) -> None:
-    make = lambda e: BatchingEngine(e, max_batch_size=self._max_batch_size,  # noqa: E731
-                                    batch_wait_s=self._batch_wait_s)
-    self.batchers = {None: make(engine)}
+    self.batchers = {None: self._batcher(engine)}
     for name, eng in adapters.items():
-      self.batchers[name] = make(eng)
+      self.batchers[name] = self._batcher(eng)
+
+  def _batcher(self, engine: Engine) -> BatchingEngine:
+    return BatchingEngine(engine, max_batch_size=self._max_batch_size,
+                          batch_wait_s=self._batch_wait_s, continuous=self._continuous)
+
+  def add_adapter(self, name: str, adapter: Any) -> None:
+    """Serves LoRA adapter `name` (a PEFT dir or a LoRA model) on the main engine's base
+    weights -- the in-process counterpart of SGLang's `/load_lora_adapter`."""
+    add = getattr(self.engine, "add_adapter", None)
+    if add is None:
+      raise ValueError(f"engine {type(self.engine).__name__} cannot add LoRA adapters")
+    add(name, adapter)
 
   def set_adapter_engine(self, name: str, engine: Engine | None) -> None:
     """Serves adapter `name` with `engine` from now on (None removes it).
 
     The in-process counterpart of SGLang's `/load_lora_adapter`: after Loop 2
     trains a new specialist, merge it into a copy of the base model and hand its
-    engine here.
+    engine here. (`add_adapter` serves it without a second copy of the base.)
     """
     if not name:
       raise ValueError("adapter name must be non-empty")
@@ -234,8 +328,7 @@ class LocalClient(LLMClient):
     if old is not None:
       old.close()
     if engine is not None:
-      self.batchers[name] = BatchingEngine(engine, max_batch_size=self._max_batch_size,
-                                           batch_wait_s=self._batch_wait_s)
+      self.batchers[name] = self._batcher(engine)
 
   @property
   def engine(self) -> Engine:
@@ -244,10 +337,10 @@ class LocalClient(LLMClient):
   async def _start(self) -> None:
     if not self.batchers:
       t0 = time.perf_counter()
-      engine, tokenizer, adapters = await asyncio.to_thread(
+      engine, tokenizer = await asyncio.to_thread(
           load_local_engine, self.checkpoint, adapters=self.adapter_paths, **self.engine_kwargs)
       self.tokenizer = tokenizer
-      self._set_engines(engine, adapters)
+      self._set_engines(engine, {})
       logging.info("local LLM engine from %s ready in %.1f s", self.checkpoint,
                    time.perf_counter() - t0)
     if self._params_cls is None:
@@ -270,14 +363,19 @@ class LocalClient(LLMClient):
     if req.grammar is not None:
       raise LLMCallError("unsupported", "the local backend has no constrained decoding "
                          f"({req.grammar.kind} grammar); use the sglang backend")
-    batcher = self.batchers.get(req.adapter)
+    batcher, shared = self.batchers.get(req.adapter), None
+    main = self.batchers.get(None)
+    if batcher is None and main is not None and req.adapter in getattr(main.engine, "adapters",
+                                                                      {}):
+      batcher, shared = main, req.adapter
     if batcher is None:
-      known = sorted(k for k in self.batchers if k)
+      known = sorted({k for k in self.batchers if k}
+                     | set(getattr(main.engine, "adapters", {}) if main else {}))
       raise LLMCallError("unsupported", f"no local engine for adapter {req.adapter!r} "
                          f"(known: {known})")
     try:
       ids = self.prompt_ids(req)
-      out = await batcher.submit(ids, engine_params(req, self._params_cls))
+      out = await batcher.submit(ids, engine_params(req, self._params_cls, shared))
     except LLMCallError:
       raise
     except Exception as e:
@@ -300,12 +398,11 @@ def parse_adapters(spec: str) -> dict[str, str]:
 
 def load_local_engine(checkpoint: str, *, adapters: dict[str, str] | None = None,
                       dtype: str = "float32", **engine_kwargs: Any
-                      ) -> tuple[Engine, ChatTokenizer, dict[str, Engine]]:
+                      ) -> tuple[Engine, ChatTokenizer]:
   """Loads a HF-format checkpoint dir into a `GenerationEngine` and its `Tokenizer`.
 
-  Each adapter (a PEFT dir, as `export_lora_adapter` writes) is merged into its own
-  copy of the weights and served by its own engine; merged models keep the base
-  model's structure, so all engines share the compiled generation functions.
+  Each adapter (a PEFT dir, as `export_lora_adapter` writes) is added to that engine under
+  its name: one copy of the base weights serves them all, per request.
   """
   import jax.numpy as jnp
 
@@ -316,13 +413,11 @@ def load_local_engine(checkpoint: str, *, adapters: dict[str, str] | None = None
     raise FileNotFoundError(f"local LLM checkpoint {checkpoint!r} is not a directory")
   if dtype not in ("float32", "bfloat16"):
     raise ValueError(f"local dtype must be float32 or bfloat16, got {dtype!r}")
-  load = lambda: models.load_hf_checkpoint(checkpoint, dtype=getattr(jnp, dtype))  # noqa: E731
+  model = models.load_hf_checkpoint(checkpoint, dtype=getattr(jnp, dtype))
   tokenizer = models.Tokenizer.from_pretrained(checkpoint)
-  engine = models.GenerationEngine(load(), tokenizer, **engine_kwargs)
-  adapter_engines: dict[str, Engine] = {}
+  engine = models.GenerationEngine(model, tokenizer, **engine_kwargs)
   for name, path in (adapters or {}).items():
     if not os.path.isdir(path):
       raise FileNotFoundError(f"LoRA adapter {name!r}: {path!r} is not a directory")
-    model = models.merge_lora(models.load_lora_adapter(load(), path))
-    adapter_engines[name] = models.GenerationEngine(model, tokenizer, **engine_kwargs)
-  return engine, tokenizer, adapter_engines
+    engine.add_adapter(name, path)
+  return engine, tokenizer

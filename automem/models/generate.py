@@ -1,14 +1,18 @@
-"""Batched generation: jitted prefill + KV-cache decode in chunks, with length bucketing.
+"""Generation: slot KV cache with prefix reuse, continuous batching, bucketed shapes.
 
-A batch is left-padded to a prompt-length bucket and a batch-size bucket (powers of two),
-so a run compiles a handful of shapes. Prefill writes the prompt into the cache and samples
-the first token; decode then runs `decode_chunk` tokens per dispatch inside a jitted
-`lax.while_loop` (EOS and max-new-tokens are handled on device; the loop exits early when
-every row is done). Between chunks the host checks stop strings, the only host sync.
+The engine keeps a fixed set of KV slots (rows). A request takes a slot, keeps the longest
+prefix of its prompt that slot already holds (an earlier request of the same episode left
+it there; see `slots.py`) and prefills only the rest. Decode runs `decode_chunk` steps per
+dispatch inside a jitted `lax.while_loop` over every running request (EOS and
+max-new-tokens on device; early exit when all are done); between chunks the host checks
+stop strings, lets finished requests leave and waiting ones join. Batch size, suffix length
+and the attended cache length are padded to powers of two, so a run compiles a handful of
+shapes (`TRACE_COUNTS` counts them).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
@@ -21,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from automem.models.sampling import sample_tokens, sampling_mode
+from automem.models.slots import SlotTable
 from automem.models.tokenizer import Tokenizer
 from automem.models.transformer import KVCache, Transformer
 
@@ -70,49 +75,85 @@ def _bucket(n: int, minimum: int) -> int:
   return max(minimum, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cache_len", "mode"))
-def _prefill(graphdef, state, tokens, segment_ids, temperature, top_k, top_p, keys, *,
-             cache_len: int, mode: str | int):
+# Times each jitted function was traced (= compiled), for tests that bound recompiles.
+TRACE_COUNTS: collections.Counter[str] = collections.Counter()
+
+
+def _rows_cache(store, rows, lengths, view: int) -> KVCache:
+  """The KV of slots `rows` (first `view` positions) as a per-row-indexed KVCache."""
+  ks = tuple(k[rows, :view] for k in store[0])
+  vs = tuple(v[rows, :view] for v in store[1])
+  idx = jnp.arange(view, dtype=jnp.int32)[None, :]
+  seg = (idx < lengths[:, None]).astype(jnp.int32)
+  return KVCache(k=ks, v=vs, segment_ids=seg, positions=jnp.broadcast_to(idx, seg.shape),
+                 index=lengths)
+
+
+def _put_rows(store, rows, cache: KVCache, view: int):
+  """Writes a sub-cache back into its slots."""
+  ks = tuple(k.at[rows, :view].set(c) for k, c in zip(store[0], cache.k))
+  vs = tuple(v.at[rows, :view].set(c) for v, c in zip(store[1], cache.v))
+  return ks, vs
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "view", "mode"),
+                   donate_argnames=("store",))
+def _prefill(graphdef, state, store, rows, tokens, offsets, lengths, temperature, top_k, top_p,
+             keys, *, view: int, mode: str | int):
+  """Computes the prompt suffixes `tokens` [B, T] (right-padded, `lengths` real tokens each)
+  after the `offsets` tokens already in each row's slot; samples each row's first token."""
+  TRACE_COUNTS["prefill"] += 1
   model = nnx.merge(graphdef, state)
-  b, _t = tokens.shape
-  positions = jnp.maximum(jnp.cumsum(segment_ids, axis=1) - 1, 0)
-  cache = KVCache.init(model.config, b, cache_len)
-  hidden, cache = model(tokens, positions, segment_ids, cache, return_hidden=True)
-  logits = model.logits_from_hidden(hidden[:, -1:])[:, 0]
+  b, t = tokens.shape
+  j = jnp.arange(t, dtype=jnp.int32)[None, :]
+  seg = (j < lengths[:, None]).astype(jnp.int32)
+  positions = offsets[:, None] + j
+  cache = _rows_cache(store, rows, offsets, view)
+  hidden, cache = model(tokens, positions, seg, cache, return_hidden=True)
+  last = hidden[jnp.arange(b), lengths - 1]
+  logits = model.logits_from_hidden(last[:, None])[:, 0]
   step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 0)
   first = sample_tokens(logits, temperature, top_k, top_p, step_keys, mode=mode)
-  return first, positions[:, -1] + 1, cache
+  return first, _put_rows(store, rows, cache, view)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "chunk", "mode"),
-                   donate_argnames=("cache", "out"))
-def _decode(graphdef, state, cache, out, token, pos, count, done, max_new, eos_ids,
-            ignore_eos, temperature, top_k, top_p, keys, *, chunk: int, mode: str | int):
-  """Runs up to `chunk` decode steps. `out[b, count[b]-1]` holds the last sampled token."""
+@functools.partial(jax.jit, static_argnames=("graphdef", "chunk", "view", "mode"),
+                   donate_argnames=("store",))
+def _decode(graphdef, state, store, rows, token, length, count, done, max_new, eos_ids,
+            ignore_eos, temperature, top_k, top_p, keys, *, chunk: int, view: int,
+            mode: str | int):
+  """Up to `chunk` decode steps for slots `rows`: feeds `token` at position `length`.
+
+  Returns the store, the tokens sampled this chunk [B, chunk] and the row states.
+  """
+  TRACE_COUNTS["decode"] += 1
   model = nnx.merge(graphdef, state)
+  b = token.shape[0]
+  toks = jnp.zeros((b, chunk), jnp.int32)
 
   def cond(c):
-    i, _, _, _, _, _, done, _ = c
+    i, _, _, _, _, _, done = c
     return (i < chunk) & ~jnp.all(done)
 
   def body(c):
-    i, cache, out, token, pos, count, done, steps = c
+    i, cache, toks, token, length, count, done = c
     seg = jnp.ones_like(token)[:, None]
-    logits, cache = model(token[:, None], pos[:, None], seg, cache)
+    logits, cache = model(token[:, None], length[:, None], seg,
+                          dataclasses.replace(cache, index=length))
     step_keys = jax.vmap(jax.random.fold_in)(keys, count)
-    nxt = sample_tokens(logits[:, 0], temperature, top_k, top_p, step_keys,
-                        mode=mode)
+    nxt = sample_tokens(logits[:, 0], temperature, top_k, top_p, step_keys, mode=mode)
     nxt = jnp.where(done, token, nxt)
-    out = out.at[jnp.arange(out.shape[0]), jnp.where(done, out.shape[1] - 1, count)].set(
-        jnp.where(done, out[:, -1], nxt))
+    toks = toks.at[:, i].set(nxt)
+    length = jnp.where(done, length, length + 1)
     count = jnp.where(done, count, count + 1)
     is_eos = jnp.any(nxt[:, None] == eos_ids[None, :], axis=-1) & ~ignore_eos
     done = done | is_eos | (count >= max_new)
-    return i + 1, cache, out, nxt, pos + 1, count, done, steps + 1
+    return i + 1, cache, toks, nxt, length, count, done
 
-  init = (jnp.int32(0), cache, out, token, pos, count, done, jnp.int32(0))
-  _, cache, out, token, pos, count, done, steps = jax.lax.while_loop(cond, body, init)
-  return cache, out, token, pos, count, done, steps
+  cache = _rows_cache(store, rows, length, view)
+  init = (jnp.int32(0), cache, toks, token, length, count, done)
+  steps, cache, toks, token, length, count, done = jax.lax.while_loop(cond, body, init)
+  return _put_rows(store, rows, cache, view), toks, steps, token, length, count, done
 
 
 def _inference_split(model: Transformer):
@@ -122,19 +163,47 @@ def _inference_split(model: Transformer):
   return nnx.split(copy)
 
 
+@dataclasses.dataclass
+class _Request:
+  """A request in the engine: its slot, row state and the tokens generated so far."""
+
+  rid: int
+  prompt: np.ndarray
+  params: SamplingParams
+  key_seed: int
+  slot: int = -1
+  reused: int = 0
+  length: int = 0  # tokens in the slot's KV
+  token: int = 0  # last sampled token (not yet fed)
+  ids: list[int] = dataclasses.field(default_factory=list)
+  done: bool = False
+  stop: tuple[int, str] | None = None
+  version: int = 0  # weights version its KV was computed with
+
+
 class GenerationEngine:
-  """In-process batched generation for a `Transformer`.
+  """In-process generation for a `Transformer` with prefix reuse and continuous batching.
+
+  The KV cache is a fixed set of slots (one row each). A request takes a slot, reuses the
+  longest prefix of its prompt that the slot already holds (see `slots.SlotTable`), prefills
+  the rest, and decodes in chunks of `decode_chunk` steps together with every other active
+  request of the same adapter. Between chunks finished requests leave and waiting ones join
+  (`add_requests` + `step`; `generate` runs a list to completion). Shapes are bucketed to
+  powers of two (batch, suffix length, attended cache length), so a run compiles a handful
+  of variants. LoRA adapters share the base weights; a slot's KV belongs to one adapter.
 
   Args:
     model: the model (its current weights are snapshotted; call `update_weights` after
       training steps).
     tokenizer: for EOS ids, stop strings and output text.
-    max_batch_size: larger request lists are split into batches of at most this size.
+    max_batch_size: most requests decoding together (also the default slot count).
     min_batch_bucket: smallest batch bucket (batch sizes are padded to powers of two).
-    min_prompt_bucket: smallest prompt-length bucket (buckets are powers of two).
+    min_prompt_bucket: smallest prefill-length bucket (buckets are powers of two).
     decode_chunk: decode steps per dispatch (stop strings are checked between chunks).
     max_seq_len: longest prompt + completion accepted.
     seed: base seed for requests without their own.
+    num_slots: KV rows kept (memory: slots x longest sequence x KV size); >= max_batch_size.
+    prefix_cache: reuse KV of earlier requests' token prefixes (False: compute every prompt).
   """
 
   def __init__(
@@ -148,6 +217,8 @@ class GenerationEngine:
       decode_chunk: int = 32,
       max_seq_len: int | None = None,
       seed: int = 0,
+      num_slots: int | None = None,
+      prefix_cache: bool = True,
   ):
     self.tokenizer = tokenizer
     self.config = model.config
@@ -160,14 +231,29 @@ class GenerationEngine:
     self.seed = seed
     self.eos_ids = jnp.asarray(sorted(set(tokenizer.eos_token_ids)) or [-1], jnp.int32)
     self.pad_id = tokenizer.pad_token_id
+    self.prefix_cache = prefix_cache
+    self.num_slots = max(num_slots or max_batch_size, max_batch_size)
+    self.slots = SlotTable(self.num_slots, reuse=prefix_cache)
+    # Counters: forward passes, generated tokens, prompt tokens asked for, prompt tokens
+    # computed (the rest came from the prefix cache).
     self.num_forward_passes = 0
     self.num_generated_tokens = 0
+    self.num_prompt_tokens = 0
+    self.num_prefill_tokens = 0
     self._request_counter = 0
+    self._next_rid = 0
+    self._version = 0
+    self._waiting: collections.deque[_Request] = collections.deque()
+    self._active: dict[int, _Request] = {}
+    self._store: tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]] | None = None
+    self._capacity = 0
     self.adapters: dict[str, tuple[Any, Any]] = {}  # name -> (graphdef, state)
 
   def update_weights(self, model: Transformer) -> None:
     """Takes the current weights of `model` (same structure) for subsequent requests."""
     self.graphdef, self.state = _inference_split(model)
+    self._version += 1
+    self.slots.forget(everything=True)
 
   def add_adapter(self, name: str, adapter: str | Transformer) -> None:
     """Serves LoRA adapter `name` to requests with `SamplingParams(adapter=name)`.
@@ -175,7 +261,7 @@ class GenerationEngine:
     `adapter` is a PEFT directory (`export_lora_adapter` layout) or a model of the same
     base carrying LoRA adapters (e.g. the Loop-2 trainer's). The engine's base weights are
     shared, not copied: each adapter adds only its own parameters. Replaces an adapter of
-    the same name.
+    the same name (and drops KV computed with the old one).
     """
     from automem.models.lora import apply_lora, load_lora_adapter, lora_state
 
@@ -191,16 +277,18 @@ class GenerationEngine:
       nnx.update(model, lora_state(adapter))
     model.eval()
     self.adapters[name] = nnx.split(model)
+    self._version += 1
+    self.slots.forget(name)
 
   def remove_adapter(self, name: str) -> None:
     self.adapters.pop(name, None)
+    self.slots.forget(name)
 
-  def generate(
-      self,
-      prompts: Sequence[Sequence[int]],
-      params: Sequence[SamplingParams] | SamplingParams | None = None,
-  ) -> list[GenerationOutput]:
-    """Generates one completion per prompt (token ids), in input order."""
+  # -- requests ---------------------------------------------------------------------------
+
+  def add_requests(self, prompts: Sequence[Sequence[int]],
+                   params: Sequence[SamplingParams] | SamplingParams | None = None) -> list[int]:
+    """Queues requests (checked first: nothing is queued if one is bad); returns their ids."""
     if params is None:
       params = SamplingParams()
     if isinstance(params, SamplingParams):
@@ -216,106 +304,216 @@ class GenerationEngine:
       if len(p) + params[i].max_new_tokens > self.max_seq_len:
         raise ValueError(f"prompt {i}: {len(p)} tokens + max_new_tokens "
                          f"{params[i].max_new_tokens} exceeds max_seq_len {self.max_seq_len}")
-    seeds = []
-    for p in params:
-      seeds.append(p.seed if p.seed is not None else hash((self.seed, self._request_counter)))
+    rids = []
+    for p, sp in zip(prompts, params):
+      seed = sp.seed if sp.seed is not None else hash((self.seed, self._request_counter))
       self._request_counter += 1
-    # Group by adapter, then by length so each batch pads little.
-    order = sorted(range(len(prompts)),
-                   key=lambda i: (params[i].adapter or "", len(prompts[i])))
-    results: list[GenerationOutput | None] = [None] * len(prompts)
-    start = 0
-    while start < len(order):
-      adapter = params[order[start]].adapter
-      idx = [i for i in order[start : start + self.max_batch_size] if params[i].adapter == adapter]
-      start += len(idx)
-      weights = (self.graphdef, self.state) if adapter is None else self.adapters[adapter]
-      outs = self._generate_batch(weights, [prompts[i] for i in idx], [params[i] for i in idx],
-                                  [seeds[i] for i in idx])
-      for i, o in zip(idx, outs):
-        results[i] = o
-    return results  # type: ignore[return-value]
+      req = _Request(self._next_rid, np.asarray(p, np.int32), sp, seed % (2**32))
+      self._next_rid += 1
+      self._waiting.append(req)
+      rids.append(req.rid)
+    return rids
 
-  def _generate_batch(self, weights, prompts, params, seeds) -> list[GenerationOutput]:
-    graphdef, state = weights
-    n = len(prompts)
+  def cancel(self, rid: int) -> None:
+    """Drops a waiting or running request (its caller gave up)."""
+    self._waiting = collections.deque(r for r in self._waiting if r.rid != rid)
+    req = self._active.get(rid)
+    if req is not None:
+      req.done = True
+
+  def has_work(self) -> bool:
+    return bool(self._waiting or self._active)
+
+  def generate(
+      self,
+      prompts: Sequence[Sequence[int]],
+      params: Sequence[SamplingParams] | SamplingParams | None = None,
+  ) -> list[GenerationOutput]:
+    """Generates one completion per prompt (token ids), in input order."""
+    if self.has_work():
+      raise RuntimeError("generate() while requests from add_requests() are running")
+    rids = self.add_requests(prompts, params)
+    results: dict[int, GenerationOutput] = {}
+    while self.has_work():
+      results.update(self.step())
+    return [results[r] for r in rids]
+
+  def step(self) -> list[tuple[int, GenerationOutput]]:
+    """Admits waiting requests into free slots (prefill), runs one decode chunk for the
+    running ones, and returns the requests that finished as (id, output)."""
+    try:
+      finished = self._admit()
+      groups: dict[str | None, list[_Request]] = {}
+      for r in self._active.values():
+        if not r.done:
+          groups.setdefault(r.params.adapter, []).append(r)
+      for adapter, reqs in groups.items():
+        self._decode_chunk(adapter, reqs)
+      for r in list(self._active.values()):
+        if r.done:
+          finished.append((r.rid, self._finish(r)))
+      return finished
+    except BaseException:
+      self.abort()
+      raise
+
+  def abort(self) -> None:
+    """Drops every waiting and running request (after an error) and their KV."""
+    self._waiting.clear()
+    for r in self._active.values():
+      self.slots.release(r.slot, np.zeros((0,), np.int32))
+    self._active.clear()
+
+  # -- internals ---------------------------------------------------------------------------
+
+  def _weights(self, adapter: str | None):
+    return (self.graphdef, self.state) if adapter is None else self.adapters[adapter]
+
+  def _ensure_capacity(self, need: int) -> None:
+    """Grows the slot store (power-of-two length) so every slot can hold `need` tokens."""
+    cap = _bucket(need, 4 * self.min_prompt_bucket)
+    if self._store is not None and self._store[0][0].is_deleted():
+      # Donated elsewhere (a copy of this engine ran) or lost to an error: start afresh.
+      self._store, self._capacity = None, 0
+      self.slots.forget(everything=True)
+    if self._store is not None and cap <= self._capacity:
+      return
+    c = self.config
+    shape = (self.num_slots + 1, cap, c.num_kv_heads, c.head_dim)  # +1: scratch for padding
+
+    def grow(old):
+      new = jnp.zeros(shape, c.dtype)
+      return new if old is None else new.at[:, : old.shape[1]].set(old)
+
+    if self._store is None:
+      self._store = (tuple(grow(None) for _ in range(c.num_layers)),
+                     tuple(grow(None) for _ in range(c.num_layers)))
+    else:
+      self._store = (tuple(grow(k) for k in self._store[0]),
+                     tuple(grow(v) for v in self._store[1]))
+    self._capacity = cap
+
+  def _batch(self, reqs: list[_Request]):
+    """Padded per-row arrays for a batch (padding rows use the scratch slot, done)."""
+    n = len(reqs)
     b = _bucket(n, self.min_batch_bucket)
-    t = _bucket(max(len(p) for p in prompts), self.min_prompt_bucket)
-    max_new = max(p.max_new_tokens for p in params)
-    # The cache length (prompt bucket + room for new tokens) is itself a power of two, so
-    # nearby max_new_tokens values share one compiled prefill and decode.
-    cache_len = _bucket(t + max_new, 2 * self.min_prompt_bucket)
-    n_new = cache_len - t
-    tokens = np.full((b, t), self.pad_id, np.int32)
-    seg = np.zeros((b, t), np.int32)
-    for i, p in enumerate(prompts):
-      tokens[i, t - len(p):] = p
-      seg[i, t - len(p):] = 1
+    rows = np.full((b,), self.num_slots, np.int32)
     temp = np.zeros((b,), np.float32)
     top_k = np.zeros((b,), np.int32)
     top_p = np.ones((b,), np.float32)
-    mx = np.ones((b,), np.int32)
-    no_eos = np.zeros((b,), bool)
-    for i, p in enumerate(params):
-      temp[i], top_k[i], top_p[i], mx[i] = p.temperature, p.top_k, p.top_p, p.max_new_tokens
-      no_eos[i] = p.ignore_eos
-    keys = jax.vmap(jax.random.key)(
-        jnp.asarray([s % (2**32) for s in seeds] + [0] * (b - n), jnp.uint32))
+    seeds = np.zeros((b,), np.uint32)
+    for i, r in enumerate(reqs):
+      rows[i] = r.slot
+      p = r.params
+      temp[i], top_k[i], top_p[i], seeds[i] = p.temperature, p.top_k, p.top_p, r.key_seed
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
     mode = sampling_mode(temp[:n], top_k[:n], top_p[:n])
-    first, pos, cache = _prefill(
-        graphdef, state, jnp.asarray(tokens), jnp.asarray(seg), temp, top_k, top_p, keys,
-        cache_len=cache_len, mode=mode)
+    return b, rows, temp, top_k, top_p, keys, mode
+
+  def _admit(self) -> list[tuple[int, GenerationOutput]]:
+    """Moves waiting requests into free slots and prefills them, one adapter at a time."""
+    room = min(self.slots.num_free, self.max_batch_size - len(self._active))
+    admitted: dict[str | None, list[_Request]] = {}
+    while self._waiting and room > 0:
+      r = self._waiting.popleft()
+      r.slot, r.reused = self.slots.acquire(r.prompt, r.params.adapter)
+      r.version = self._version
+      self._active[r.rid] = r
+      admitted.setdefault(r.params.adapter, []).append(r)
+      room -= 1
+    finished = []
+    for adapter, reqs in admitted.items():
+      self._prefill_batch(adapter, reqs)
+      for r in reqs:
+        if r.done:
+          finished.append((r.rid, self._finish(r)))
+    return finished
+
+  def _prefill_batch(self, adapter: str | None, reqs: list[_Request]) -> None:
+    self._ensure_capacity(max(len(r.prompt) + r.params.max_new_tokens for r in reqs) + 1)
+    b, rows, temp, top_k, top_p, keys, mode = self._batch(reqs)
+    suffix = [r.prompt[r.reused:] for r in reqs]
+    t = _bucket(max(len(x) for x in suffix), self.min_prompt_bucket)
+    tokens = np.full((b, t), self.pad_id, np.int32)
+    offsets = np.zeros((b,), np.int32)
+    lengths = np.ones((b,), np.int32)
+    for i, (r, x) in enumerate(zip(reqs, suffix)):
+      tokens[i, : len(x)] = x
+      offsets[i], lengths[i] = r.reused, len(x)
+      self.num_prompt_tokens += len(r.prompt)
+      self.num_prefill_tokens += len(x)
+    view = min(self._capacity, _bucket(int(offsets.max()) + t, 2 * self.min_prompt_bucket))
+    graphdef, state = self._weights(adapter)
+    first, self._store = _prefill(
+        graphdef, state, self._store, jnp.asarray(rows), jnp.asarray(tokens),
+        jnp.asarray(offsets), jnp.asarray(lengths), temp, top_k, top_p, keys, view=view,
+        mode=mode)
     self.num_forward_passes += 1
-    out = jnp.zeros((b, n_new), jnp.int32).at[:, 0].set(first)
-    count = jnp.ones((b,), jnp.int32)
-    eos = np.asarray(self.eos_ids)
-    first_np = np.asarray(first)
-    done_np = (np.isin(first_np, eos) & ~no_eos) | (mx <= 1)
-    done_np[n:] = True
-    done = jnp.asarray(done_np)
-    token = first
-    stop_at: dict[int, tuple[int, str]] = {}
-    while True:
-      self._check_stops(out, count, done_np, params, stop_at)
-      done_np = done_np | np.isin(np.arange(b), list(stop_at))
-      if done_np.all():
-        break
-      done = jnp.asarray(done_np)
-      cache, out, token, pos, count, done, steps = _decode(
-          graphdef, state, cache, out, token, pos, count, done, jnp.asarray(mx),
-          self.eos_ids, jnp.asarray(no_eos), temp, top_k, top_p, keys, chunk=self.decode_chunk,
-          mode=mode)
-      self.num_forward_passes += int(steps)
-      done_np = np.asarray(done)
-    out_np, count_np = np.asarray(out), np.asarray(count)
-    results = []
-    for i in range(n):
-      ids = out_np[i, : count_np[i]].tolist()
-      results.append(self._finish(ids, len(prompts[i]), params[i], stop_at.get(i)))
-      self.num_generated_tokens += len(results[-1].token_ids)
-    return results
-
-  def _check_stops(self, out, count, done_np, params, stop_at) -> None:
-    """Marks rows whose text contains a stop string (host side, once per chunk)."""
-    rows = [i for i, p in enumerate(params) if p.stop and i not in stop_at]
-    if not rows:
-      return
-    out_np, count_np = np.asarray(out), np.asarray(count)
     eos = set(self.tokenizer.eos_token_ids)
-    for i in rows:
-      ids = out_np[i, : count_np[i]].tolist()
-      # Find the shortest prefix of tokens whose text contains a stop string.
-      text = self.tokenizer.decode([x for x in ids if x not in eos])
-      hits = [(text.find(s), s) for s in params[i].stop if s and s in text]
-      if not hits:
-        continue
-      _pos, s = min(hits)
-      n_tok = len(ids)
-      while n_tok > 1 and s in self.tokenizer.decode([x for x in ids[: n_tok - 1] if x not in eos]):
-        n_tok -= 1
-      stop_at[i] = (n_tok, s)
+    for r, tok in zip(reqs, np.asarray(first).tolist()):
+      r.length, r.token, r.ids = len(r.prompt), tok, [tok]
+      self._update_done(r, eos)
 
-  def _finish(self, ids, n_prompt, p: SamplingParams, stop) -> GenerationOutput:
+  def _update_done(self, r: _Request, eos: set[int]) -> None:
+    p = r.params
+    if p.stop:
+      r.stop = self._find_stop(r.ids, p.stop)
+    r.done = (r.stop is not None or (r.ids[-1] in eos and not p.ignore_eos)
+              or len(r.ids) >= p.max_new_tokens)
+
+  def _decode_chunk(self, adapter: str | None, reqs: list[_Request]) -> None:
+    reqs = reqs[: self.max_batch_size]
+    b, rows, temp, top_k, top_p, keys, mode = self._batch(reqs)
+    token = np.zeros((b,), np.int32)
+    length = np.zeros((b,), np.int32)
+    count = np.ones((b,), np.int32)
+    done = np.ones((b,), bool)
+    max_new = np.ones((b,), np.int32)
+    no_eos = np.zeros((b,), bool)
+    for i, r in enumerate(reqs):
+      token[i], length[i], count[i], done[i] = r.token, r.length, len(r.ids), False
+      max_new[i], no_eos[i] = r.params.max_new_tokens, r.params.ignore_eos
+    chunk = self.decode_chunk
+    view = min(self._capacity, _bucket(int(length.max()) + chunk, 2 * self.min_prompt_bucket))
+    graphdef, state = self._weights(adapter)
+    self._store, toks, steps, _, _, count_d, _ = _decode(
+        graphdef, state, self._store, jnp.asarray(rows), jnp.asarray(token), jnp.asarray(length),
+        jnp.asarray(count), jnp.asarray(done), jnp.asarray(max_new), self.eos_ids,
+        jnp.asarray(no_eos), temp, top_k, top_p, keys, chunk=chunk, view=view, mode=mode)
+    self.num_forward_passes += int(steps)
+    toks, count_np = np.asarray(toks), np.asarray(count_d)
+    eos = set(self.tokenizer.eos_token_ids)
+    for i, r in enumerate(reqs):
+      new = toks[i, : count_np[i] - len(r.ids)].tolist()
+      r.length += len(new)
+      r.ids.extend(new)
+      r.token = r.ids[-1]
+      self._update_done(r, eos)
+
+  def _find_stop(self, ids: list[int], stops: tuple[str, ...]) -> tuple[int, str] | None:
+    """(tokens up to the first stop string, the string), or None (host side, per chunk)."""
+    eos = set(self.tokenizer.eos_token_ids)
+    text = self.tokenizer.decode([x for x in ids if x not in eos])
+    hits = [(text.find(s), s) for s in stops if s and s in text]
+    if not hits:
+      return None
+    _pos, s = min(hits)
+    n_tok = len(ids)
+    while n_tok > 1 and s in self.tokenizer.decode([x for x in ids[: n_tok - 1] if x not in eos]):
+      n_tok -= 1
+    return n_tok, s
+
+  def _finish(self, r: _Request) -> GenerationOutput:
+    """Releases the request's slot (keeping its KV for later prefixes) and builds its output."""
+    del self._active[r.rid]
+    # The slot holds the prompt and every generated token except the last (never fed).
+    fed = np.concatenate([r.prompt, np.asarray(r.ids[:-1], np.int32)])[: r.length]
+    self.slots.release(r.slot, fed if r.version == self._version else fed[:0])
+    out = self._output(r.ids, len(r.prompt), r.params, r.stop)
+    self.num_generated_tokens += len(out.token_ids)
+    return out
+
+  def _output(self, ids, n_prompt, p: SamplingParams, stop) -> GenerationOutput:
     eos = set(self.tokenizer.eos_token_ids)
     if stop is not None:
       n_tok, s = stop

@@ -95,7 +95,8 @@ class KVCache:
   """Per-layer keys/values plus the segment id and position of every cache slot.
 
   k[i], v[i]: [B, S, num_kv_heads, head_dim]; segment_ids, positions: [B, S] int32
-  (segment 0 = empty slot); index: int32 scalar, the next slot to write (same for all rows).
+  (segment 0 = empty slot); index: int32, the next slot to write: a scalar (same for all
+  rows) or one per row `[B]` (rows of different lengths, as the generation engine keeps them).
   """
 
   k: tuple[jax.Array, ...]
@@ -120,6 +121,20 @@ class KVCache:
         positions=jnp.zeros((batch, max_len), jnp.int32),
         index=jnp.zeros((), jnp.int32),
     )
+
+
+def write_at(buf: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
+  """`buf[b, index + j] = new[b, j]` for `buf` [B, S, ...] and `new` [B, T, ...].
+
+  A scalar `index` writes every row at the same offset; a per-row `index` [B] writes each row
+  at its own, and slots past the end of `buf` are dropped (padding beyond the cache).
+  """
+  new = new.astype(buf.dtype)
+  if index.ndim == 0:
+    return jax.lax.dynamic_update_slice(buf, new, (0, index) + (0,) * (buf.ndim - 2))
+  b, t = new.shape[:2]
+  cols = index[:, None] + jnp.arange(t, dtype=index.dtype)[None, :]
+  return buf.at[jnp.arange(b)[:, None], cols].set(new, mode="drop")
 
 
 def attention_mask(
@@ -167,8 +182,8 @@ class Attention(nnx.Module):
     new_kv = None
     if cache_kv is not None:
       ck, cv = cache_kv
-      k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
-      v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
+      k = write_at(ck, k, index)
+      v = write_at(cv, v, index)
       new_kv = (k, v)
     groups = c.num_heads // c.num_kv_heads
     q = q.reshape(b, t, c.num_kv_heads, groups, c.head_dim)
@@ -282,8 +297,8 @@ class Transformer(nnx.Module):
         x = constrain(fwd(layer, x, positions, segment_ids, kv_seg, kv_pos), _ACT)
       new_cache = None
     else:
-      kv_seg = jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids, (0, cache.index))
-      kv_pos = jax.lax.dynamic_update_slice(cache.positions, positions, (0, cache.index))
+      kv_seg = write_at(cache.segment_ids, segment_ids, cache.index)
+      kv_pos = write_at(cache.positions, positions, cache.index)
       ks, vs = [], []
       for i, layer in enumerate(self.layers):
         x, (k, v) = layer(x, positions, segment_ids, (cache.k[i], cache.v[i]), kv_seg, kv_pos,
