@@ -202,7 +202,9 @@ class GenerationEngine:
     decode_chunk: decode steps per dispatch (stop strings are checked between chunks).
     max_seq_len: longest prompt + completion accepted.
     seed: base seed for requests without their own.
-    num_slots: KV rows kept (memory: slots x longest sequence x KV size); >= max_batch_size.
+    num_slots: KV rows kept (memory: slots x slot length x KV size); >= max_batch_size.
+    slot_len: initial tokens per slot (grown by doubling when a request needs more, which
+      recompiles); default min(max_seq_len, 1024) rounded up to a power of two.
     prefix_cache: reuse KV of earlier requests' token prefixes (False: compute every prompt).
   """
 
@@ -218,6 +220,7 @@ class GenerationEngine:
       max_seq_len: int | None = None,
       seed: int = 0,
       num_slots: int | None = None,
+      slot_len: int | None = None,
       prefix_cache: bool = True,
   ):
     self.tokenizer = tokenizer
@@ -234,6 +237,8 @@ class GenerationEngine:
     self.prefix_cache = prefix_cache
     self.num_slots = max(num_slots or max_batch_size, max_batch_size)
     self.slots = SlotTable(self.num_slots, reuse=prefix_cache)
+    self.slot_len = _bucket(slot_len or min(self.max_seq_len, 1024), 1)
+    self.min_view = 4 * min_prompt_bucket  # smallest attended cache length
     # Counters: forward passes, generated tokens, prompt tokens asked for, prompt tokens
     # computed (the rest came from the prefix cache).
     self.num_forward_passes = 0
@@ -371,7 +376,7 @@ class GenerationEngine:
 
   def _ensure_capacity(self, need: int) -> None:
     """Grows the slot store (power-of-two length) so every slot can hold `need` tokens."""
-    cap = _bucket(need, 4 * self.min_prompt_bucket)
+    cap = _bucket(need, self.slot_len)
     if self._store is not None and self._store[0][0].is_deleted():
       # Donated elsewhere (a copy of this engine ran) or lost to an error: start afresh.
       self._store, self._capacity = None, 0
@@ -381,6 +386,7 @@ class GenerationEngine:
     c = self.config
     shape = (self.num_slots + 1, cap, c.num_kv_heads, c.head_dim)  # +1: scratch for padding
 
+    @jax.jit  # committed, as the donated outputs that replace it will be: no second trace
     def grow(old):
       new = jnp.zeros(shape, c.dtype)
       return new if old is None else new.at[:, : old.shape[1]].set(old)
@@ -442,7 +448,7 @@ class GenerationEngine:
       offsets[i], lengths[i] = r.reused, len(x)
       self.num_prompt_tokens += len(r.prompt)
       self.num_prefill_tokens += len(x)
-    view = min(self._capacity, _bucket(int(offsets.max()) + t, 2 * self.min_prompt_bucket))
+    view = min(self._capacity, _bucket(int(offsets.max()) + t, self.min_view))
     graphdef, state = self._weights(adapter)
     first, self._store = _prefill(
         graphdef, state, self._store, jnp.asarray(rows), jnp.asarray(tokens),
@@ -474,7 +480,7 @@ class GenerationEngine:
       token[i], length[i], count[i], done[i] = r.token, r.length, len(r.ids), False
       max_new[i], no_eos[i] = r.params.max_new_tokens, r.params.ignore_eos
     chunk = self.decode_chunk
-    view = min(self._capacity, _bucket(int(length.max()) + chunk, 2 * self.min_prompt_bucket))
+    view = min(self._capacity, _bucket(int(length.max()) + chunk, self.min_view))
     graphdef, state = self._weights(adapter)
     self._store, toks, steps, _, _, count_d, _ = _decode(
         graphdef, state, self._store, jnp.asarray(rows), jnp.asarray(token), jnp.asarray(length),
