@@ -88,7 +88,7 @@ def default_llm_config(backend: str = "local") -> ml_collections.ConfigDict:
   c.local.max_seq_len = 0  # longest prompt + completion; 0 = the model's max positions
   c.local.seed = 0  # engine seed for requests without their own
   c.local.prefix_cache = True  # reuse the KV of earlier prompts' token prefixes (exact)
-  c.local.num_slots = 0  # KV rows kept for reuse (memory bound); 0 = max_batch_size
+  c.local.num_slots = 0  # KV rows kept for reuse, ~1 per live episode; 0 = max(16, batch)
   c.local.continuous_batching = True  # requests join/leave the decode batch between chunks
   return c
 

@@ -202,7 +202,8 @@ class GenerationEngine:
     decode_chunk: decode steps per dispatch (stop strings are checked between chunks).
     max_seq_len: longest prompt + completion accepted.
     seed: base seed for requests without their own.
-    num_slots: KV rows kept (memory: slots x slot length x KV size); >= max_batch_size.
+    num_slots: KV rows kept, about one per concurrent episode (memory: slots x slot length x
+      KV size); default 16, at least max_batch_size.
     slot_len: initial tokens per slot (grown by doubling when a request needs more, which
       recompiles); default min(max_seq_len, 1024) rounded up to a power of two.
     prefix_cache: reuse KV of earlier requests' token prefixes (False: compute every prompt).
@@ -235,7 +236,7 @@ class GenerationEngine:
     self.eos_ids = jnp.asarray(sorted(set(tokenizer.eos_token_ids)) or [-1], jnp.int32)
     self.pad_id = tokenizer.pad_token_id
     self.prefix_cache = prefix_cache
-    self.num_slots = max(num_slots or max_batch_size, max_batch_size)
+    self.num_slots = max(num_slots or 16, max_batch_size)
     self.slots = SlotTable(self.num_slots, reuse=prefix_cache)
     self.slot_len = _bucket(slot_len or min(self.max_seq_len, 1024), 1)
     self.min_view = 4 * min_prompt_bucket  # smallest attended cache length
