@@ -25,7 +25,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from automem.models import sharding as shd
-from automem.models.transformer import Linear, Transformer, param
+from automem.models.transformer import Linear, Transformer, matmul, param
 
 ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -114,8 +114,9 @@ class LoRAAdapter(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.dropout is not None:
       x = self.dropout(x)
-    h = jnp.dot(x.astype(self.dtype), self.lora_a[...].astype(self.dtype))
-    return jnp.dot(h, self.lora_b[...].astype(self.dtype)) * self.scaling
+    h = matmul(x.astype(self.dtype), self.lora_a[...].astype(self.dtype))
+    return matmul(h, self.lora_b[...].astype(self.dtype)) * self.scaling
+
 
 
 def _targets(model: Transformer, names: Sequence[str]) -> Iterator[tuple[str, int | None, Linear]]:

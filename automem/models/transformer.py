@@ -37,6 +37,36 @@ def param(
   return cls(init(key, shape, dtype), out_sharding=axes, eager_sharding=False)
 
 
+@jax.custom_vjp
+def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+  """`x @ w` (`x` [..., in], `w` [in, out]) whose weight gradient, a contraction over every
+  token, reads a materialised input and output gradient on CPU.
+
+  With plain autodiff XLA's CPU compiler fused the producers of both (the SiLU backward,
+  residual sums, the RMSNorm) into the token-transposing copies feeding the weight-gradient
+  dot, recomputing them while reading every input with a stride: about half of a LoRA step
+  went there. An optimisation barrier keeps those copies plain transposes. Other backends
+  get plain autodiff; the products are the same everywhere.
+  """
+  return jnp.dot(x, w)
+
+
+def _matmul_fwd(x, w):
+  return jnp.dot(x, w), (x, w)
+
+
+def _matmul_bwd(res, g):
+  x, w = res
+  if jax.default_backend() == "cpu":
+    x, g = jax.lax.optimization_barrier((x, g))
+  batch = tuple(range(x.ndim - 1))
+  dw = jax.lax.dot_general(x, g, ((batch, batch), ((), ())))
+  return jnp.dot(g, w.T).astype(x.dtype), dw.astype(w.dtype)
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
 class Linear(nnx.Module):
   """Dense layer with logical axis names and an optional LoRA adapter (see `lora.py`)."""
 
@@ -57,7 +87,7 @@ class Linear(nnx.Module):
     self.lora = nnx.data(None)  # a LoRAAdapter, set by `apply_lora`
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    y = matmul(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     if self.lora is not None:
@@ -203,13 +233,24 @@ class Attention(nnx.Module):
 
 
 def _attend(q, k, v, q_seg, q_pos, kv_seg, kv_pos, c: ModelConfig) -> jax.Array:
-  """Masked softmax attention; q: [B, T, KVH, G, D], k, v: [B, S, KVH, D] (fp32 scores)."""
-  scores = jnp.einsum("btkgd,bskd->bkgts", q, k,
+  """Masked softmax attention; q: [B, T, KVH, G, D], k, v: [B, S, KVH, D] (fp32 scores).
+
+  Heads move next to the batch first ([B, KVH, G*T, D] against [B, KVH, S, D]), so both
+  products are plain batched matmuls with the contracted dimension minor: on CPU the
+  einsums over the token-major layout made XLA transpose score-sized tensors (forward and
+  backward) and cost about twice as much.
+  """
+  b, t, kh, g, d = q.shape
+  s = k.shape[1]
+  qt = q.transpose(0, 2, 3, 1, 4).reshape(b, kh, g * t, d)
+  kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+  scores = jnp.einsum("bkqd,bksd->bkqs", qt, kt,
                       preferred_element_type=jnp.float32) * (c.head_dim ** -0.5)
   mask = attention_mask(q_seg, q_pos, kv_seg, kv_pos)[:, None, None]
-  scores = jnp.where(mask, scores, _NEG_INF)
-  probs = jax.nn.softmax(scores, axis=-1).astype(c.dtype)
-  return jnp.einsum("bkgts,bskd->btkgd", probs, v)
+  scores = jnp.where(mask, scores.reshape(b, kh, g, t, s), _NEG_INF)
+  probs = jax.nn.softmax(scores, axis=-1).astype(c.dtype).reshape(b, kh, g * t, s)
+  out = jnp.einsum("bkqs,bksd->bkqd", probs, vt)
+  return out.reshape(b, kh, g, t, d).transpose(0, 3, 1, 2, 4)
 
 
 class MLP(nnx.Module):

@@ -17,7 +17,7 @@ SLOTS = 2
 
 
 def make(model, tok, **kw) -> GenerationEngine:
-  kw = dict(max_batch_size=SLOTS, min_batch_bucket=2, min_prompt_bucket=16, decode_chunk=4,
+  kw = dict(max_batch_size=SLOTS, num_slots=SLOTS, min_batch_bucket=2, min_prompt_bucket=16, decode_chunk=4,
             **kw)
   return GenerationEngine(model, tok, **kw)
 
