@@ -3,6 +3,7 @@
     python benchmarks/bench_engine.py                       # record the embedded run, replay
     python benchmarks/bench_engine.py --config_arg="games=crafter;minihack,steps=6"
     python benchmarks/bench_engine.py --stream=/tmp/stream.jsonl   # replay a saved stream
+  python benchmarks/bench_engine.py --end_to_end --setups=neither,both   # whole runs
 
 First the embedded evaluation (`experiments/configs/evaluate.py`, the tiny local model,
 real envs, the real agent and runner) plays its episodes while a recording client notes
@@ -41,6 +42,9 @@ _STREAM = flags.DEFINE_string("stream", "", "replay this saved stream instead of
 _SAVE = flags.DEFINE_string("save_stream", "", "write the recorded stream here (JSON lines)")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "timed replays per set-up; the best is kept")
 _SETUPS = flags.DEFINE_list("setups", ["neither", "prefix", "both"], "set-ups to replay")
+_END_TO_END = flags.DEFINE_bool(
+    "end_to_end", False, "instead of replaying, play the embedded evaluation once per set-up "
+    "(the last set-up first, so it pays the compiles) and print wall time per env step")
 
 SETUPS = {"neither": (False, False), "prefix": (True, False), "both": (True, True)}
 
@@ -86,16 +90,16 @@ class RecordingClient:
     return results
 
 
-def record(config_arg: str) -> tuple[list[Recorded], str, float, dict]:
+def record(config_arg: str, setup: str = "both") -> tuple[list[Recorded], str, float, dict]:
   """Plays the embedded evaluation; returns (stream, checkpoint, wall s, llm config)."""
-  from experiments.configs import evaluate as eval_config
-
   from automem.llm import make_client
   from automem.llm.config import tiny_checkpoint_dir
   from automem.rollout.evaluate import evaluate
+  from experiments.configs import evaluate as eval_config
 
   config = eval_config.get_config(config_arg or None)
   config.progress = False
+  config.llm.local.prefix_cache, config.llm.local.continuous_batching = SETUPS[setup]
   client = RecordingClient(make_client(config.llm))
   t0 = time.perf_counter()
   with tempfile.TemporaryDirectory() as tmp:
@@ -136,6 +140,18 @@ def main(argv):
   del argv
   from automem.models import GenerationEngine, Tokenizer, load_hf_checkpoint
 
+  if _END_TO_END.value:
+    walls = {}
+    for name in reversed(_SETUPS.value):
+      stream, _, walls[name], _ = record(_CONFIG_ARG.value, name)
+      steps = len({(r.episode, r.step) for r in stream})
+    ref = _SETUPS.value[0]
+    print(f"embedded evaluation end to end ({steps} env steps, envs and compiles included; "
+          f"'{_SETUPS.value[-1]}' ran first and paid the compiles); CPU only")
+    for name in _SETUPS.value:
+      print(f"| {name:<8} | {walls[name]:8.1f} s | {walls[name] / steps:7.2f} s/env step | "
+            f"{walls[ref] / walls[name]:5.2f}x |")
+    return
   if _STREAM.value:
     with open(_STREAM.value) as f:
       header = json.loads(f.readline())
