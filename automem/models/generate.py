@@ -16,6 +16,7 @@ import collections
 import dataclasses
 import functools
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -249,6 +250,8 @@ class GenerationEngine:
     self._request_counter = 0
     self._next_rid = 0
     self._version = 0
+    self._lock = threading.RLock()  # one engine may serve several batcher threads
+    self._stash: list[tuple[int, GenerationOutput]] = []  # finished during another's generate
     self._waiting: collections.deque[_Request] = collections.deque()
     self._active: dict[int, _Request] = {}
     self._store: tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]] | None = None
@@ -295,6 +298,10 @@ class GenerationEngine:
   def add_requests(self, prompts: Sequence[Sequence[int]],
                    params: Sequence[SamplingParams] | SamplingParams | None = None) -> list[int]:
     """Queues requests (checked first: nothing is queued if one is bad); returns their ids."""
+    with self._lock:
+      return self._add_requests(prompts, params)
+
+  def _add_requests(self, prompts, params) -> list[int]:
     if params is None:
       params = SamplingParams()
     if isinstance(params, SamplingParams):
@@ -322,31 +329,44 @@ class GenerationEngine:
 
   def cancel(self, rid: int) -> None:
     """Drops a waiting or running request (its caller gave up)."""
-    self._waiting = collections.deque(r for r in self._waiting if r.rid != rid)
-    req = self._active.get(rid)
-    if req is not None:
-      req.done = True
+    with self._lock:
+      self._waiting = collections.deque(r for r in self._waiting if r.rid != rid)
+      req = self._active.get(rid)
+      if req is not None:
+        req.done = True
 
   def has_work(self) -> bool:
-    return bool(self._waiting or self._active)
+    return bool(self._waiting or self._active or self._stash)
 
   def generate(
       self,
       prompts: Sequence[Sequence[int]],
       params: Sequence[SamplingParams] | SamplingParams | None = None,
   ) -> list[GenerationOutput]:
-    """Generates one completion per prompt (token ids), in input order."""
-    if self.has_work():
-      raise RuntimeError("generate() while requests from add_requests() are running")
-    rids = self.add_requests(prompts, params)
-    results: dict[int, GenerationOutput] = {}
-    while self.has_work():
-      results.update(self.step())
-    return [results[r] for r in rids]
+    """Generates one completion per prompt (token ids), in input order.
+
+    Thread-safe: requests another thread added with `add_requests` keep running alongside
+    (their outputs wait for that thread's next `step`).
+    """
+    with self._lock:
+      rids = self.add_requests(prompts, params)
+      want, results = set(rids), {}
+      while len(results) < len(want):
+        for rid, out in self._step():
+          if rid in want:
+            results[rid] = out
+          else:
+            self._stash.append((rid, out))
+      return [results[r] for r in rids]
 
   def step(self) -> list[tuple[int, GenerationOutput]]:
     """Admits waiting requests into free slots (prefill), runs one decode chunk for the
     running ones, and returns the requests that finished as (id, output)."""
+    with self._lock:
+      stash, self._stash = self._stash, []
+      return stash + self._step()
+
+  def _step(self) -> list[tuple[int, GenerationOutput]]:
     try:
       finished = self._admit()
       groups: dict[str | None, list[_Request]] = {}
@@ -365,10 +385,11 @@ class GenerationEngine:
 
   def abort(self) -> None:
     """Drops every waiting and running request (after an error) and their KV."""
-    self._waiting.clear()
-    for r in self._active.values():
-      self.slots.release(r.slot, np.zeros((0,), np.int32))
-    self._active.clear()
+    with self._lock:
+      self._waiting.clear()
+      for r in self._active.values():
+        self.slots.release(r.slot, np.zeros((0,), np.int32))
+      self._active.clear()
 
   # -- internals ---------------------------------------------------------------------------
 

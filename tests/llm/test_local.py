@@ -53,27 +53,28 @@ def test_64_concurrent_requests_need_fewer_forward_passes_than_sequential(
     sequential = [(await client.generate([r]))[0] for r in reqs]
     p1 = engine.num_forward_passes
     # Proves the event loop runs while the engine works: the engine call waits (on its
-    # thread) until a coroutine on the loop has seen it start. No timing involved.
+    # thread) until a coroutine on the loop has seen it start. No timing involved. (The
+    # batcher drives this continuous engine by `step`, one decode chunk per call.)
     inside, loop_saw = threading.Event(), threading.Event()
-    real_generate = engine.generate
+    real_step = engine.step
 
-    def watched_generate(*args, **kwargs):
+    def watched_step(*args, **kwargs):
       inside.set()
       loop_saw.wait(60)
-      return real_generate(*args, **kwargs)
+      return real_step(*args, **kwargs)
 
     async def watcher():
       while not inside.is_set():
         await asyncio.sleep(0.001)  # polls the condition
       loop_saw.set()
 
-    engine.generate = watched_generate
+    engine.step = watched_step
     try:
       watch_task = asyncio.create_task(watcher())
       concurrent = await client.generate(reqs)
       await watch_task
     finally:
-      del engine.generate  # back to the class's method
+      del engine.step  # back to the class's method
     return (sequential, concurrent, p1 - p0, engine.num_forward_passes - p1,
             loop_saw.is_set())
 

@@ -148,3 +148,17 @@ def test_bucketed_shapes_bound_compiles(tiny_model, tok):
   for i in range(0, len(lengths), 2):  # other lengths in the same buckets: no new traces
     engine.generate([rng.integers(1, 500, n + 2).tolist() for n in lengths[i : i + 2]], GREEDY)
   assert traces() == warm
+
+
+def test_one_engine_serves_two_threads(tiny_model, tok):
+  import concurrent.futures
+
+  engine = make(tiny_model, tok, prefix_cache=False)
+  prompts = [tok.encode(f"Thread {i}: you see {i} trees.") for i in range(4)]
+  want = [engine.generate([p], GREEDY)[0].token_ids for p in prompts]
+  (rid,) = engine.add_requests([prompts[0]], GREEDY)  # a continuous batcher's request
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    got = list(pool.map(lambda p: engine.generate([p], GREEDY)[0].token_ids, prompts))
+  assert got == want
+  finished = dict(engine.step())  # the other request's output waited for its own step
+  assert finished[rid].token_ids == want[0] and not engine.has_work()
