@@ -10,6 +10,7 @@ or file, raised before anything is started.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import json
 import os
 from collections.abc import Mapping
@@ -80,6 +81,28 @@ def check_tasks(game: str, tasks: tuple[str, ...], where: str) -> None:
                        + (", ..." if len(known) > 12 else ""))
 
 
+def task_universe(game: str) -> list[str]:
+  """Every task id a structure's per-task override could meet for `game` (full and short
+  MiniHack ids, NetHack ids, or the game's own name for Crafter)."""
+  if game not in ("minihack", "nethack"):
+    return [game]
+  prefix = "MiniHack-" if game == "minihack" else "NetHack"
+  ids = sorted(i for i in _registered_ids(game) if i.startswith(prefix))
+  if game == "minihack":
+    ids += [i.removeprefix(prefix).removesuffix("-v0") for i in ids]
+  return ids
+
+
+def check_overrides(game: str, structure: MemoryStructure, where: str) -> None:
+  """Refuses a per-task override whose glob matches no task the game has (a typo would
+  otherwise leave the override silently unused)."""
+  universe = task_universe(game)
+  for i, o in enumerate(structure.task_overrides):
+    if not any(fnmatch.fnmatchcase(t, o.match) for t in universe):
+      raise InputError(where, f"task_overrides[{i}].match: {o.match!r} matches no {game} task "
+                       f"(e.g. {', '.join(universe[:3])})")
+
+
 def _positive(value: Any, where: str, *, allow: tuple[int, ...] = ()) -> None:
   if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value not in allow):
     extra = f" (or {', '.join(map(str, allow))})" if allow else ""
@@ -103,7 +126,8 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
     _positive(gc.max_steps, f"config.game.{g}.max_steps")
     _positive(gc.envs_per_task, f"config.game.{g}.envs_per_task")
     check_tasks(g, tuple(gc.tasks), f"config.game.{g}.tasks")
-    build_structure(g, gc)  # a bad structure file or override is reported here
+    structure = build_structure(g, gc)  # a bad structure file or override is reported here
+    check_overrides(g, structure, f"config.game.{g}.structure")
     try:
       seeds(config.seed_set, gc.episodes if gc.episodes > 0 else config.episodes_per_task,
             config.seed_offset)

@@ -242,3 +242,16 @@ def test_bad_structure_file_and_unwritable_workdir_name_the_culprit(tmp_path):
   (tmp_path / "file").write_text("x")
   with pytest.raises(InputError, match=r"--workdir: .*file/run is not a writable directory"):
     evaluate(config, str(tmp_path / "file" / "run"), clients={"base": ScriptedClient("b")})
+
+
+def test_a_task_override_glob_matching_no_task_of_the_game_is_refused_at_config_load():
+  from automem.rollout.evaluate import validate_config
+  from automem.utils.errors import InputError
+  from experiments.configs import evaluate as evaluate_config
+
+  config = evaluate_config.get_config("games=minihack,structure=evolved")
+  validate_config(config)  # the shipped Boxoban override matches MiniHack's Boxoban tasks
+  config.game.minihack.structure_overrides = {"task_overrides": [
+      {"match": "MiniHack-Boxobn-*", "changes": {"fallback_action": "north"}}]}
+  with pytest.raises(InputError, match=r"task_overrides\[0\]\.match.*Boxobn.*matches no minihack"):
+    validate_config(config)
