@@ -5,7 +5,7 @@ Public API::
   run_pipeline(config, workdir, stages=None, clients=None) -> {stage: summary}
   STAGES; set_loop("loop1" | "loop2", fn)      plug a loop in: fn(Context) -> summary
   NotAvailable                                 raised by a loop stage not plugged in yet
-  read_summary(workdir, stage), summary_path(workdir, stage)
+  read_summary(workdir, stage), summary_path(workdir, stage), stage_plan(config)
 
 Entry point: `python -m experiments.automem` (experiments/configs/automem.py).
 """
@@ -17,8 +17,9 @@ from automem.pipeline.stages import (
     read_summary,
     run_pipeline,
     set_loop,
+    stage_plan,
     summary_path,
 )
 
 __all__ = ["STAGES", "Context", "NotAvailable", "read_summary", "run_pipeline", "set_loop",
-           "summary_path"]
+           "stage_plan", "summary_path"]

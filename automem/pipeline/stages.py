@@ -195,6 +195,18 @@ def _write_summary(workdir: str, stage: str, summary: Mapping[str, Any]) -> None
   os.replace(tmp, path)
 
 
+def stage_plan(config: ml_collections.ConfigDict) -> tuple[list[str], set[str]]:
+  """The stages to run in order and the ones to skip; unknown names are a ValueError."""
+  order = [s.strip() for s in config.stages.split(",") if s.strip()]
+  skip = {s.strip() for s in config.skip.split(",") if s.strip()}
+  for name in [*order, *skip]:
+    if name not in STAGES:
+      raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+  if len(set(order)) != len(order):
+    raise ValueError(f"a stage is listed twice in {config.stages!r}")
+  return order, skip
+
+
 def run_pipeline(config: ml_collections.ConfigDict, workdir: str, *,
                  stages: Mapping[str, StageFn] | None = None,
                  clients: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
@@ -205,11 +217,7 @@ def run_pipeline(config: ml_collections.ConfigDict, workdir: str, *,
   summary `{"skipped": true}` (not written, so a later run may still run it).
   """
   stages = {**DEFAULT_STAGES, **(stages or {})}
-  order = [s.strip() for s in config.stages.split(",") if s.strip()]
-  skip = {s.strip() for s in config.skip.split(",") if s.strip()}
-  for name in [*order, *skip]:
-    if name not in stages:
-      raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+  order, skip = stage_plan(config)
   os.makedirs(workdir, exist_ok=True)
   ctx = Context(os.path.abspath(workdir), config, {}, clients, env_factory)
   for name in order:
