@@ -118,8 +118,8 @@ def tiny_checkpoint_dir(config: ml_collections.ConfigDict) -> str:
   sweep_stale_tmp(root)  # half-built models of killed runs
   if not os.path.exists(os.path.join(path, "config.json")):
     tmp = tmp_path(path)
-    logging.info("building the tiny offline model in %s (%d pretraining steps; once, about a "
-                 "CPU-minute)", path, steps)
+    logging.info("building the tiny offline model in %s (%d pretraining steps; once, a few "
+                 "CPU-minutes)", path, steps)
     make_tiny_checkpoint(tmp, family=family, max_position_embeddings=context,
                          pretrain_steps=steps)
     try:
