@@ -85,9 +85,17 @@ def _build_optimize_structure(config):
           *_build_evaluate(config.eval)]
 
 
+def _build_automem(config):
+  from automem.pipeline import stage_plan
+
+  order, skip = stage_plan(config)
+  assert order
+  return [*_build_evaluate(config.eval), order, skip]
+
+
 BUILDERS = {"evaluate": _build_evaluate, "train_proficiency": _build_train_proficiency,
             "select_decisions": _build_select_decisions,
-            "optimize_structure": _build_optimize_structure}
+            "optimize_structure": _build_optimize_structure, "automem": _build_automem}
 
 
 def _variants(path):

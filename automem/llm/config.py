@@ -75,9 +75,10 @@ def default_llm_config(backend: str = "local") -> ml_collections.ConfigDict:
   c.local.checkpoint = ""  # HF-format checkpoint dir; "" = the tiny offline model below
   c.local.tiny_family = "qwen2"  # family of the tiny model built when checkpoint is ""
   c.local.tiny_context = 4096  # its max_position_embeddings (NetHack prompts want ~16k)
-  # Steps of next-token pretraining on the generated game/command corpus, so the tiny model
-  # writes well-formed memory commands (~1 CPU-minute once; 0 = random weights).
-  c.local.tiny_pretrain_steps = 300
+  # Steps of next-token pretraining on agent chats rendered from the real prompts, command
+  # language and action names (automem.models.tiny), so the tiny model writes commands the
+  # parser accepts and commits real actions (a few CPU-minutes once; 0 = random weights).
+  c.local.tiny_pretrain_steps = 800
   c.local.tiny_cache_dir = ""  # where the tiny model is built once; "" = $AUTOMEM_CACHE/tiny_llm
   c.local.adapters = ""  # "name=peft_dir,...": LoRA adapters served on the shared base weights
   c.local.dtype = "float32"  # activation dtype: float32 | bfloat16
@@ -108,18 +109,20 @@ def _api_key(config: ml_collections.ConfigDict) -> str | None:
 def tiny_checkpoint_dir(config: ml_collections.ConfigDict) -> str:
   """The cached tiny offline model for `config.local` (built on first use)."""
   from automem.models import make_tiny_checkpoint
-  from automem.models.tiny import default_cache_dir
+  from automem.models.tiny import CORPUS_VERSION, default_cache_dir
 
   root = os.path.expanduser(config.local.tiny_cache_dir or
                             os.path.join(default_cache_dir(), "tiny_llm"))
   family, context = config.local.tiny_family, int(config.local.tiny_context)
   steps = int(config.local.tiny_pretrain_steps)
-  path = os.path.join(root, f"{family}-ctx{context}" + (f"-pre{steps}" if steps else ""))
+  # The corpus version is in the name: a changed corpus builds a new model, not a stale hit.
+  pre = f"-pre{steps}-c{CORPUS_VERSION}" if steps else ""
+  path = os.path.join(root, f"{family}-ctx{context}{pre}")
   sweep_stale_tmp(root)  # half-built models of killed runs
   if not os.path.exists(os.path.join(path, "config.json")):
     tmp = tmp_path(path)
-    logging.info("building the tiny offline model in %s (%d pretraining steps; once, about a "
-                 "CPU-minute)", path, steps)
+    logging.info("building the tiny offline model in %s (%d pretraining steps; once, a few "
+                 "CPU-minutes)", path, steps)
     make_tiny_checkpoint(tmp, family=family, max_position_embeddings=context,
                          pretrain_steps=steps)
     try:

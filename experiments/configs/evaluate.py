@@ -2,17 +2,18 @@
 
 Default (the embedded main job; offline, CPU, a few minutes): two short
 episodes each of Crafter, MiniHack Corridor-R3 and NetHack with the tiny
-local model (random weights briefly pretrained on generated game and memory-command
-text, so it writes real commands); the scores are meaningless, the pipeline is real. It
+local model (pretrained on agent chats rendered from the real prompts, command language
+and action names, so it writes real commands); the scores are meaningless, the pipeline is
+real. It
 writes a complete run directory (config, structures, trajectories, memory,
 metrics, summary, TensorBoard events).
 
   python -m experiments.evaluate --config=experiments/configs/evaluate.py --workdir=runs/eval
 
 Expected: about 5 CPU-minutes on a quiet 2-core machine (the first run also builds and
-pretrains the tiny model, about a minute, and compiles); every episode ends at its step
-cap with progression 0, the memory files see a few commands (APPEND, READ, COUNT, ...)
-and nearly every action is the structure's fallback.
+pretrains the tiny model, a few CPU-minutes, and compiles); every episode ends at its step
+cap with progression 0, LOG turns mostly end with DONE, and about half the PLAN steps
+commit a valid action (the rest fall back to the structure's fallback action).
 Running it again on the same workdir finds every episode finished and only
 rewrites the summary.
 

@@ -1,0 +1,51 @@
+"""The AutoMem pipeline end to end: v0, Loop 1, Loop 2, final, report (one workdir).
+
+  python -m experiments.automem --workdir=runs/automem
+  python -m experiments.automem --config=experiments/configs/automem.py:paper --workdir=...
+
+Re-running with the same --workdir resumes: finished stages are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from automem.pipeline import run_pipeline
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(__file__), "configs", "automem.py"),
+    "Pipeline config (experiments/configs/automem.py[:variant]).", lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Pipeline workdir (default runs/automem-<UTC timestamp>); an existing one "
+    "resumes.")
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or os.path.join(
+      "runs", time.strftime("automem-%Y%m%d-%H%M%S", time.gmtime()))
+  logging.info("config:\n%s", config)
+  if config.eval.llm.backend == "local":
+    import jax
+
+    from automem.models.tiny import default_cache_dir
+
+    if not jax.config.jax_compilation_cache_dir:  # the local engine's compilations persist
+      jax.config.update("jax_compilation_cache_dir", os.path.join(default_cache_dir(), "jax_cache"))
+  results = run_pipeline(config, workdir)
+  for stage, summary in results.items():
+    print(f"{stage:<8} {'skipped' if summary.get('skipped') else 'done'}")
+  report = results.get("report", {}).get("report")
+  if report:
+    print(f"report: {os.path.abspath(report)}")
+  print(f"workdir: {os.path.abspath(workdir)}")
+
+
+if __name__ == "__main__":
+  app.run(main)
