@@ -502,9 +502,10 @@ def is_finished(path: str | os.PathLike[str]) -> bool:
     if not line.endswith("\n"):
       return False
     try:
-      return json.loads(line).get("type") == "end"
+      record = json.loads(line)
     except json.JSONDecodeError:
       return False
+    return isinstance(record, dict) and record.get("type") == "end"
   return False
 
 

@@ -13,12 +13,13 @@ together fit `results_budget(limits)`; the commands past that budget still
 run, but one note says how many results were left out and `format_results`
 skips the rest (a completion full of unknown tags cannot grow the follow-up
 prompt).
-Text that cleans to nothing (only control characters) is refused.
+Text that cleans to nothing visible (only control, format or space characters) is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -121,9 +122,15 @@ def _bound(results: list[CommandResult], budget: int) -> list[CommandResult]:
 def _cleaned(text: str, what: str) -> str:
   """`text` as it would be stored; refuses text that cleans to nothing but was not empty."""
   out = clean_content(text)
-  if text.strip() and not out.strip():
-    raise _Refused(f"{what} has only control characters; nothing to store")
+  if text.strip() and not any(_visible(c) for c in out):
+    raise _Refused(f"{what} has only control or invisible characters; nothing to store")
   return out
+
+
+def _visible(ch: str) -> bool:
+  """Whether a character shows as something (not space, control, format such as zero-width
+  or bidi marks, or unassigned)."""
+  return not ch.isspace() and unicodedata.category(ch) not in ("Cc", "Cf", "Cn", "Co", "Cs")
 
 
 class _Refused(Exception):

@@ -380,9 +380,15 @@ def _build(cls: type, value: Any, field: str, nested: Mapping[str, Any]) -> dict
 def _make(cls: type, value: Any, field: str, tuples: tuple[str, ...]) -> Any:
   kwargs = _build(cls, value, field, {t: (None, True, ()) for t in tuples})
   try:
-    return cls(**kwargs)
+    made = cls(**kwargs)
   except TypeError as e:
     raise StructureError(field, str(e)) from None
+  if isinstance(made, StoreLimits):  # checked here so later checks never compare a str
+    problems = made.check()
+    if problems:
+      name, message = problems[0]
+      raise StructureError(f"{field}.{name}", message)
+  return made
 
 
 def _jsonable(value: Any) -> Any:

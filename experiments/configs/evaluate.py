@@ -72,6 +72,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, full=False, games="", episodes=-1, steps=0, seed_set="test", backend="",
                 two_model=False, adapter="", layout="cached", ray=False, structure="")
   full = a["full"]
+  # -1 / 0 are the "not given" defaults; a given count must be positive (no silent coercion).
+  if arg and any(i.split("=")[0].strip() == "episodes" for i in arg.split(",")) \
+      and a["episodes"] < 1:
+    raise ValueError(f"variant episodes={a['episodes']}: must be a whole number >= 1")
+  if arg and any(i.split("=")[0].strip() == "steps" for i in arg.split(",")) and a["steps"] < 1:
+    raise ValueError(f"variant steps={a['steps']}: must be a whole number >= 1")
   c = ml_collections.ConfigDict()
   games = a["games"].replace(";", ",") or "crafter,minihack,nethack"
   c.games = games  # comma-separated games to play, each configured under config.game.<name>

@@ -293,9 +293,12 @@ def test_every_text_returned_to_the_model_is_bounded(tmp_path_factory, n_unknown
 
 @pytest.mark.parametrize("cmd", ["<|WRITE|>a.txt|\x01\x02<|END|>", "<|APPEND|>a.txt|\x1b\x07<|END|>",
                                  "<|UPSERT|>a.txt|\x01|v<|END|>", "<|UPSERT|>a.txt|k|\x02<|END|>",
-                                 "<|EDIT|>a.txt|keep|\x03<|END|>"])
+                                 "<|EDIT|>a.txt|keep|\x03<|END|>",
+                                 "<|APPEND|>a.txt|\u200b\u200b<|END|>",
+                                 "<|WRITE|>a.txt|\u202e\u202e<|END|>",
+                                 "<|APPEND|>a.txt|\ufeff \u2060<|END|>"])
 def test_text_that_cleans_to_nothing_is_an_error(tmp_path, cmd):
   s = MemoryStore(tmp_path / "mem", initial_files={"a.txt": "keep\n"})
   [r] = execute(s, parse_commands(cmd), phase="log")
-  assert not r.ok and "only control characters" in r.text
+  assert not r.ok and "only control or invisible characters" in r.text
   assert s.snapshot() == {"a.txt": "keep\n"} == _disk(s.root)

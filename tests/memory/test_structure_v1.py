@@ -201,3 +201,13 @@ def test_spec_field_needs_docs():
     x: int = spec_field("a number", 3, 0)
 
   assert dataclasses.fields(Tiny)[0].metadata == {"doc": "a number", "example": 3}
+
+
+@pytest.mark.parametrize("field, value", [("max_files", "9"), ("max_read_chars", 10**9),
+                                          ("max_tail_lines", True)])
+def test_mistyped_store_limits_name_their_field(field, value):
+  data = load_structure("crafter").to_dict()
+  data["limits"][field] = value
+  with pytest.raises(StructureError) as err:
+    MemoryStructure.from_dict(data)
+  assert err.value.field == f"limits.{field}"

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from automem.agent import AgentConfig, read_trajectory
+from automem.agent.trajectory import is_finished
 from automem.llm import LLMResult, default_llm_config, make_client
 from automem.rollout import OutagePolicy, RunDir, Runner, RunStopped, format_summary
 from automem.rollout.evaluate import evaluate, validate_config
@@ -67,6 +68,12 @@ def test_malformed_end_records_are_replayed_and_stale_temps_swept(tmp_path):
   (tdir / "crafter-0.jsonl").write_text("".join(lines[:-1]) + json.dumps(end) + "\n")
   lines = (tdir / "crafter-1.jsonl").read_text().splitlines(keepends=True)
   (tdir / "crafter-1.jsonl").write_text("".join(lines[:-1]) + "garbage{\n" + lines[-1])
+  for p in ("crafter-0", "crafter-1", "crafter-2"):  # JSON last lines that are not records
+    for last in ("[1]", "null", '"end"'):
+      probe = tmp_path / f"{p}-{len(last)}.probe"
+      probe.write_text((tdir / f"{p}.jsonl").read_text().splitlines(keepends=True)[0] + last + "\n")
+      assert not is_finished(probe)
+      probe.unlink()
   for stale in ("config.json.tmp999999999", "metrics/episodes.jsonl.tmp999999998"):
     (tmp_path / stale).write_text("{")
   client = ScriptedClient("b")
@@ -185,6 +192,10 @@ def test_entry_point_input_errors_and_a_dead_server_are_one_line(tmp_path):
   assert "Traceback" not in bad.stderr and "config:" not in bad.stderr
   assert bad.stderr.strip().splitlines()[-1].startswith(
       "error: config.game.minihack.tasks: unknown minihack task 'MiniHack-NoSuchTask-v0'")
+  zero = _entry("--config=experiments/configs/evaluate.py:episodes=0,games=crafter",
+                f"--workdir={tmp_path / 'z'}")
+  assert zero.returncode == 2 and "episodes=0: must be a whole number >= 1" in zero.stderr
+  assert not (tmp_path / "z").exists()
   variant = _entry("--config=experiments/configs/evaluate.py:bogus=1", f"--workdir={tmp_path}")
   assert variant.returncode == 2 and "Traceback" not in variant.stderr
   lines = variant.stderr.strip().splitlines()
