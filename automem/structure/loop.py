@@ -100,7 +100,8 @@ def race_config(c: ml_collections.ConfigDict) -> racing.RaceConfig:
 
 def rules_of(c: ml_collections.ConfigDict) -> Rules:
   return Rules(require_structural=c.require_structural, model_owned_memory=c.model_owned_memory,
-               harness_files=tuple(c.harness_files))
+               harness_files=tuple(c.harness_files),
+               allow_reference_files=c.allow_reference_files)
 
 
 class StructureLoop:

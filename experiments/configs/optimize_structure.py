@@ -111,6 +111,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rules.require_structural = True  # a revision must change structure, not only wording
   c.rules.model_owned_memory = True  # no pre-written notes; LOG keeps a write op
   c.rules.harness_files = ()  # files declared harness-maintained (may be pre-filled)
+  # May a revision pre-fill read-only files (reference text)? Off: that is the harness writing
+  # notes for the model all the same.
+  c.rules.allow_reference_files = False
 
   p = c.proposer = ml_collections.ConfigDict()
   p.kind = a["proposer"]  # offline | reviewer (tool calling) | single_shot (JSON schema)

@@ -106,6 +106,16 @@ def test_rules():
                            "pre-written notes")
   assert "may not write notes" in check_revision(STRUCTURE, notes)[0]
   assert check_revision(STRUCTURE, notes, Rules(harness_files=("map_notes.txt",))) == []
+  n = len(STRUCTURE.files)
+  tips = STRUCTURE.revise({f"files.{n}": {"name": "tips.txt", "read_only": True,
+                                          "content": "Always drink when thirst<5"}}, "tips")
+  assert check_revision(STRUCTURE, tips)[0].startswith(f"files.{n}.content:")
+  assert check_revision(STRUCTURE, tips, Rules(allow_reference_files=True)) == []
+  status = STRUCTURE.revise({f"files.{n}": {"name": "status.txt", "read_only": True},
+                             "harness_files.0": {"file": "status.txt", "source": "checklist"}},
+                            "a checklist the harness keeps")
+  assert check_revision(STRUCTURE, status)[0].startswith("harness_files.0:")
+  assert check_revision(STRUCTURE, status, Rules(harness_files=("status.txt",))) == []
   ops = [o for o in STRUCTURE.log.allowed_ops if o in ("SEARCH", "READ", "DONE")]
   readonly = STRUCTURE.revise({"log.allowed_ops": ops}, "no writes")
   assert "write op" in check_revision(STRUCTURE, readonly)[0]
