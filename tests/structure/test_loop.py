@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 
 import pytest
 
@@ -147,7 +148,26 @@ def test_resume_with_a_different_race_is_refused(tmp_path, agent):
   workdir = str(tmp_path / "loop")
   StructureLoop(loop_config(rounds=0, **{"final.episodes": 0}), workdir, clients={"base": agent})
   with pytest.raises(ValueError, match=r"config\.race"):
-    StructureLoop(loop_config(**{"race.level": 0.2}), workdir, clients={"base": agent})
+    StructureLoop(loop_config(rounds=0, **{"race.level": 0.2, "final.episodes": 0}), workdir,
+                  clients={"base": agent})
+
+
+def test_resume_refuses_any_measured_setting_and_more_rounds_after_the_final(tmp_path, agent):
+  workdir = str(tmp_path / "loop")
+  start = lambda rounds=0, **over: StructureLoop(  # noqa: E731
+      loop_config(rounds=rounds, **{"final.episodes": 0, **over}), workdir,
+      clients={"base": agent})
+  start()
+  for key, value in (("eval.agent.seed", 7), ("eval.game.minihack.max_steps", 9),
+                     ("review.episodes", 5), ("rules.model_owned_memory", False),
+                     ("calibrate_seed_shift", 5), ("final.offset", 3)):
+    with pytest.raises(ValueError, match=rf"different config\.{re.escape(key)} "):
+      start(**{key: value})
+  start(rounds=3, **{"eval.progress": False, "eval.llm.timeout_s": 5.0})  # not measured
+  pathlib.Path(workdir, "final.json").write_text("{}")
+  with pytest.raises(ValueError, match=r"config\.rounds after its final test-seed evaluation"):
+    start(rounds=4)
+  start(rounds=3)
 
 
 class Silent:
