@@ -232,6 +232,10 @@ class StructureLoop:
     proposals += self._continuation(r, records, state, ctx)
     if c.merge_every and r and r % c.merge_every == 0:
       proposals += self._merge(records, state)
+    unique = {(p.base, p.key()): p for p in reversed(proposals)}  # the first of each change set
+    if len(unique) < len(proposals):
+      logging.info("round %d: %d duplicate proposal(s) dropped", r, len(proposals) - len(unique))
+      proposals = [p for p in proposals if unique.get((p.base, p.key())) is p]
     atomic_write_json(path, [p.to_dict() for p in proposals])
     return proposals
 

@@ -126,6 +126,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   p.max_invalid = 3  # invalid revisions (StructureError / rule) sent back before giving up
   p.max_new_tokens = 4096  # completion cap per reviewer call
   p.temperature = 0.2  # reviewer sampling temperature
+  p.seed = 0  # sampling seed of proposal session i of a round: seed + i (sessions differ)
 
   e = evaluate_config.get_config(f"games={game}" + (",full" if full else ""))
   e.seed_set = "selection"  # set per evaluation by the loop

@@ -13,7 +13,7 @@ from automem.agent import is_finished, iter_records
 from automem.rollout import seed_set_of
 from automem.structure import StructureLoop, read_lineage
 from automem.structure.arms import SeedDisciplineError
-from automem.structure.lineage import append_lineage
+from automem.structure.lineage import append_lineage, fold
 from automem.structure.proposer import Proposal
 from tests.structure.conftest import PlantedProposer, add_file, loop_config
 
@@ -175,6 +175,22 @@ class Silent:
 
   def propose(self, ctx):
     return []
+
+
+class Repeating:
+  name = "repeating"
+
+  def propose(self, ctx):
+    return [Proposal({"history_length": 12}, "a"), Proposal({"history_length": 12}, "again"),
+            Proposal({"plan.max_iterations": 3}, "b")]
+
+
+def test_duplicate_proposals_of_a_round_are_dropped_before_racing(tmp_path, agent):
+  config = loop_config(rounds=1, **{"final.episodes": 0, "review.episodes": 0})
+  loop = StructureLoop(config, str(tmp_path / "loop"), clients={"base": agent},
+                       proposer=Repeating())
+  state = fold([])
+  assert [p.note for p in loop._proposals(0, state, "v0", [])] == ["a", "b"]
 
 
 def test_two_accepted_siblings_are_merged_and_raced(tmp_path, agent):
