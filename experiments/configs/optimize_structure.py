@@ -89,7 +89,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.race.test = "sign" if game == "minihack" else "bootstrap"
   c.race.bootstrap_samples = 1000  # resamples per bootstrap bound
   c.race.seed = 0  # seed of the bootstrap and of the Pareto-parent draw
-  # Score of a race episode: progression | return | dense (progression + milestones reached).
+  # Score of a race episode: progression | return | dense (progression + deepest level + XP
+  # level + NetHack score / 100; automem.structure.arms.dense_score).
   c.race.metric = "dense" if game == "nethack" else "progression"
   c.race.max_steps = 2000 if (game == "nethack" and full) else 0  # race step cap (0 = eval's)
   c.confirm = ml_collections.ConfigDict()
