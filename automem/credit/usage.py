@@ -2,8 +2,9 @@
 
 No LLM calls. The episode's memory is followed turn by turn through the
 recorded diffs, keeping for every line of every file the write that put it
-there. Reads (READ/SEARCH/TAIL/COUNT record `meta.returned`, the file lines
-they showed) are mapped back to those writes. For each written line:
+there. Reads (READ/SEARCH/TAIL record `meta.returned`, the file lines they
+showed) are mapped back to those writes; COUNT records the lines it counted
+but shows only a number, so it retrieves nothing (`shown_lines`). For each written line:
 retrieved later, retrieved before a commit (by a PLAN turn, i.e. while an
 action was being chosen), overwritten or deleted unread, a duplicate of a
 line already in memory. For each read: empty, redundant (only lines an
@@ -90,6 +91,19 @@ class EpisodeUsage:
     }
 
 
+NO_TEXT_OPS = frozenset({"COUNT"})  # reads whose result shows no line text
+
+
+def shown_lines(c: dict) -> dict[str, list[int]] | None:
+  """File -> line numbers a recorded command's result showed the model (None: not a read,
+  a read past the turn's results budget, or one that shows no line text, e.g. COUNT)."""
+  meta = c.get("meta") or {}
+  returned = meta.get("returned")
+  if returned is None or meta.get("hidden") or str(c.get("op")) in NO_TEXT_OPS:
+    return None
+  return returned
+
+
 def _writer_of(turn: Turn, file: str, text: str) -> int | None:
   """The write command of `turn` that most likely wrote `text` into `file`."""
   best = None
@@ -121,10 +135,9 @@ def episode_usage(traj: Trajectory) -> EpisodeUsage:
   shown_this_step: dict[int, set[int]] = {}
 
   def read(turn: Turn, i: int, c: dict) -> None:
-    meta = c.get("meta") or {}
-    returned = meta.get("returned")
-    if returned is None or meta.get("hidden"):
-      return  # not a read, or its result was not shown (past the turn's results budget)
+    returned = shown_lines(c)
+    if returned is None:
+      return  # not a read, not shown (past the turn's results budget), or no line text
     seen = shown_this_step.setdefault(turn.step, set())
     ids = []
     for name, numbers in returned.items():

@@ -101,6 +101,28 @@ def test_usage_credit_follows_lines_through_the_diffs(episode):
   assert scores[(0, "plan", 0)] == 0.25
 
 
+def test_count_shows_no_lines_so_it_retrieves_nothing(tmp_path):
+  store = MemoryStore(str(tmp_path / "mem"))
+  store.reset()
+  header = Header(episode_id="c", game="crafter", task="crafter", seed=1,
+                  action_names=["Do"], initial_memory=store.snapshot())
+  msgs = [{"role": "user", "content": "x"}]
+  log = run_turn(store, "c", 0, "log", msgs, "<|WRITE|>notes.txt|tree\nwater<|END|><|DONE|>")
+  count = run_turn(store, "c", 0, "plan", msgs, "<|COUNT|>notes.txt<|END|>")
+  assert count.commands[0]["meta"]["returned"] == {"notes.txt": [1, 2]}  # what it counted
+  commit = run_turn(store, "c", 0, "plan", [*msgs, {"role": "user", "content":
+                                                    count.commands[0]["result"]}],
+                    "<|ACTION|>Do<|END|>")
+  commit = commit.__class__(**{**commit.__dict__, "turn": 1})
+  path = tmp_path / "c.jsonl"
+  write_trajectory(path, header, [log, count, commit, Step(step=0, action="Do"),
+                                  End(episode_id="c", final_memory=store.snapshot())])
+  traj = read_trajectory(path)
+  u = episode_usage(traj)
+  assert [x.retrieved for x in u.lines] == [0, 0] and u.reads == []
+  assert find_probes([traj]) == []  # nothing shown, nothing to withhold
+
+
 def test_outcome_filters(tmp_path):
   good = write_episode(tmp_path, "good", 80.0)
   bad = write_episode(tmp_path, "bad", 10.0)
