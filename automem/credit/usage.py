@@ -1,10 +1,12 @@
 """Usage credit from the logs: how the lines a turn wrote were used later.
 
-No LLM calls. The episode's memory is followed turn by turn through the
-recorded diffs, keeping for every line of every file the write that put it
-there. Reads (READ/SEARCH/TAIL record `meta.returned`, the file lines they
-showed) are mapped back to those writes; COUNT records the lines it counted
-but shows only a number, so it retrieves nothing (`shown_lines`). For each written line:
+No LLM calls. The episode's memory is followed through the recorded diffs,
+the turns' and the harness's (`Trajectory.memory_changes`: retention,
+harness files), so line numbers stay in step, keeping for every line of
+every file the write that put it there. Reads (READ/SEARCH/TAIL record
+`meta.returned`, the file lines they showed) are mapped back to those
+writes; COUNT records the lines it counted but shows only a number, so it
+retrieves nothing (`shown_lines`). For each written line:
 retrieved later, retrieved before a commit (by a PLAN turn, i.e. while an
 action was being chosen), overwritten or deleted unread, a duplicate of a
 line already in memory. For each read: empty, redundant (only lines an
@@ -159,27 +161,35 @@ def episode_usage(traj: Trajectory) -> EpisodeUsage:
     reads.append(ReadUse((traj.path, *turn.key), i, turn.step, count, count == 0, redundant,
                          changed))
 
-  for turn in traj.turns:
+  for _, turn, diff in traj.memory_changes():
+    if turn is None:  # the harness's changes (retention, harness files): no one wrote these
+      _apply(traj.path, None, diff, files, texts, lines)
+      continue
     cmds = turn.commands
     first_write = next((i for i, c in enumerate(cmds)
                         if c.get("ok") and str(c.get("op")) in WRITE_OPS), len(cmds))
     for i in range(first_write):
       if str(cmds[i].get("op")) in READ_ONLY_OPS and cmds[i].get("ok"):
         read(turn, i, cmds[i])
-    _apply(traj.path, turn, files, texts, lines)
+    _apply(traj.path, turn, diff, files, texts, lines)
     for i in range(first_write, len(cmds)):
       if str(cmds[i].get("op")) in READ_ONLY_OPS and cmds[i].get("ok"):
         read(turn, i, cmds[i])
   return EpisodeUsage(lines, reads)
 
 
-def _apply(path: str, turn: Turn, files: dict[str, list[LineUse | None]], texts: dict[str, list[str]],
+def _apply(path: str, turn: Turn | None, diff: dict[str, Any],
+           files: dict[str, list[LineUse | None]], texts: dict[str, list[str]],
            lines: list[LineUse]) -> None:
-  """Moves the line provenance through the turn's recorded diff."""
-  diff = turn.memory_diff or {}
+  """Moves the line provenance through one recorded diff (`Trajectory.memory_changes`): a
+  turn's (its new lines are its writes) or the harness's (turn None: new lines belong to no
+  turn; lines it trims unread count as removed unread)."""
   existing = {x.strip() for v in texts.values() for x in v if x.strip()}
 
-  def new(name: str, text: str) -> LineUse:
+  def new(name: str, text: str) -> LineUse | None:
+    if turn is None:
+      existing.add(text.strip())
+      return None
     u = LineUse((path, *turn.key), _writer_of(turn, name, text), name, text, turn.step,
                 duplicate=bool(text.strip()) and text.strip() in existing)
     lines.append(u)

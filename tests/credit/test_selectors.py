@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from automem.agent import End, Header, Step, read_trajectory, write_trajectory
+from automem.agent import End, Header, Step, Turn, read_trajectory, write_trajectory
 from automem.credit import (
   CombineConfig,
   DeterministicConfig,
@@ -21,7 +21,7 @@ from automem.credit import (
 from automem.credit.combine import combine, percentiles, selection_stats, write_selection
 from automem.credit.judge import parse_verdict, stratified_sample
 from automem.credit.requery import find_probes, withhold
-from automem.memory import MemoryStore
+from automem.memory import MemoryStore, diff_snapshots
 from automem.proficiency import read_selected_turns
 from automem.proficiency.selection import load_turns
 from automem.proficiency.synthetic import run_turn
@@ -121,6 +121,28 @@ def test_count_shows_no_lines_so_it_retrieves_nothing(tmp_path):
   u = episode_usage(traj)
   assert [x.retrieved for x in u.lines] == [0, 0] and u.reads == []
   assert find_probes([traj]) == []  # nothing shown, nothing to withhold
+
+
+def test_usage_follows_the_harness_diffs_like_memory_before(tmp_path):
+  m0, m1, m2 = ({"notes.txt": ""}, {"notes.txt": "tree north\nwater east\n"},
+                {"notes.txt": "water east\n"})  # retention keeps the last line after step 0
+  read = {"op": "READ", "args": ["notes.txt"], "span": [0, 1], "ok": True,
+          "result": "1: water east", "meta": {"returned": {"notes.txt": [1]}}}
+  write = {"op": "WRITE", "args": ["notes.txt", "tree north\nwater east"], "span": [0, 1],
+           "ok": True, "result": "ok"}
+  records = [
+      Turn(step=0, phase="log", turn=0, completion="w", episode_id="h", commands=[write],
+           memory_diff=diff_snapshots(m0, m1)),
+      Step(step=0, action="Do", episode_id="h", extra={"harness_diff": diff_snapshots(m1, m2)}),
+      Turn(step=1, phase="plan", turn=0, completion="r", episode_id="h", commands=[read]),
+      Step(step=1, action="Do", episode_id="h"), End(episode_id="h", final_memory=m2)]
+  write_trajectory(tmp_path / "h.jsonl", Header(episode_id="h", game="crafter", task="crafter",
+                                                seed=1, initial_memory=m0), records)
+  traj = read_trajectory(tmp_path / "h.jsonl")
+  assert traj.memory_before(1, "plan", 0) == m2
+  lines = {x.text: x for x in episode_usage(traj).lines}
+  assert lines["water east"].retrieved == 1 and lines["water east"].retrieved_before_commit
+  assert lines["tree north"].retrieved == 0 and lines["tree north"].removed_unread
 
 
 def test_outcome_filters(tmp_path):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from automem.agent import TrajectoryWriter
-from automem.memory import load_structure
+from automem.agent import TrajectoryWriter, read_trajectory
+from automem.memory import diff_snapshots, load_structure
 from automem.structure import digest_run, load_trace, memory_at, render_digest
 from automem.structure.proposer import Proposal, continuation, merge, offline_proposals
 from automem.structure.rules import Rules, check_revision
@@ -78,6 +78,25 @@ def test_digest(traces):
   assert kinds["failed READ"]["episodes"] == 3
   assert "crafter-0" in render_digest(d)
   assert memory_at(traces[0], 0, {}) == {"notes.txt": "tree\n"}
+
+
+def test_memory_at_applies_the_harness_diffs(tmp_path):
+  m0, m1, m2 = ({"notes.txt": ""}, {"notes.txt": "a\nb\n"}, {"notes.txt": "b\n"})
+  path = str(tmp_path / "h.jsonl")
+  w = TrajectoryWriter(path, {"episode_id": "h", "game": "crafter", "task": "crafter", "seed": 0,
+                              "initial_memory": m0})
+  w.write([{"type": "turn", "step": 0, "phase": "log", "turn": 0, "completion": "",
+            "commands": [], "memory_diff": diff_snapshots(m0, m1)},
+           {"type": "step", "step": 0, "action": "noop",
+            "harness_diff": diff_snapshots(m1, m2)},  # retention after the step's action
+           {"type": "turn", "step": 1, "phase": "plan", "turn": 0, "completion": "",
+            "commands": [], "memory_diff": {}},
+           {"type": "step", "step": 1, "action": "noop"},
+           {"type": "end", "stats": {}, "final_memory": m2}])
+  w.close()
+  trace = load_trace(path)
+  assert memory_at(trace, 0) == m2 == read_trajectory(path).memory_before(1, "plan", 0)
+  assert memory_at(trace, -1) == m0
 
 
 def test_offline_proposals_follow_the_digest_and_the_rules(traces):
