@@ -185,6 +185,18 @@ def test_combine_ranks_weights_and_writes_the_trainers_format(tmp_path, episode)
   assert saved["by_op"]["WRITE"] == 1 and saved["selected"] == 3
 
 
+def test_turns_no_scorer_scored_rank_last(episode):
+  cands, _ = deterministic_candidates([episode])
+  usage = sorted(usage_scores(cands, [episode]), key=lambda s: -s.score)
+  best, rest = usage[0], usage[1:]  # the best turn, left unscored
+  sel = combine(cands, {}, {"usage": rest}, [episode], CombineConfig())
+  assert sel[-1].turn.key == best.key and sel[-1].score == 0.0 and sel[-1].scores == {}
+  assert all(s.score >= 0.0 for s in sel[:-1]) and sel[-2].score == 0.0  # the lowest scored
+  assert sel[-1].weight == CombineConfig().min_weight
+  plain = combine(cands, {}, {}, [episode], CombineConfig())  # no scorer: all equal
+  assert {s.score for s in plain} == {0.5} and {s.weight for s in plain} == {1.0}
+
+
 def test_requery_probes_withhold_exactly_the_retrieved_lines(episode):
   probes = find_probes([episode])
   assert [(p.step, p.commit.turn) for p in probes] == [(0, 1), (2, 1)]
