@@ -7,24 +7,30 @@ import pathlib
 
 import pytest
 
-from automem.agent import End, Header, Step, Turn, read_trajectory, write_trajectory
+from automem.agent import AgentConfig, End, Header, Step, Turn, read_trajectory, write_trajectory
 from automem.credit import (
   CombineConfig,
+  CounterfactualConfig,
   DeterministicConfig,
   balance_games,
+  counterfactual,
   deterministic_candidates,
   episode_usage,
   near_unlock,
+  plan_forks,
   top_episodes,
   usage_scores,
 )
 from automem.credit.combine import combine, percentiles, selection_stats, write_selection
 from automem.credit.judge import parse_verdict, stratified_sample
 from automem.credit.requery import find_probes, withhold
-from automem.memory import MemoryStore, diff_snapshots
+from automem.credit.select import SelectionConfig, load_structures
+from automem.memory import MemoryStore, diff_snapshots, load_structure
 from automem.proficiency import read_selected_turns
 from automem.proficiency.selection import load_turns
 from automem.proficiency.synthetic import run_turn
+from automem.rollout.seeds import seeds
+from automem.utils import InputError
 
 # (step, phase, completion) in the order the agent would run them.
 SCRIPT = [
@@ -41,11 +47,11 @@ SCRIPT = [
 ]
 
 
-def write_episode(tmp_path, name="e0", progression=50.0, game="crafter"):
+def write_episode(tmp_path, name="e0", progression=50.0, game="crafter", seed=1, seed_set=""):
   store = MemoryStore(str(tmp_path / "mem" / name))
   store.reset()
-  header = Header(episode_id=name, game=game, task=game, seed=1, action_names=["Move North", "Do"],
-                  initial_memory=store.snapshot())
+  header = Header(episode_id=name, game=game, task=game, seed=seed, seed_set=seed_set,
+                  action_names=["Move North", "Do"], initial_memory=store.snapshot())
   records, turn_no, last = [], 0, None
   for step, phase, text in SCRIPT:
     turn_no = turn_no + 1 if (step, phase) == last else 0
@@ -204,6 +210,44 @@ def test_requery_probes_withhold_exactly_the_retrieved_lines(episode):
   assert "tree north" in probes[0].commit.messages[-1]["content"]
   assert "tree north" not in msgs[-1]["content"] and "(lines withheld)" in msgs[-1]["content"]
   assert msgs[:2] == probes[0].commit.messages[:2]  # the shared prefix is untouched
+
+
+def test_seed_sets_are_judged_by_the_seed_and_loop2_takes_train_episodes(tmp_path):
+  from automem.credit import select_decisions
+
+  def run(**kw):
+    return select_decisions([str(tmp_path)], str(tmp_path / "sel"), SelectionConfig(**kw))
+
+  write_episode(tmp_path, "ok", 30.0)
+  write_episode(tmp_path, "sel", 30.0, seed=seeds("selection", 1)[0])
+  with pytest.raises(InputError, match=r"not from the train seed set .*e\.g\. sel \(seed "
+                                       r"1000000 of the selection set\).*allow_selection_seeds"):
+    run()
+  selected, _ = run(allow_selection_seeds=True)
+  assert {s.turn.episode_id for s in selected} == {"ok", "sel"}
+  write_episode(tmp_path, "liar", 30.0, seed=seeds("test", 1)[0], seed_set="train")
+  with pytest.raises(InputError, match=r"test-set episode.*liar \(seed 2000000 of the test set, "
+                                       r"its header says 'train'\)"):
+    run(allow_selection_seeds=True)
+
+
+def test_each_episode_forks_with_its_own_structure_and_agent_settings(tmp_path):
+  a = write_episode(tmp_path / "runA", "a")
+  b = write_episode(tmp_path / "runB", "b")
+  for run, history in (("runA", 3), ("runB", 9)):
+    (tmp_path / run / "structures").mkdir()
+    load_structure("crafter").revise({"history_length": history}, "x").save(
+        str(tmp_path / run / "structures" / "crafter.json"))
+  (tmp_path / "runC").mkdir()
+  c = write_episode(tmp_path / "runC", "c")  # no structures/ in its run dir
+  got = load_structures([a, b, c])
+  assert {p: s.history_length for p, s in got.items()} == {a.path: 3, b.path: 9}
+  cands, _ = deterministic_candidates([a, b])
+  forks = plan_forks(cands, [a, b], CounterfactualConfig(max_decisions=2, samples=1))
+  configs = {a.path: AgentConfig(seed=1), b.path: AgentConfig(seed=2)}
+  for f in forks:
+    structure, config = counterfactual._own(f, got, configs)
+    assert structure is got[f.decision.trajectory] and config is configs[f.decision.trajectory]
 
 
 def test_judge_answers_and_samples():
