@@ -32,7 +32,9 @@ Run directory::
 
 Killed at any point, a rerun on the same workdir resumes: finished episodes
 are read back from their run dirs, saved proposals are not asked for again,
-and decided rounds are folded from the lineage.
+and decided rounds are folded from the lineage. A rerun whose config differs
+in anything measured (every field but transport and progress, `RESUME_FREE`;
+`rounds` too once final.json exists) is refused, naming the field.
 """
 
 from __future__ import annotations
