@@ -311,16 +311,28 @@ class Trajectory:
     if self.header.initial_memory is None:
       raise TrajectoryError(f"{self.path}: no initial memory in the header")
     snap = dict(self.header.initial_memory)
-    between = _harness_diffs(self.steps)
-    done = -1
+    for _, t, diff in self.memory_changes():
+      if t is not None and t.key == (step, phase, turn):
+        return snap
+      snap = apply_diff(snap, diff)
+    raise KeyError(f"{self.path}: no turn with step={step} phase={phase!r} turn={turn}")
+
+  def memory_changes(self) -> Iterator[tuple[int, Turn | None, dict[str, Any]]]:
+    """Every recorded memory change in the order it happened, as (step, turn, diff): a
+    turn's own `memory_diff` (turn set), or the harness's (turn None: after-LOG hooks on a
+    turn's `harness_diff`, step_start hooks on a step's after its action). Everything that
+    follows memory through an episode applies these, so line numbers stay in step."""
+    between, done = _harness_diffs(self.steps), -1
     for t in self.turns:  # file order is the order the turns ran in
       for s in range(done, t.step):  # the harness's changes after earlier steps' actions
-        snap = apply_diff(snap, between.get(s) or {})
+        if between.get(s):
+          yield s, None, between[s]
       done = max(done, t.step)
-      if t.key == (step, phase, turn):
-        return snap
-      snap = apply_diff(apply_diff(snap, t.memory_diff), t.extra.get("harness_diff") or {})
-    raise KeyError(f"{self.path}: no turn with step={step} phase={phase!r} turn={turn}")
+      yield t.step, t, t.memory_diff or {}
+      if t.extra.get("harness_diff"):
+        yield t.step, None, t.extra["harness_diff"]
+    for s in sorted(k for k in between if k >= done):  # after the last turn's step
+      yield s, None, between[s]
 
   def memory_after(self, step: int, phase: str, turn: int) -> dict[str, str]:
     """The memory files just after a turn ran."""
@@ -533,13 +545,11 @@ def replay_memory(trajectory: Trajectory | Mapping[str, Any], store: MemoryStore
         turns=tuple(Turn.from_json(t) for t in trajectory["turns"]), steps=(),
         end=None if trajectory.get("end") is None else End.from_json(trajectory["end"]))
   problems: list[str] = []
-  between, done = _harness_diffs(trajectory.steps), -1
-  for turn in trajectory.turns:
+  for _, turn, harness in trajectory.memory_changes():
+    if turn is None:  # the harness's own changes (hooks): applied as recorded
+      store.restore(apply_diff(store.snapshot(), harness))
+      continue
     where = f"step {turn.step} {turn.phase} turn {turn.turn}"
-    for s in range(done, turn.step):  # the harness's own changes between steps
-      if between.get(s):
-        store.restore(apply_diff(store.snapshot(), between[s]))
-    done = max(done, turn.step)
     parsed = parse_commands(turn.completion)
     by_span = {tuple(item.span): item for item in parsed.items}
     to_run = []
@@ -565,10 +575,6 @@ def replay_memory(trajectory: Trajectory | Mapping[str, Any], store: MemoryStore
         problems.append(f"{where}: the recorded diff does not reproduce the store")
     except ValueError as e:
       problems.append(f"{where}: recorded diff does not apply: {e}")
-    if turn.extra.get("harness_diff"):  # after-LOG hooks (harness files, retention)
-      store.restore(apply_diff(store.snapshot(), turn.extra["harness_diff"]))
-  for s in sorted(k for k in between if k >= done):  # after the last turn's step
-    store.restore(apply_diff(store.snapshot(), between[s]))
   end = trajectory.end
   if end is not None and end.final_memory is not None and end.final_memory != store.snapshot():
     problems.append("final memory differs from the replayed store")

@@ -7,8 +7,11 @@
 3. Scorers (`usage`, `requery`, `counterfactual`, `judge`) score the
    survivors. Each scorer's scores become percentiles in [0, 1] (ties share
    one); a turn's combined score is the weighted mean of the percentiles of
-   the scorers that scored it (0.5 when none did). A scorer "chose" a turn
-   when the turn is in its upper half.
+   the scorers that scored it. A turn no scorer scored (a scorer that skips
+   it, a failed judge call) ranks last, just below the lowest scored turn,
+   with combined score 0: silence never outranks a low score. Without any
+   scores at all every turn gets 0.5. A scorer "chose" a turn when the turn
+   is in its upper half.
 4. Rank by combined score, keep the best `keep_fraction` (and those at or above
    `min_score`), optionally the same number per game (`balance_games`).
 5. Weight: `min_weight + (max_weight - min_weight) * combined` (1.0 without
@@ -95,7 +98,8 @@ def combine(candidates: Sequence[ScoredTurn], passed: Mapping[str, Mapping[TurnK
     raise ValueError(f"keep_fraction must be in (0, 1], got {cfg.keep_fraction}")
   pct = {name: percentiles(v) for name, v in scored.items()}
   raw = {name: {s.key: s for s in v} for name, v in scored.items()}
-  rows = []
+  unscored = 0.0 if any(pct.values()) else 0.5  # see the module docstring
+  rows, silent = [], set()
   for c in candidates:
     num = den = 0.0
     for name in scored:
@@ -103,9 +107,10 @@ def combine(candidates: Sequence[ScoredTurn], passed: Mapping[str, Mapping[TurnK
         w = float(cfg.weights.get(name, 1.0))
         num += w * pct[name][c.key]
         den += w
-    combined = num / den if den else 0.5
-    rows.append((combined, c))
-  rows.sort(key=lambda r: (-r[0], r[1].key))
+    if not den:
+      silent.add(c.key)
+    rows.append((num / den if den else unscored, c))
+  rows.sort(key=lambda r: (-r[0], r[1].key in silent, r[1].key))
   n_keep = max(1, round(cfg.keep_fraction * len(rows))) if rows else 0
   kept = rows[:n_keep]
   if cfg.min_score is not None:

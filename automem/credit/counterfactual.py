@@ -126,12 +126,27 @@ def plan_forks(candidates: Sequence[ScoredTurn], trajectories: Sequence[Trajecto
 
 
 def run_forks(forks: Sequence[Fork], *, client: Any, structures: Mapping[str, Any],
-              agent_config: AgentConfig, horizon: int, env_factory: EnvFactory = make_env,
-              workdir: str | None = None, batch: int = 64) -> list[ForkOutcome]:
-  """Plays every fork for `horizon` steps; one batched env per (game, settings)."""
+              agent_config: AgentConfig | Mapping[str, AgentConfig], horizon: int,
+              env_factory: EnvFactory = make_env, workdir: str | None = None,
+              batch: int = 64) -> list[ForkOutcome]:
+  """Plays every fork for `horizon` steps; one batched env per (game, settings).
+
+  `structures` and `agent_config`: each fork plays with those of its own episode, keyed by
+  the decision's trajectory path (a structure may also be keyed by game: one for all of
+  that game's forks; a single `AgentConfig` serves every fork).
+  """
   return asyncio.run(arun_forks(forks, client=client, structures=structures,
                                 agent_config=agent_config, horizon=horizon,
                                 env_factory=env_factory, workdir=workdir, batch=batch))
+
+
+def _own(fork: Fork, structures: Mapping[str, Any],
+         agent_config: AgentConfig | Mapping[str, AgentConfig]) -> tuple[Any, AgentConfig]:
+  """The structure and agent settings of the fork's own episode (see `run_forks`)."""
+  path = fork.decision.trajectory
+  structure = structures[path] if path in structures else structures[fork.game]
+  config = agent_config if isinstance(agent_config, AgentConfig) else agent_config[path]
+  return structure, config
 
 
 def slots_for(n: int, batch: int) -> int:
@@ -140,8 +155,9 @@ def slots_for(n: int, batch: int) -> int:
 
 
 async def arun_forks(forks: Sequence[Fork], *, client: Any, structures: Mapping[str, Any],
-                     agent_config: AgentConfig, horizon: int, env_factory: EnvFactory = make_env,
-                     workdir: str | None = None, batch: int = 64) -> list[ForkOutcome]:
+                     agent_config: AgentConfig | Mapping[str, AgentConfig], horizon: int,
+                     env_factory: EnvFactory = make_env, workdir: str | None = None,
+                     batch: int = 64) -> list[ForkOutcome]:
   groups: dict[str, list[int]] = collections.defaultdict(list)
   for i, f in enumerate(forks):
     groups[settings_key(f.game, f.env_settings)].append(i)
@@ -167,29 +183,33 @@ async def arun_forks(forks: Sequence[Fork], *, client: Any, structures: Mapping[
 
 
 async def _run_group(forks: list[Fork], client: Any, structures: Mapping[str, Any],
-                     agent_config: AgentConfig, horizon: int, env_factory: EnvFactory,
+                     agent_config: AgentConfig | Mapping[str, AgentConfig], horizon: int, env_factory: EnvFactory,
                      tmp: str, slots: int) -> list[ForkOutcome]:
   f0 = forks[0]
   env = await asyncio.to_thread(env_factory, f0.game, slots, **f0.env_settings)
   try:
     starts = await asyncio.to_thread(replay_prefixes, env, [f.episode_seed for f in forks],
                                      [f.prefix for f in forks])
-    structure = structures[f0.game]
-    fork_structure = structure.revise({"log_first_step": False}, note="counterfactual fork")
     agents: list[EpisodeAgent | None] = []
+    revised: dict[int, Any] = {}  # structure -> its fork version (revised once)
     base: list[tuple[float, int]] = []
     for j, (f, (obs, stats, ended)) in enumerate(zip(forks, starts)):
       base.append((stats.progression if stats else 0.0, len(stats.achievements) if stats else 0))
       if ended:
         agents.append(None)
         continue
+      structure, config = _own(f, structures, agent_config)
+      if id(structure) not in revised:
+        revised[id(structure)] = structure.revise({"log_first_step": False},
+                                                  note="counterfactual fork")
+      fork_structure = revised[id(structure)]
       store = MemoryStore.from_structure(os.path.join(tmp, f"fork-{j}"), structure)
       store.restore(f.memory)  # a new store starts reset: only the changed files are written
       agent = EpisodeAgent(
           episode_id=f"{f.decision.episode_id}/fork-{f.decision.step}-{f.decision.phase}-"
                      f"{f.decision.turn}-{f.arm}-{f.sample}",
           game=f.game, task=f.task, seed=f.episode_seed, structure=fork_structure, store=store,
-          action_names=env.action_names, config=dataclasses.replace(agent_config, seed=f.seed),
+          action_names=env.action_names, config=dataclasses.replace(config, seed=f.seed),
           action_reader=getattr(env, "action_reader", None))
       agent.start(obs)
       agents.append(agent)

@@ -1,7 +1,7 @@
 """Influence by re-query: would the model have committed the same action without the lines?
 
-At a PLAN step whose earlier turns retrieved memory lines (READ/SEARCH/TAIL/
-COUNT that showed something) and whose later turn committed the action, the
+At a PLAN step whose earlier turns retrieved memory lines (READ/SEARCH/TAIL
+that showed something; COUNT shows a number, not lines) and whose later turn committed the action, the
 committing turn's prompt is sent again N times as recorded ("kept") and N
 times with every retrieval result's lines withheld ("withheld"), with the
 same fixed sampling seeds in both arms. Influence = the share of withheld
@@ -20,6 +20,7 @@ from typing import Any
 
 from automem.agent.trajectory import Trajectory, Turn
 from automem.credit.scored import ScoredTurn, TurnKey, by_path
+from automem.credit.usage import shown_lines
 from automem.envs.base import normalize_action_name
 from automem.llm.types import LLMRequest
 from automem.memory import READ_ONLY_OPS, parse_commands
@@ -37,10 +38,9 @@ class RequeryConfig:
 
 
 def _shown(c: dict) -> bool:
-  meta = c.get("meta") or {}
-  returned = meta.get("returned") or {}
-  return (c.get("ok", False) and str(c.get("op")) in READ_ONLY_OPS and not meta.get("hidden")
-          and any(returned.values()))
+  """Did the command show the model memory lines (COUNT and hidden results do not)?"""
+  returned = shown_lines(c) or {}
+  return c.get("ok", False) and str(c.get("op")) in READ_ONLY_OPS and any(returned.values())
 
 
 def withhold(messages: Sequence[dict[str, str]], results: Sequence[str]) -> list[dict[str, str]]:

@@ -1,9 +1,10 @@
 """Decision selection on run directories: any combination of selectors, end to end.
 
 `select_decisions(paths, out_dir, config, clients)` reads every finished
-trajectory under `paths` (run dirs, `trajectories/` dirs or files; test-set
-episodes are refused), builds the candidates, applies the configured filters
-and scorers, combines them and writes `selected_turns.jsonl`,
+trajectory under `paths` (run dirs, `trajectories/` dirs or files; only
+train-set episodes by default, judged by the seed itself), builds the
+candidates, applies the configured filters and scorers, combines them and
+writes `selected_turns.jsonl`,
 `selection_stats.json` and the logs of the LLM-backed selectors
 (`requery_log.jsonl`, `judge_calls.jsonl`) into `out_dir`.
 """
@@ -29,6 +30,7 @@ from automem.credit.replay import EnvFactory
 from automem.credit.scored import ScoredTurn, TurnKey
 from automem.envs import make_env
 from automem.memory import MemoryStructure
+from automem.rollout.seeds import seed_set_of
 from automem.utils import InputError
 
 
@@ -50,6 +52,7 @@ class SelectionConfig:
       default_factory=cf.CounterfactualConfig)
   judge: judge.JudgeConfig = dataclasses.field(default_factory=judge.JudgeConfig)
   allow_test_seeds: bool = False  # selection must never see test episodes
+  allow_selection_seeds: bool = False  # Loop 2 data comes from train episodes only
 
 
 def agent_config_of(traj: Trajectory) -> AgentConfig:
@@ -69,17 +72,51 @@ def agent_config_of(traj: Trajectory) -> AgentConfig:
                      action_sampling=sampling(h.sampling.get("action", {})), seed=h.agent_seed)
 
 
-def load_structures(paths: Sequence[str], trajectories: Sequence[Trajectory]
-                    ) -> dict[str, MemoryStructure]:
-  """The structure of each game, from the run dirs' `structures/<game>.json`."""
+def run_dir_of(traj: Trajectory) -> str:
+  """The run dir an episode was written into (`<run>/trajectories/<id>.jsonl`)."""
+  return os.path.dirname(os.path.dirname(os.path.abspath(traj.path)))
+
+
+def load_structures(trajectories: Sequence[Trajectory]) -> dict[str, MemoryStructure]:
+  """Trajectory path -> the structure it played with: `structures/<game>.json` of its own
+  run dir (none there: left out, its decisions get no fork)."""
   out: dict[str, MemoryStructure] = {}
-  for game in sorted({t.header.game for t in trajectories}):
-    for p in paths:
-      f = os.path.join(p, "structures", f"{game}.json")
-      if os.path.isfile(f):
-        out[game] = MemoryStructure.load(f)
-        break
+  loaded: dict[str, MemoryStructure] = {}
+  for t in trajectories:
+    f = os.path.join(run_dir_of(t), "structures", f"{t.header.game}.json")
+    if f not in loaded and os.path.isfile(f):
+      loaded[f] = MemoryStructure.load(f)
+    if f in loaded:
+      out[t.path] = loaded[f]
   return out
+
+
+def check_seed_sets(trajectories: Sequence[Trajectory], config: SelectionConfig) -> None:
+  """Refuses episodes outside the allowed seed sets, judged by the seed itself
+  (`automem.rollout.seeds`) as well as the header's `seed_set`: train only, unless
+  `allow_selection_seeds` / `allow_test_seeds`."""
+  allowed = {"train"} | ({"selection"} if config.allow_selection_seeds else set()) | (
+      {"test"} if config.allow_test_seeds else set())
+  bad = []
+  for t in trajectories:
+    try:
+      actual = seed_set_of(int(t.header.seed))
+    except ValueError:
+      actual = "no named"
+    named = {actual, t.header.seed_set or actual}
+    if not named <= allowed:
+      said = f", its header says {t.header.seed_set!r}" if t.header.seed_set not in (
+          "", actual) else ""
+      bad.append((named, f"{t.episode_id} (seed {t.header.seed} of the {actual} set{said})"))
+  if not bad:
+    return
+  test = [what for named, what in bad if "test" in named]
+  if test:
+    raise InputError("--runs", f"{len(test)} test-set episode(s) among the inputs (e.g. "
+                     f"{test[0]}): selection must not see test seeds")
+  raise InputError("--runs", f"{len(bad)} episode(s) not from the train seed set among the "
+                   f"inputs (e.g. {bad[0][1]}): Loop 2 trains on train episodes only "
+                   "(config.allow_selection_seeds admits selection-set ones)")
 
 
 async def aselect_decisions(paths: Sequence[str], out_dir: str, config: SelectionConfig,
@@ -103,10 +140,7 @@ async def aselect_decisions(paths: Sequence[str], out_dir: str, config: Selectio
     raise InputError("--runs", str(e)) from None
   if not trajs:
     raise InputError("--runs", f"no finished trajectory under {list(paths)}")
-  test = [t.episode_id for t in trajs if t.header.seed_set == "test"]
-  if test and not config.allow_test_seeds:
-    raise InputError("--runs", f"{len(test)} test-set episode(s) among the inputs (e.g. "
-                     f"{test[0]}): selection must not see test seeds")
+  check_seed_sets(trajs, config)
   os.makedirs(out_dir, exist_ok=True)
   candidates, det_stats = filter_lib.deterministic_candidates(trajs, config.deterministic)
   passed: dict[str, dict[TurnKey, str]] = {"deterministic": {c.key: c.reason for c in candidates}}
@@ -130,8 +164,7 @@ async def aselect_decisions(paths: Sequence[str], out_dir: str, config: Selectio
       _write_jsonl(os.path.join(out_dir, "requery_log.jsonl"), log)
       extra["requery_probes"] = len(log)
     elif name == "counterfactual":
-      scored[name], n = await _counterfactual(candidates, trajs, paths, config, clients,
-                                              env_factory, out_dir)
+      scored[name], n = await _counterfactual(candidates, trajs, config, clients, env_factory)
       extra["counterfactual_forks"] = n
     else:
       scored[name] = await judge.judge_scores(
@@ -144,16 +177,18 @@ async def aselect_decisions(paths: Sequence[str], out_dir: str, config: Selectio
   return selected, stats
 
 
-async def _counterfactual(candidates, trajs, paths, config, clients, env_factory, out_dir):
-  structures = load_structures(paths, trajs)
-  usable = [c for c in candidates if c.game in structures]
+async def _counterfactual(candidates, trajs, config, clients, env_factory):
+  structures = load_structures(trajs)  # each episode's own, as its agent settings
+  usable = [c for c in candidates if c.trajectory in structures]
+  if len(usable) < len(candidates):
+    logging.warning("counterfactual: %d candidate turn(s) without a structures/<game>.json in "
+                    "their run dir get no fork", len(candidates) - len(usable))
   forks = cf.plan_forks(usable, trajs, config.counterfactual)
   if not forks:
     return [], 0
-  by_path = {t.path: t for t in trajs}
-  agent_config = agent_config_of(by_path[forks[0].decision.trajectory])
+  agent_configs = {t.path: agent_config_of(t) for t in trajs if t.path in structures}
   outcomes = await cf.arun_forks(forks, client=clients["policy"], structures=structures,
-                                 agent_config=agent_config,
+                                 agent_config=agent_configs,
                                  horizon=config.counterfactual.horizon,
                                  env_factory=env_factory,
                                  batch=config.counterfactual.batch)
@@ -192,4 +227,5 @@ def selection_config(d: Mapping[str, Any]) -> SelectionConfig:
       requery=sub(requery.RequeryConfig, "requery"),
       counterfactual=sub(cf.CounterfactualConfig, "counterfactual"),
       judge=sub(judge.JudgeConfig, "judge"),
-      allow_test_seeds=bool(d.get("allow_test_seeds", False)))
+      allow_test_seeds=bool(d.get("allow_test_seeds", False)),
+      allow_selection_seeds=bool(d.get("allow_selection_seeds", False)))

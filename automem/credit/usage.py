@@ -1,9 +1,12 @@
 """Usage credit from the logs: how the lines a turn wrote were used later.
 
-No LLM calls. The episode's memory is followed turn by turn through the
-recorded diffs, keeping for every line of every file the write that put it
-there. Reads (READ/SEARCH/TAIL/COUNT record `meta.returned`, the file lines
-they showed) are mapped back to those writes. For each written line:
+No LLM calls. The episode's memory is followed through the recorded diffs,
+the turns' and the harness's (`Trajectory.memory_changes`: retention,
+harness files), so line numbers stay in step, keeping for every line of
+every file the write that put it there. Reads (READ/SEARCH/TAIL record
+`meta.returned`, the file lines they showed) are mapped back to those
+writes; COUNT records the lines it counted but shows only a number, so it
+retrieves nothing (`shown_lines`). For each written line:
 retrieved later, retrieved before a commit (by a PLAN turn, i.e. while an
 action was being chosen), overwritten or deleted unread, a duplicate of a
 line already in memory. For each read: empty, redundant (only lines an
@@ -90,6 +93,19 @@ class EpisodeUsage:
     }
 
 
+NO_TEXT_OPS = frozenset({"COUNT"})  # reads whose result shows no line text
+
+
+def shown_lines(c: dict) -> dict[str, list[int]] | None:
+  """File -> line numbers a recorded command's result showed the model (None: not a read,
+  a read past the turn's results budget, or one that shows no line text, e.g. COUNT)."""
+  meta = c.get("meta") or {}
+  returned = meta.get("returned")
+  if returned is None or meta.get("hidden") or str(c.get("op")) in NO_TEXT_OPS:
+    return None
+  return returned
+
+
 def _writer_of(turn: Turn, file: str, text: str) -> int | None:
   """The write command of `turn` that most likely wrote `text` into `file`."""
   best = None
@@ -121,10 +137,9 @@ def episode_usage(traj: Trajectory) -> EpisodeUsage:
   shown_this_step: dict[int, set[int]] = {}
 
   def read(turn: Turn, i: int, c: dict) -> None:
-    meta = c.get("meta") or {}
-    returned = meta.get("returned")
-    if returned is None or meta.get("hidden"):
-      return  # not a read, or its result was not shown (past the turn's results budget)
+    returned = shown_lines(c)
+    if returned is None:
+      return  # not a read, not shown (past the turn's results budget), or no line text
     seen = shown_this_step.setdefault(turn.step, set())
     ids = []
     for name, numbers in returned.items():
@@ -146,27 +161,35 @@ def episode_usage(traj: Trajectory) -> EpisodeUsage:
     reads.append(ReadUse((traj.path, *turn.key), i, turn.step, count, count == 0, redundant,
                          changed))
 
-  for turn in traj.turns:
+  for _, turn, diff in traj.memory_changes():
+    if turn is None:  # the harness's changes (retention, harness files): no one wrote these
+      _apply(traj.path, None, diff, files, texts, lines)
+      continue
     cmds = turn.commands
     first_write = next((i for i, c in enumerate(cmds)
                         if c.get("ok") and str(c.get("op")) in WRITE_OPS), len(cmds))
     for i in range(first_write):
       if str(cmds[i].get("op")) in READ_ONLY_OPS and cmds[i].get("ok"):
         read(turn, i, cmds[i])
-    _apply(traj.path, turn, files, texts, lines)
+    _apply(traj.path, turn, diff, files, texts, lines)
     for i in range(first_write, len(cmds)):
       if str(cmds[i].get("op")) in READ_ONLY_OPS and cmds[i].get("ok"):
         read(turn, i, cmds[i])
   return EpisodeUsage(lines, reads)
 
 
-def _apply(path: str, turn: Turn, files: dict[str, list[LineUse | None]], texts: dict[str, list[str]],
+def _apply(path: str, turn: Turn | None, diff: dict[str, Any],
+           files: dict[str, list[LineUse | None]], texts: dict[str, list[str]],
            lines: list[LineUse]) -> None:
-  """Moves the line provenance through the turn's recorded diff."""
-  diff = turn.memory_diff or {}
+  """Moves the line provenance through one recorded diff (`Trajectory.memory_changes`): a
+  turn's (its new lines are its writes) or the harness's (turn None: new lines belong to no
+  turn; lines it trims unread count as removed unread)."""
   existing = {x.strip() for v in texts.values() for x in v if x.strip()}
 
-  def new(name: str, text: str) -> LineUse:
+  def new(name: str, text: str) -> LineUse | None:
+    if turn is None:
+      existing.add(text.strip())
+      return None
     u = LineUse((path, *turn.key), _writer_of(turn, name, text), name, text, turn.step,
                 duplicate=bool(text.strip()) and text.strip() in existing)
     lines.append(u)

@@ -37,15 +37,38 @@ class SeedDisciplineError(ValueError):
 
 
 def score(m: EpisodeMetrics, metric: str) -> float:
-  """An episode's score: progression, return, or "dense" (progression + milestones reached;
-  NetHack's screen metric: every new depth and experience level counts)."""
+  """An episode's score: "progression", "return", or "dense" (`dense_score`)."""
   if metric == "progression":
     return m.progression
   if metric == "return":
     return float(m.stats.get("episode_return", 0.0))
   if metric == "dense":
-    return m.progression + len(set(m.stats.get("achievements", ())))
+    return dense_score(m)
   raise ValueError(f"unknown metric {metric!r}; known: {METRICS}")
+
+
+def _deepest(achievements: set[str], prefix: str) -> int:
+  return max((int(a.split(":", 1)[1]) for a in achievements
+              if a.startswith(prefix + ":") and a.split(":", 1)[1].isdigit()), default=0)
+
+
+def dense_score(m: EpisodeMetrics) -> float:
+  """The screening score of capped episodes, read from the end record's stats.
+
+  NLE games (NetHack, MiniHack: milestones "Dlvl:N" and "Xp:N")::
+
+    progression + deepest dungeon level + highest experience level [+ score / 100]
+
+  the last term for NetHack only: NetHackChallenge's reward is the change of the in-game
+  score, so the episode's return is the score it gained (100 points count as one level).
+  Other games: progression + the number of distinct achievements reached.
+  """
+  reached = set(m.stats.get("achievements", ()))
+  depth, level = _deepest(reached, "Dlvl"), _deepest(reached, "Xp")
+  if not (depth or level):
+    return m.progression + len(reached)
+  gained = max(float(m.stats.get("episode_return", 0.0)), 0.0) if m.game == "nethack" else 0.0
+  return m.progression + depth + level + gained / 100.0
 
 
 def unit(m: EpisodeMetrics) -> str:

@@ -32,12 +32,15 @@ Run directory::
 
 Killed at any point, a rerun on the same workdir resumes: finished episodes
 are read back from their run dirs, saved proposals are not asked for again,
-and decided rounds are folded from the lineage.
+and decided rounds are folded from the lineage. A rerun whose config differs
+in anything measured (every field but transport and progress, `RESUME_FREE`;
+`rounds` too once final.json exists) is refused, naming the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -100,7 +103,29 @@ def race_config(c: ml_collections.ConfigDict) -> racing.RaceConfig:
 
 def rules_of(c: ml_collections.ConfigDict) -> Rules:
   return Rules(require_structural=c.require_structural, model_owned_memory=c.model_owned_memory,
-               harness_files=tuple(c.harness_files))
+               harness_files=tuple(c.harness_files),
+               allow_reference_files=c.allow_reference_files)
+
+
+# Config fields a resumed loop may change (dotted globs): progress display, retries, endpoints
+# and other transport; none of them changes what is measured.
+RESUME_FREE = ("eval.progress", "eval.outage_wait_s", "eval.ray.*", "*.api_key", "*.api_key_env",
+               "*.base_url", "*.backoff_base_s", "*.backoff_max_s", "*.concurrency",
+               "*.max_retries", "*.max_retry_after_s", "*.timeout_s", "*.sglang.endpoints",
+               "*.sglang.revive_after_s", "*.sglang.wait_ready_s", "*.local.tiny_cache_dir")
+# ... and, until the final evaluation has run, how long it goes on.
+RESUME_FREE_BEFORE_FINAL = ("rounds", "max_episodes")
+_MISSING = "(missing)"
+
+
+def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+  """Dotted leaf path -> value of a nested dict (the saved config)."""
+  if isinstance(value, Mapping) and value:
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+      out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+  return {prefix: value}
 
 
 class StructureLoop:
@@ -129,17 +154,26 @@ class StructureLoop:
     atomic_write_json(os.path.join(self.workdir, "config.json"), config.to_dict())
 
   def _check_resume(self, config: ml_collections.ConfigDict) -> None:
-    """A resumed loop must race as it started (else seed windows and decisions would mix)."""
+    """A resumed loop must measure as it started: every field of the saved config but the
+    operational ones (`RESUME_FREE`) must match, else seed windows, scores and decisions of
+    different settings would mix. Once `final.json` exists (the test seeds were played),
+    `rounds` and `max_episodes` are fixed too: no more selecting and re-reporting on them."""
     path = os.path.join(self.workdir, "config.json")
     if not os.path.exists(path):
       return
     with open(path, encoding="utf-8") as f:
-      saved = json.load(f)
-    new = json.loads(json.dumps(config.to_dict(), default=str))
-    for key in ("game", "seed_offset", "calibrate", "race", "confirm", "candidates"):
-      if saved.get(key) != new.get(key):
-        raise ValueError(f"{self.workdir} was started with a different config.{key} "
-                         f"({saved.get(key)!r}, now {new.get(key)!r}); use a new --workdir")
+      saved = _leaves(json.load(f))
+    new = _leaves(json.loads(json.dumps(config.to_dict(), default=str)))
+    final = os.path.exists(os.path.join(self.workdir, "final.json"))
+    free = RESUME_FREE + (() if final else RESUME_FREE_BEFORE_FINAL)
+    for key in sorted(set(saved) | set(new)):
+      if saved.get(key, _MISSING) != new.get(key, _MISSING) and not any(
+          fnmatch.fnmatchcase(key, pattern) for pattern in free):
+        why = " after its final test-seed evaluation" if final and key in (
+            RESUME_FREE_BEFORE_FINAL) else ""
+        raise ValueError(f"{self.workdir} was started with a different config.{key}{why} "
+                         f"({saved.get(key, _MISSING)!r}, now {new.get(key, _MISSING)!r}); "
+                         "use a new --workdir")
 
   # -- rounds ------------------------------------------------------------------------------
 
@@ -200,6 +234,10 @@ class StructureLoop:
     proposals += self._continuation(r, records, state, ctx)
     if c.merge_every and r and r % c.merge_every == 0:
       proposals += self._merge(records, state)
+    unique = {(p.base, p.key()): p for p in reversed(proposals)}  # the first of each change set
+    if len(unique) < len(proposals):
+      logging.info("round %d: %d duplicate proposal(s) dropped", r, len(proposals) - len(unique))
+      proposals = [p for p in proposals if unique.get((p.base, p.key())) is p]
     atomic_write_json(path, [p.to_dict() for p in proposals])
     return proposals
 

@@ -66,6 +66,7 @@ class Budget:
   max_invalid: int = 3
   max_new_tokens: int = 4096
   temperature: float = 0.2
+  seed: int = 0  # session i of a round samples with seed + i (k sessions differ)
 
 
 class _CachedClient:
@@ -86,7 +87,8 @@ class _CachedClient:
   def key(req: LLMRequest) -> str:
     body = {"messages": req.messages, "tools": [dataclasses.asdict(t) for t in req.tools],
             "tool_choice": req.tool_choice, "grammar": req.grammar and req.grammar.spec,
-            "temperature": req.temperature, "max_new_tokens": req.max_new_tokens}
+            "temperature": req.temperature, "max_new_tokens": req.max_new_tokens,
+            **({"seed": req.seed} if req.seed is not None else {})}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
   def generate(self, req: LLMRequest) -> LLMResult:
@@ -127,6 +129,19 @@ def _validate(ctx: ReviewContext, args: Mapping[str, Any]) -> tuple[Proposal | N
                   str(args.get("predicted_effects", ""))), ""
 
 
+def _sessions(reviewer: Any, ctx: ReviewContext, prefix: str) -> list[Proposal]:
+  """`ctx.k` sessions with distinct sampling seeds; proposals tried before or repeating an
+  earlier session's change set are dropped."""
+  out: list[Proposal] = []
+  seen = set(ctx.tried)
+  for i in range(ctx.k):
+    p = reviewer.session(ctx, f"{prefix}{i}", seed=reviewer.budget.seed + i)
+    if p is not None and p.key() not in seen:
+      seen.add(p.key())
+      out.append(p)
+  return out
+
+
 class Reviewer:
   """The tool-using reviewer (see the module docstring)."""
 
@@ -137,16 +152,11 @@ class Reviewer:
     self.budget = budget
 
   def propose(self, ctx: ReviewContext) -> list[Proposal]:
-    out = []
-    for i in range(ctx.k):
-      p = self.session(ctx, f"review{i}")
-      if p is not None and p.key() not in ctx.tried:
-        out.append(p)
-    return out
+    return _sessions(self, ctx, "review")
 
   def continue_candidate(self, ctx: ReviewContext) -> list[Proposal]:
     """One continuation of a failed candidate: it sees its per-seed deltas and its traces."""
-    p = self.session(ctx, "continuation")
+    p = self.session(ctx, "continuation", seed=self.budget.seed)
     return [p] if p is not None else []
 
   def _intro(self, ctx: ReviewContext) -> str:
@@ -162,7 +172,7 @@ class Reviewer:
                "Revise it once more.")
     return text
 
-  def session(self, ctx: ReviewContext, tag: str) -> Proposal | None:
+  def session(self, ctx: ReviewContext, tag: str, seed: int | None = None) -> Proposal | None:
     b = self.budget
     client = _CachedClient(self.client, os.path.join(ctx.out_dir, f"{tag}.cache.jsonl"))
     tools = ReviewTools(ctx.traces, ctx.structure, ctx.digest, ctx.lineage)
@@ -183,7 +193,7 @@ class Reviewer:
                          "submit_revision now with your best revision."})
       req = LLMRequest(messages=messages, tools=tool_specs(),
                        tool_choice=SUBMIT.name if forced else "auto",
-                       temperature=b.temperature, max_new_tokens=b.max_new_tokens)
+                       temperature=b.temperature, max_new_tokens=b.max_new_tokens, seed=seed)
       result = client.generate(req)
       if not result.ok:
         outcome = f"llm error: {result.error}"
@@ -243,14 +253,9 @@ class SingleShotReviewer:
     self.budget = budget
 
   def propose(self, ctx: ReviewContext) -> list[Proposal]:
-    out = []
-    for i in range(ctx.k):
-      p = self.session(ctx, f"single{i}")
-      if p is not None and p.key() not in ctx.tried:
-        out.append(p)
-    return out
+    return _sessions(self, ctx, "single")
 
-  def session(self, ctx: ReviewContext, tag: str) -> Proposal | None:
+  def session(self, ctx: ReviewContext, tag: str, seed: int | None = None) -> Proposal | None:
     b = self.budget
     client = _CachedClient(self.client, os.path.join(ctx.out_dir, f"{tag}.cache.jsonl"))
     tools = ReviewTools(ctx.traces, ctx.structure, ctx.digest, ctx.lineage)
@@ -264,7 +269,7 @@ class SingleShotReviewer:
     for _ in range(b.max_invalid):
       result = client.generate(LLMRequest(
           messages=messages, grammar=Grammar("json_schema", json.dumps(SCHEMA)),
-          temperature=b.temperature, max_new_tokens=b.max_new_tokens))
+          temperature=b.temperature, max_new_tokens=b.max_new_tokens, seed=seed))
       if not result.ok:
         outcome = f"llm error: {result.error}"
         break
@@ -296,7 +301,8 @@ def make_proposer(config: ml_collections.ConfigDict, client: Any = None) -> Any:
     return OfflineProposer()
   budget = Budget(max_tool_calls=config.max_tool_calls, max_tokens=config.max_tokens,
                   max_wall_s=config.max_wall_s, max_invalid=config.max_invalid,
-                  max_new_tokens=config.max_new_tokens, temperature=config.temperature)
+                  max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                  seed=config.seed)
   client = client or make_client(config.llm)
   if config.kind == "reviewer":
     return Reviewer(client, budget)

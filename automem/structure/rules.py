@@ -8,10 +8,14 @@
   must change (phases' ops and limits, files, store limits, observers,
   fallback, history, ...).
 - model-owned memory: a revision may not pre-fill memory files with notes
-  (non-empty initial `content`) unless the file is read-only reference
-  text or declared harness-maintained (`harness_files`), and the LOG phase
-  must keep at least one write op, so what gets stored stays the model's
-  decision.
+  (new or changed non-empty initial `content`), read-only or not, unless
+  the file is declared harness-maintained (`Rules.harness_files`);
+  read-only reference text is let through only with
+  `Rules.allow_reference_files` (off by default: such a file is the harness
+  writing strategy notes for the model all the same). It may not add
+  `harness_files` entries (files the harness rewrites each step) for a file
+  the parent did not maintain, unless declared. And the LOG phase must keep
+  at least one write op, so what gets stored stays the model's decision.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ _BOOKKEEPING = ("version", "parent", "note", "changes", "schema")
 class Rules:
   require_structural: bool = True
   model_owned_memory: bool = True
-  harness_files: tuple[str, ...] = ()
+  harness_files: tuple[str, ...] = ()  # files the user declares harness-maintained
+  allow_reference_files: bool = False  # may a revision pre-fill read-only files?
 
 
 DEFAULT_RULES = Rules()
@@ -78,11 +83,17 @@ def check_revision(parent: MemoryStructure, child: MemoryStructure,
     before = {f.name: f.content for f in parent.files}
     allowed = {n.lower() for n in rules.harness_files}
     for i, f in enumerate(child.files):
-      if f.content and f.content != before.get(f.name, "") and not f.read_only \
-          and f.name.lower() not in allowed:
+      exempt = f.name.lower() in allowed or (f.read_only and rules.allow_reference_files)
+      if f.content and f.content != before.get(f.name, "") and not exempt:
         problems.append(f"files.{i}.content: a revision may not write notes into {f.name!r} "
-                        "for the model (only read-only reference files or declared "
-                        "harness-maintained files may be pre-filled)")
+                        "for the model, read-only or not (only declared harness-maintained "
+                        "files may be pre-filled: rules.harness_files)")
+    maintained = {h.file.lower() for h in parent.harness_files} | allowed
+    for i, h in enumerate(child.harness_files):
+      if h.file.lower() not in maintained:
+        problems.append(f"harness_files.{i}: a revision may not add a harness-maintained file "
+                        f"({h.file!r} from {h.source!r}); only the files the rules declare "
+                        "(rules.harness_files) or the parent maintained")
     if not set(child.log.allowed_ops) & set(WRITE_OPS):
       problems.append("log.allowed_ops: the LOG phase must keep at least one write op "
                       "(memory stays the model's decision)")

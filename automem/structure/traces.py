@@ -70,6 +70,9 @@ class EpisodeTrace:
   final_memory: Mapping[str, str] | None
   path: str
   initial_memory: Mapping[str, str] | None = None  # the files at the start (recorded headers)
+  # Every memory change in order, (step, diff): the turns' and the harness's
+  # (`Trajectory.memory_changes`).
+  memory_changes: tuple[tuple[int, Mapping[str, Any]], ...] = ()
 
   @property
   def progression(self) -> float:
@@ -128,7 +131,8 @@ def load_trace(path: str, structure: MemoryStructure | None = None) -> EpisodeTr
       seed=raw.header.seed, finished=end is not None, steps=tuple(steps), turns=tuple(turns),
       stats=end.stats if end is not None else {},
       final_memory=end.final_memory if end is not None else None, path=path,
-      initial_memory=raw.header.initial_memory)
+      initial_memory=raw.header.initial_memory,
+      memory_changes=tuple((step, diff) for step, _, diff in raw.memory_changes() if diff))
 
 
 def load_run(run_dir: str, structures: Mapping[str, MemoryStructure] | None = None,
@@ -153,12 +157,11 @@ def load_run(run_dir: str, structures: Mapping[str, MemoryStructure] | None = No
 
 def memory_at(trace: EpisodeTrace, step: int,
               initial: Mapping[str, str] | None = None) -> dict[str, str]:
-  """The memory files after every turn up to and including env step `step` (from the
-  recorded initial files, else `initial`)."""
+  """The memory files at the end of env step `step`: every turn's change up to it and the
+  harness's (retention, harness files), from the recorded initial files, else `initial`."""
   files = dict(trace.initial_memory if trace.initial_memory is not None else initial or {})
-  for t in trace.turns:
-    if t.step > step:
+  for s, diff in trace.memory_changes:
+    if s > step:
       break
-    if t.memory_diff:
-      files = apply_diff(files, t.memory_diff)
+    files = apply_diff(files, diff)
   return files

@@ -89,7 +89,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.race.test = "sign" if game == "minihack" else "bootstrap"
   c.race.bootstrap_samples = 1000  # resamples per bootstrap bound
   c.race.seed = 0  # seed of the bootstrap and of the Pareto-parent draw
-  # Score of a race episode: progression | return | dense (progression + milestones reached).
+  # Score of a race episode: progression | return | dense (progression + deepest level + XP
+  # level + NetHack score / 100; automem.structure.arms.dense_score).
   c.race.metric = "dense" if game == "nethack" else "progression"
   c.race.max_steps = 2000 if (game == "nethack" and full) else 0  # race step cap (0 = eval's)
   c.confirm = ml_collections.ConfigDict()
@@ -111,6 +112,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rules.require_structural = True  # a revision must change structure, not only wording
   c.rules.model_owned_memory = True  # no pre-written notes; LOG keeps a write op
   c.rules.harness_files = ()  # files declared harness-maintained (may be pre-filled)
+  # May a revision pre-fill read-only files (reference text)? Off: that is the harness writing
+  # notes for the model all the same.
+  c.rules.allow_reference_files = False
 
   p = c.proposer = ml_collections.ConfigDict()
   p.kind = a["proposer"]  # offline | reviewer (tool calling) | single_shot (JSON schema)
@@ -123,6 +127,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   p.max_invalid = 3  # invalid revisions (StructureError / rule) sent back before giving up
   p.max_new_tokens = 4096  # completion cap per reviewer call
   p.temperature = 0.2  # reviewer sampling temperature
+  p.seed = 0  # sampling seed of proposal session i of a round: seed + i (sessions differ)
 
   e = evaluate_config.get_config(f"games={game}" + (",full" if full else ""))
   e.seed_set = "selection"  # set per evaluation by the loop

@@ -42,6 +42,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.scorers = scorers  # scorers run on the filtered candidates, then combined (ranked, weighted)
   c.filters = filters  # outcome filters applied in order before scoring
   c.allow_test_seeds = False  # refuse test-set episodes (selection must never see them)
+  # Admit selection-set episodes (off: Loop 2 trains on train episodes only, so the selection
+  # set stays an unbiased judge of the adapters trained on them).
+  c.allow_selection_seeds = False
 
   c.deterministic = ml_collections.ConfigDict()
   c.deterministic.phases = ("log", "plan")  # phases whose turns are candidates

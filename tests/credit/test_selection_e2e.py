@@ -165,16 +165,16 @@ def test_runner_records_what_credit_needs(run):
 
 
 def test_replay_is_exact_on_all_three_games(run, tmp_path):
-  root, trajs = run
-  structures = load_structures([root], trajs)
+  _, trajs = run
+  structures = load_structures(trajs)
   for t in trajs:
-    assert check_replay(t, structure=structures[t.header.game],
+    assert check_replay(t, structure=structures[t.path],
                         memory_root=str(tmp_path / t.episode_id)) == [], t.episode_id
 
 
 def test_counterfactual_forks_batch_per_game_and_pair_their_arms(run, names):
-  root, trajs = run
-  structures = load_structures([root], trajs)
+  _, trajs = run
+  structures = load_structures(trajs)
   cands, _ = deterministic_candidates(trajs)
   cfg = CounterfactualConfig(horizon=2, samples=1, max_decisions=3)
   forks = plan_forks(cands, trajs, cfg)

@@ -7,24 +7,30 @@ import pathlib
 
 import pytest
 
-from automem.agent import End, Header, Step, read_trajectory, write_trajectory
+from automem.agent import AgentConfig, End, Header, Step, Turn, read_trajectory, write_trajectory
 from automem.credit import (
   CombineConfig,
+  CounterfactualConfig,
   DeterministicConfig,
   balance_games,
+  counterfactual,
   deterministic_candidates,
   episode_usage,
   near_unlock,
+  plan_forks,
   top_episodes,
   usage_scores,
 )
 from automem.credit.combine import combine, percentiles, selection_stats, write_selection
 from automem.credit.judge import parse_verdict, stratified_sample
 from automem.credit.requery import find_probes, withhold
-from automem.memory import MemoryStore
+from automem.credit.select import SelectionConfig, load_structures
+from automem.memory import MemoryStore, diff_snapshots, load_structure
 from automem.proficiency import read_selected_turns
 from automem.proficiency.selection import load_turns
 from automem.proficiency.synthetic import run_turn
+from automem.rollout.seeds import seeds
+from automem.utils import InputError
 
 # (step, phase, completion) in the order the agent would run them.
 SCRIPT = [
@@ -41,11 +47,11 @@ SCRIPT = [
 ]
 
 
-def write_episode(tmp_path, name="e0", progression=50.0, game="crafter"):
+def write_episode(tmp_path, name="e0", progression=50.0, game="crafter", seed=1, seed_set=""):
   store = MemoryStore(str(tmp_path / "mem" / name))
   store.reset()
-  header = Header(episode_id=name, game=game, task=game, seed=1, action_names=["Move North", "Do"],
-                  initial_memory=store.snapshot())
+  header = Header(episode_id=name, game=game, task=game, seed=seed, seed_set=seed_set,
+                  action_names=["Move North", "Do"], initial_memory=store.snapshot())
   records, turn_no, last = [], 0, None
   for step, phase, text in SCRIPT:
     turn_no = turn_no + 1 if (step, phase) == last else 0
@@ -101,6 +107,50 @@ def test_usage_credit_follows_lines_through_the_diffs(episode):
   assert scores[(0, "plan", 0)] == 0.25
 
 
+def test_count_shows_no_lines_so_it_retrieves_nothing(tmp_path):
+  store = MemoryStore(str(tmp_path / "mem"))
+  store.reset()
+  header = Header(episode_id="c", game="crafter", task="crafter", seed=1,
+                  action_names=["Do"], initial_memory=store.snapshot())
+  msgs = [{"role": "user", "content": "x"}]
+  log = run_turn(store, "c", 0, "log", msgs, "<|WRITE|>notes.txt|tree\nwater<|END|><|DONE|>")
+  count = run_turn(store, "c", 0, "plan", msgs, "<|COUNT|>notes.txt<|END|>")
+  assert count.commands[0]["meta"]["returned"] == {"notes.txt": [1, 2]}  # what it counted
+  commit = run_turn(store, "c", 0, "plan", [*msgs, {"role": "user", "content":
+                                                    count.commands[0]["result"]}],
+                    "<|ACTION|>Do<|END|>")
+  commit = commit.__class__(**{**commit.__dict__, "turn": 1})
+  path = tmp_path / "c.jsonl"
+  write_trajectory(path, header, [log, count, commit, Step(step=0, action="Do"),
+                                  End(episode_id="c", final_memory=store.snapshot())])
+  traj = read_trajectory(path)
+  u = episode_usage(traj)
+  assert [x.retrieved for x in u.lines] == [0, 0] and u.reads == []
+  assert find_probes([traj]) == []  # nothing shown, nothing to withhold
+
+
+def test_usage_follows_the_harness_diffs_like_memory_before(tmp_path):
+  m0, m1, m2 = ({"notes.txt": ""}, {"notes.txt": "tree north\nwater east\n"},
+                {"notes.txt": "water east\n"})  # retention keeps the last line after step 0
+  read = {"op": "READ", "args": ["notes.txt"], "span": [0, 1], "ok": True,
+          "result": "1: water east", "meta": {"returned": {"notes.txt": [1]}}}
+  write = {"op": "WRITE", "args": ["notes.txt", "tree north\nwater east"], "span": [0, 1],
+           "ok": True, "result": "ok"}
+  records = [
+      Turn(step=0, phase="log", turn=0, completion="w", episode_id="h", commands=[write],
+           memory_diff=diff_snapshots(m0, m1)),
+      Step(step=0, action="Do", episode_id="h", extra={"harness_diff": diff_snapshots(m1, m2)}),
+      Turn(step=1, phase="plan", turn=0, completion="r", episode_id="h", commands=[read]),
+      Step(step=1, action="Do", episode_id="h"), End(episode_id="h", final_memory=m2)]
+  write_trajectory(tmp_path / "h.jsonl", Header(episode_id="h", game="crafter", task="crafter",
+                                                seed=1, initial_memory=m0), records)
+  traj = read_trajectory(tmp_path / "h.jsonl")
+  assert traj.memory_before(1, "plan", 0) == m2
+  lines = {x.text: x for x in episode_usage(traj).lines}
+  assert lines["water east"].retrieved == 1 and lines["water east"].retrieved_before_commit
+  assert lines["tree north"].retrieved == 0 and lines["tree north"].removed_unread
+
+
 def test_outcome_filters(tmp_path):
   good = write_episode(tmp_path, "good", 80.0)
   bad = write_episode(tmp_path, "bad", 10.0)
@@ -141,6 +191,18 @@ def test_combine_ranks_weights_and_writes_the_trainers_format(tmp_path, episode)
   assert saved["by_op"]["WRITE"] == 1 and saved["selected"] == 3
 
 
+def test_turns_no_scorer_scored_rank_last(episode):
+  cands, _ = deterministic_candidates([episode])
+  usage = sorted(usage_scores(cands, [episode]), key=lambda s: -s.score)
+  best, rest = usage[0], usage[1:]  # the best turn, left unscored
+  sel = combine(cands, {}, {"usage": rest}, [episode], CombineConfig())
+  assert sel[-1].turn.key == best.key and sel[-1].score == 0.0 and sel[-1].scores == {}
+  assert all(s.score >= 0.0 for s in sel[:-1]) and sel[-2].score == 0.0  # the lowest scored
+  assert sel[-1].weight == CombineConfig().min_weight
+  plain = combine(cands, {}, {}, [episode], CombineConfig())  # no scorer: all equal
+  assert {s.score for s in plain} == {0.5} and {s.weight for s in plain} == {1.0}
+
+
 def test_requery_probes_withhold_exactly_the_retrieved_lines(episode):
   probes = find_probes([episode])
   assert [(p.step, p.commit.turn) for p in probes] == [(0, 1), (2, 1)]
@@ -148,6 +210,44 @@ def test_requery_probes_withhold_exactly_the_retrieved_lines(episode):
   assert "tree north" in probes[0].commit.messages[-1]["content"]
   assert "tree north" not in msgs[-1]["content"] and "(lines withheld)" in msgs[-1]["content"]
   assert msgs[:2] == probes[0].commit.messages[:2]  # the shared prefix is untouched
+
+
+def test_seed_sets_are_judged_by_the_seed_and_loop2_takes_train_episodes(tmp_path):
+  from automem.credit import select_decisions
+
+  def run(**kw):
+    return select_decisions([str(tmp_path)], str(tmp_path / "sel"), SelectionConfig(**kw))
+
+  write_episode(tmp_path, "ok", 30.0)
+  write_episode(tmp_path, "sel", 30.0, seed=seeds("selection", 1)[0])
+  with pytest.raises(InputError, match=r"not from the train seed set .*e\.g\. sel \(seed "
+                                       r"1000000 of the selection set\).*allow_selection_seeds"):
+    run()
+  selected, _ = run(allow_selection_seeds=True)
+  assert {s.turn.episode_id for s in selected} == {"ok", "sel"}
+  write_episode(tmp_path, "liar", 30.0, seed=seeds("test", 1)[0], seed_set="train")
+  with pytest.raises(InputError, match=r"test-set episode.*liar \(seed 2000000 of the test set, "
+                                       r"its header says 'train'\)"):
+    run(allow_selection_seeds=True)
+
+
+def test_each_episode_forks_with_its_own_structure_and_agent_settings(tmp_path):
+  a = write_episode(tmp_path / "runA", "a")
+  b = write_episode(tmp_path / "runB", "b")
+  for run, history in (("runA", 3), ("runB", 9)):
+    (tmp_path / run / "structures").mkdir()
+    load_structure("crafter").revise({"history_length": history}, "x").save(
+        str(tmp_path / run / "structures" / "crafter.json"))
+  (tmp_path / "runC").mkdir()
+  c = write_episode(tmp_path / "runC", "c")  # no structures/ in its run dir
+  got = load_structures([a, b, c])
+  assert {p: s.history_length for p, s in got.items()} == {a.path: 3, b.path: 9}
+  cands, _ = deterministic_candidates([a, b])
+  forks = plan_forks(cands, [a, b], CounterfactualConfig(max_decisions=2, samples=1))
+  configs = {a.path: AgentConfig(seed=1), b.path: AgentConfig(seed=2)}
+  for f in forks:
+    structure, config = counterfactual._own(f, got, configs)
+    assert structure is got[f.decision.trajectory] and config is configs[f.decision.trajectory]
 
 
 def test_judge_answers_and_samples():

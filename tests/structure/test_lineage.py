@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from automem.agent import EpisodeMetrics
 from automem.structure.arms import score
 from automem.structure.lineage import (
@@ -45,8 +47,8 @@ def test_pareto_front_and_parent():
 
 
 def test_objectives_and_scores():
-  def m(task, prog, ach=(), ret=0.0, end="step_cap"):
-    return EpisodeMetrics("e", "crafter", task, 1, stats={
+  def m(task, prog, ach=(), ret=0.0, end="step_cap", game="crafter"):
+    return EpisodeMetrics("e", game, task, 1, stats={
         "progression": prog, "achievements": list(ach), "episode_return": ret,
         "end_reason": end})
   crafter = [m("crafter", 10.0, ["collect_wood"]), m("crafter", 0.0),
@@ -54,6 +56,11 @@ def test_objectives_and_scores():
   assert objectives(crafter, "crafter") == {"collect_wood": 0.5, "progression": 5.0}
   hack = [m("A", 100.0), m("A", 0.0), m("B", 100.0)]
   assert objectives(hack, "minihack") == {"A": 50.0, "B": 100.0}
-  nle = m("NetHackChallenge-v0", 1.2, ["Dlvl:2", "Xp:3"], ret=40.0)
+  nle = m("NetHackChallenge-v0", 1.2, ["Dlvl:1", "Xp:1", "Dlvl:2", "Xp:2", "Xp:3"], ret=40.0,
+          game="nethack")
   assert score(nle, "progression") == 1.2 and score(nle, "return") == 40.0
-  assert score(nle, "dense") == 1.2 + 2  # every new depth and experience level counts
+  # deepest level 2, experience level 3, 40 points of in-game score
+  assert score(nle, "dense") == pytest.approx(1.2 + 2 + 3 + 0.4)
+  hack = m("MiniHack-Room-5x5-v0", 100.0, ["Dlvl:1", "Xp:1"], ret=0.99, game="minihack")
+  assert score(hack, "dense") == 102.0  # no in-game score outside NetHack
+  assert score(m("crafter", 9.0, ["collect_wood", "place_table"]), "dense") == 11.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 
 import pytest
 
@@ -12,7 +13,7 @@ from automem.agent import is_finished, iter_records
 from automem.rollout import seed_set_of
 from automem.structure import StructureLoop, read_lineage
 from automem.structure.arms import SeedDisciplineError
-from automem.structure.lineage import append_lineage
+from automem.structure.lineage import append_lineage, fold
 from automem.structure.proposer import Proposal
 from tests.structure.conftest import PlantedProposer, add_file, loop_config
 
@@ -147,7 +148,26 @@ def test_resume_with_a_different_race_is_refused(tmp_path, agent):
   workdir = str(tmp_path / "loop")
   StructureLoop(loop_config(rounds=0, **{"final.episodes": 0}), workdir, clients={"base": agent})
   with pytest.raises(ValueError, match=r"config\.race"):
-    StructureLoop(loop_config(**{"race.level": 0.2}), workdir, clients={"base": agent})
+    StructureLoop(loop_config(rounds=0, **{"race.level": 0.2, "final.episodes": 0}), workdir,
+                  clients={"base": agent})
+
+
+def test_resume_refuses_any_measured_setting_and_more_rounds_after_the_final(tmp_path, agent):
+  workdir = str(tmp_path / "loop")
+  start = lambda rounds=0, **over: StructureLoop(  # noqa: E731
+      loop_config(rounds=rounds, **{"final.episodes": 0, **over}), workdir,
+      clients={"base": agent})
+  start()
+  for key, value in (("eval.agent.seed", 7), ("eval.game.minihack.max_steps", 9),
+                     ("review.episodes", 5), ("rules.model_owned_memory", False),
+                     ("calibrate_seed_shift", 5), ("final.offset", 3)):
+    with pytest.raises(ValueError, match=rf"different config\.{re.escape(key)} "):
+      start(**{key: value})
+  start(rounds=3, **{"eval.progress": False, "eval.llm.timeout_s": 5.0})  # not measured
+  pathlib.Path(workdir, "final.json").write_text("{}")
+  with pytest.raises(ValueError, match=r"config\.rounds after its final test-seed evaluation"):
+    start(rounds=4)
+  start(rounds=3)
 
 
 class Silent:
@@ -155,6 +175,22 @@ class Silent:
 
   def propose(self, ctx):
     return []
+
+
+class Repeating:
+  name = "repeating"
+
+  def propose(self, ctx):
+    return [Proposal({"history_length": 12}, "a"), Proposal({"history_length": 12}, "again"),
+            Proposal({"plan.max_iterations": 3}, "b")]
+
+
+def test_duplicate_proposals_of_a_round_are_dropped_before_racing(tmp_path, agent):
+  config = loop_config(rounds=1, **{"final.episodes": 0, "review.episodes": 0})
+  loop = StructureLoop(config, str(tmp_path / "loop"), clients={"base": agent},
+                       proposer=Repeating())
+  state = fold([])
+  assert [p.note for p in loop._proposals(0, state, "v0", [])] == ["a", "b"]
 
 
 def test_two_accepted_siblings_are_merged_and_raced(tmp_path, agent):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from automem.agent import TrajectoryWriter
-from automem.memory import load_structure
+from automem.agent import TrajectoryWriter, read_trajectory
+from automem.memory import diff_snapshots, load_structure
 from automem.structure import digest_run, load_trace, memory_at, render_digest
 from automem.structure.proposer import Proposal, continuation, merge, offline_proposals
 from automem.structure.rules import Rules, check_revision
@@ -80,6 +80,25 @@ def test_digest(traces):
   assert memory_at(traces[0], 0, {}) == {"notes.txt": "tree\n"}
 
 
+def test_memory_at_applies_the_harness_diffs(tmp_path):
+  m0, m1, m2 = ({"notes.txt": ""}, {"notes.txt": "a\nb\n"}, {"notes.txt": "b\n"})
+  path = str(tmp_path / "h.jsonl")
+  w = TrajectoryWriter(path, {"episode_id": "h", "game": "crafter", "task": "crafter", "seed": 0,
+                              "initial_memory": m0})
+  w.write([{"type": "turn", "step": 0, "phase": "log", "turn": 0, "completion": "",
+            "commands": [], "memory_diff": diff_snapshots(m0, m1)},
+           {"type": "step", "step": 0, "action": "noop",
+            "harness_diff": diff_snapshots(m1, m2)},  # retention after the step's action
+           {"type": "turn", "step": 1, "phase": "plan", "turn": 0, "completion": "",
+            "commands": [], "memory_diff": {}},
+           {"type": "step", "step": 1, "action": "noop"},
+           {"type": "end", "stats": {}, "final_memory": m2}])
+  w.close()
+  trace = load_trace(path)
+  assert memory_at(trace, 0) == m2 == read_trajectory(path).memory_before(1, "plan", 0)
+  assert memory_at(trace, -1) == m0
+
+
 def test_offline_proposals_follow_the_digest_and_the_rules(traces):
   d = digest_run(traces, STRUCTURE)
   props = offline_proposals(STRUCTURE, d, 3)
@@ -106,6 +125,16 @@ def test_rules():
                            "pre-written notes")
   assert "may not write notes" in check_revision(STRUCTURE, notes)[0]
   assert check_revision(STRUCTURE, notes, Rules(harness_files=("map_notes.txt",))) == []
+  n = len(STRUCTURE.files)
+  tips = STRUCTURE.revise({f"files.{n}": {"name": "tips.txt", "read_only": True,
+                                          "content": "Always drink when thirst<5"}}, "tips")
+  assert check_revision(STRUCTURE, tips)[0].startswith(f"files.{n}.content:")
+  assert check_revision(STRUCTURE, tips, Rules(allow_reference_files=True)) == []
+  status = STRUCTURE.revise({f"files.{n}": {"name": "status.txt", "read_only": True},
+                             "harness_files.0": {"file": "status.txt", "source": "checklist"}},
+                            "a checklist the harness keeps")
+  assert check_revision(STRUCTURE, status)[0].startswith("harness_files.0:")
+  assert check_revision(STRUCTURE, status, Rules(harness_files=("status.txt",))) == []
   ops = [o for o in STRUCTURE.log.allowed_ops if o in ("SEARCH", "READ", "DONE")]
   readonly = STRUCTURE.revise({"log.allowed_ops": ops}, "no writes")
   assert "write op" in check_revision(STRUCTURE, readonly)[0]

@@ -8,6 +8,7 @@ accepts. A rerun replays the conversation from its cache: no API call again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -122,6 +123,18 @@ def test_single_shot_reviewer_uses_a_json_schema_and_retries(tmp_path, reviewer_
   assert all(b["response_format"]["type"] == "json_schema" for b in bodies)
   assert "not a JSON object" in bodies[1]["messages"][-1]["content"]
   assert "only wording" in bodies[2]["messages"][-1]["content"]  # the structural rule
+
+
+def test_k_sessions_sample_with_distinct_seeds_and_duplicates_are_dropped(tmp_path,
+                                                                          reviewer_server):
+  good = {"analysis": "a", "note": "longer history", "predicted_effects": "p",
+          "changes": {"history_length": 16}}
+  other = {**good, "changes": {"plan.max_iterations": 3}}
+  reviewer_server.script(*[{"content": json.dumps(x)} for x in (good, good, other)])
+  r = SingleShotReviewer(reviewer_client(reviewer_server, "openai"), Budget(seed=5))
+  ctx = dataclasses.replace(_context(tmp_path), k=3)
+  assert [p.changes for p in r.propose(ctx)] == [good["changes"], other["changes"]]
+  assert [b["seed"] for _, b in reviewer_server.requests] == [5, 6, 7]
 
 
 @pytest.mark.parametrize("budget,requests", [(Budget(max_tool_calls=2), 3),
