@@ -93,9 +93,27 @@ def _build_automem(config):
   return [*_build_evaluate(config.eval), order, skip]
 
 
+def _build_improve_proficiency(config):
+  from automem.credit.select import selection_config
+  from automem.proficiency.loop import check_config
+  from automem.proficiency.recipes import recipe_grid, train_config
+  from automem.structure.loop import race_config
+
+  if not config.train.model.checkpoint:  # a served model's checkpoint is the user's to name
+    config.train.model.checkpoint = "/ckpt/served-model"
+  check_config(config)
+  recipes = recipe_grid(config.grid, config.max_recipes)
+  assert recipes and config.deploy in ("local", "sglang") and config.collect.episodes > 0
+  trainer = train_config(config.train, recipes[0], selection="sel.jsonl", base_model="base",
+                         rows=10)
+  return [race_config(config.race), *recipes, selection_config(config.select.to_dict()),
+          *_build_train_proficiency(trainer), *_build_evaluate(config.eval)]
+
+
 BUILDERS = {"evaluate": _build_evaluate, "train_proficiency": _build_train_proficiency,
             "select_decisions": _build_select_decisions,
-            "optimize_structure": _build_optimize_structure, "automem": _build_automem}
+            "optimize_structure": _build_optimize_structure, "automem": _build_automem,
+            "improve_proficiency": _build_improve_proficiency}
 
 
 def _variants(path):

@@ -11,6 +11,10 @@ Public API::
   Trainer
   # a whole job (absl entry point: experiments/train_proficiency.py)
   train(config, workdir, stop_after=None) -> summary dict
+  # the loop (experiments/improve_proficiency.py; imported on first use, it pulls in the
+  # agent, envs and racing): recipes, adapters served beside the base, halving, racing, ledger
+  improve_proficiency(config, workdir, ...) -> summary dict, ProficiencyLoop, Recipe,
+  recipe_grid, LocalAdapters, SGLangAdapters
 """
 
 from automem.proficiency.batches import BatchSource, DataPosition, eval_batches
@@ -51,3 +55,15 @@ __all__ = [
     "select_log_turns", "tokenize_turn", "train", "train_step", "write_selected_turns",
     "write_synthetic_trajectories",
 ]
+
+_LAZY = {"improve_proficiency": "loop", "ProficiencyLoop": "loop", "Recipe": "recipes",
+         "recipe_grid": "recipes", "LocalAdapters": "deploy", "SGLangAdapters": "deploy"}
+
+
+def __getattr__(name: str):
+  """The loop's names, imported on first use (the trainer alone needs none of its imports)."""
+  if name in _LAZY:
+    import importlib
+
+    return getattr(importlib.import_module(f"automem.proficiency.{_LAZY[name]}"), name)
+  raise AttributeError(f"module 'automem.proficiency' has no attribute {name!r}")

@@ -129,9 +129,12 @@ class Evaluator:
     return MemoryStructure.load(self.structure_path(version))
 
   def config_for(self, version: str, seed_set: str, offset: int, n: int, *,
-                 max_steps: int = 0, sampling_seed: int | None = None) -> ml_collections.ConfigDict:
+                 max_steps: int = 0, sampling_seed: int | None = None,
+                 agent: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
     c = copy.deepcopy(self.eval_config)
     with c.unlocked():
+      for key, value in (agent or {}).items():  # an arm's agent settings (Loop 2: the adapter)
+        c.agent[key] = value
       c.games = self.game
       c.seed_set = seed_set
       c.seed_offset = offset
@@ -149,24 +152,26 @@ class Evaluator:
 
   def play(self, version: str, tag: str, seed_set: str, offset: int, n: int, *,
            metric: str = "progression", max_steps: int = 0, sampling_seed: int | None = None,
-           final: bool = False, name: str = ""
+           final: bool = False, name: str = "", agent: Mapping[str, Any] | None = None
            ) -> tuple[dict[str, float], list[EpisodeMetrics], str]:
     """Plays (or reads back) `version` on seeds `offset..offset+n-1` of `seed_set` into
     `evals/<tag>/<name or version>`.
+
+    `agent`: agent-config overrides of this arm (Loop 2: two_model and the specialist adapter).
 
     Returns:
       unit -> score (errored episodes left out: they say nothing about play),
       the episodes' metrics, and the run dir.
     """
     if seed_set == "test" and not final:
-      raise SeedDisciplineError("the structure loop plays selection seeds only; test seeds are "
+      raise SeedDisciplineError("the loops play train and selection seeds only; test seeds are "
                                 "for the final evaluation")
     if seed_set not in ("selection", "train", "test"):
       raise SeedDisciplineError(f"unknown seed set {seed_set!r}")
     if final and seed_set != "test":
       raise SeedDisciplineError("the final evaluation plays test seeds")
     config = self.config_for(version, seed_set, offset, n, max_steps=max_steps,
-                             sampling_seed=sampling_seed)
+                             sampling_seed=sampling_seed, agent=agent)
     workdir = os.path.join(self.workdir, "evals", tag, name or version)
     run_dir = RunDir(workdir)
     plans = build_plans(config)
