@@ -97,4 +97,20 @@ def check_revision(parent: MemoryStructure, child: MemoryStructure,
     if not set(child.log.allowed_ops) & set(WRITE_OPS):
       problems.append("log.allowed_ops: the LOG phase must keep at least one write op "
                       "(memory stays the model's decision)")
+  problems += _unmatched_overrides(child)
   return problems
+
+
+def _unmatched_overrides(child: MemoryStructure) -> list[str]:
+  """A per-task override whose glob matches no task of the game would be silently unused
+  (a reviewer's typo such as a lower-case 'minihack-boxoban-*')."""
+  if not child.task_overrides:
+    return []
+  from automem.rollout.evaluate import check_overrides
+  from automem.utils.errors import InputError
+
+  try:
+    check_overrides(child.game, child, "task_overrides")
+  except InputError as e:
+    return [str(e).removeprefix("task_overrides: ")]
+  return []

@@ -155,3 +155,14 @@ def test_continuation_and_merge():
   assert m.changes == {"history_length": 16, "plan.max_iterations": 3} and m.proposer == "merge"
   assert merge(STRUCTURE, a, Proposal({"history_length": 4}, "c")) is None
   assert merge(STRUCTURE, Proposal({"plan": {"max_iterations": 2}}, "d"), b) is None
+
+
+def test_an_override_glob_that_matches_no_task_is_refused():
+  from automem.memory import load_structure
+
+  evolved = load_structure("minihack", "evolved")
+  assert check_revision(evolved, evolved.revise({"history_length": 7}, "shorter")) == []
+  typo = evolved.revise({"task_overrides.0.match": "minihack-boxoban-*", "history_length": 7},
+                        "typo")
+  [problem] = check_revision(evolved, typo)
+  assert problem.startswith("task_overrides[0].match: 'minihack-boxoban-*' matches no minihack")
