@@ -69,6 +69,8 @@ def main(argv: list[str]) -> None:
   for e in plan:
     print(f"{e.variant:<50} {e.workdir}  (skip: {configs[e.variant].skip or '-'})")
   commands = cluster_commands(plan)
+  print("\n# export CKPT=<checkpoint dir> (and TPU_NAME, ZONE for the TPU lines) first; "
+        "launch/README.md")
   for kind, lines in commands.items():
     print(f"\n# one job per variant ({kind}):")
     print("\n".join(lines))

@@ -68,8 +68,17 @@ def test_dry_run_prints_the_plan_and_one_job_per_variant(tmp_path):
          f"structure_only {root}/paper__ablation-structure_only" in out
   assert "launch/tpu_pod_automem.sh experiments/configs/automem.py:paper,layout=paper" in out
   assert not os.path.exists(root)  # nothing ran
-  for script in ("launch/slurm_automem.sbatch", "launch/tpu_pod_automem.sh"):
-    assert os.access(os.path.join(ROOT, script), os.X_OK)
+  env = {**os.environ, "DRY_RUN": "1", "CKPT": "/ckpt/m", "TPU_NAME": "t", "ZONE": "z"}
+  slurm = subprocess.run(["launch/slurm_automem.sbatch", "experiments/configs/automem.py:paper",
+                          "/w"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+  assert "launch/sglang_server.sh --model-path /ckpt/m" in slurm and "--enable-lora" in slurm
+  assert "--max-lora-rank 64" in slurm and "--max-loras-per-batch 4" in slurm
+  assert "python -m experiments.automem --config=experiments/configs/automem.py:paper" in slurm
+  tpu = subprocess.run(["launch/tpu_pod_automem.sh", "experiments/configs/automem.py:paper", "/w"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+                       check=True).stdout
+  assert "--worker=0" in tpu and "llm.backend=local" in tpu
   with pytest.raises(ValueError, match="same workdir"):
     sweep_plan(["ablation=both", "ablation=both"], root)
   assert len(cluster_commands(sweep_plan(["ablation=both"], root))["slurm"]) == 1
