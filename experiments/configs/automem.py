@@ -73,17 +73,17 @@ def _loop1(paper: bool, proposer: str, api: str) -> ml_collections.ConfigDict:
     del c["eval"]
     del c["game"]
   if not paper:  # the tiny budget: one round, one candidate, a 2-seed race, 1-seed confirmation
-    c.rounds = 1
-    c.race.stages = (2,)
-    c.race.confirm_seeds = 1
-    c.review.episodes = 1
+    c.rounds = 1  # rounds of propose -> race -> decide
+    c.race.stages = (2,)  # fresh selection seeds per race stage (one stage)
+    c.race.confirm_seeds = 1  # fresh seeds of the confirmation block
+    c.review.episodes = 1  # train-seed episodes of the parent the proposer reads
   # The pipeline's final stage evaluates the result on test seeds; the loop's own
   # final table would repeat it.
   c.final.episodes = 0
   # Per-game choices ("auto": sign test on MiniHack's binary outcomes, else bootstrap;
   # the dense milestone metric on NetHack, else progression), as optimize_structure.py.
-  c.race.test = "auto"
-  c.race.metric = "auto"
+  c.race.test = "auto"  # race test: auto | bootstrap | sign
+  c.race.metric = "auto"  # race score: auto | progression | return | dense
   # Games whose structure Loop 1 optimises ("" = every game of eval.games); the others
   # keep v0 in the final stage.
   c.games = ""
@@ -97,11 +97,11 @@ def _loop2(paper: bool, selector: str) -> ml_collections.ConfigDict:
   # paper's LLM judge at paper scale).
   c.selection = select_decisions.get_config("paper" if paper else None)
   if selector in SCORERS:
-    c.selection.scorers = (selector,)
-    c.selection.filters = ()
+    c.selection.scorers = (selector,)  # the one scorer
+    c.selection.filters = ()  # no outcome filter
   elif selector in FILTERS:
-    c.selection.scorers = ()
-    c.selection.filters = (selector,)
+    c.selection.scorers = ()  # no scorer (ranked as post-processed)
+    c.selection.filters = (selector,)  # the one outcome filter
   elif selector:
     raise ValueError(f"unknown selector {selector!r}; scorers: {', '.join(SCORERS)}; "
                      f"filters: {', '.join(FILTERS)}")
@@ -135,7 +135,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   skip = ABLATIONS[a["ablation"]]
   if skip is None:
     skip = "loop1" if a["selector"] else ("" if paper else "loop1,loop2")
-  c.skip = skip
+  c.skip = skip  # see above
   c.ablation = a["ablation"] or ("selector" if a["selector"] else "")  # its name, for tables
   # Loop 1: optimize_structure.py's settings (see there), one run per game in loop1/<game>/.
   c.loop1 = _loop1(paper, a["proposer"] or ("reviewer" if paper else "offline"),
