@@ -53,6 +53,13 @@ def test_sweep_runs_variants_into_sibling_workdirs_and_compares_them(tmp_path, r
   with open(os.path.join(root, "comparison.md")) as f:
     md = f.read()
   assert "| ablation=none | v0 | 1 |" in md and "Not run yet: ablation=training_only" in md
+  # The report entry point over several workdirs writes the same table.
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.report", plan[0].workdir, plan[1].workdir,
+       f"--out={tmp_path / 'cmp'}", "--seed_set="],
+      cwd=ROOT, capture_output=True, text=True, timeout=120, check=True).stdout
+  assert "| ablation-none | v0 | 1 |" in out and "| layout-paper | v0 | 1 |" in out
+  assert os.path.isfile(tmp_path / "cmp" / "comparison.json")
   # A rerun resumes: every stage is done, nothing is played (no clients are given).
   again = run_sweep(plan[:2], lambda v: tiny_variant(root, v))
   assert again["ablation=none"]["results"] == results["ablation=none"]["results"]
