@@ -95,6 +95,10 @@ def lineage_plot(lineage: Sequence[Mapping[str, Any]], out_dir: str) -> list[str
     ax.errorbar([i], [gain], yerr=[err] if err is not None else None, fmt="o",
                 color="#2ca02c" if accepted else "#d62728")
   ax.axhline(0, color="grey", lw=0.8)
+  if lineage:  # per-game runs of a pipeline's Loop 1 carry their game
+    ax.set_xticks(range(len(lineage)))
+    ax.set_xticklabels([" ".join(str(r[k]) for k in ("game", "candidate") if r.get(k)) or str(i)
+                        for i, r in enumerate(lineage)], rotation=30, fontsize=7, ha="right")
   ax.set_xlabel("candidate")
   ax.set_ylabel("paired gain (progression)")
   ax.set_title("Loop 1 lineage (green: accepted)")
