@@ -12,6 +12,8 @@ each); --dry_run only prints the plan and the one-job-per-variant cluster
 commands (SLURM and TPU pod, launch/README.md), which write into the same
 workdirs. At the end (and with --compare_only, after the cluster jobs) the
 variants are compared in one table: ROOT/comparison.md and comparison.json.
+A variant that fails is reported and the others still run; the exit status
+is then 1.
 --set=KEY=VALUE overrides a field of every variant's config (e.g.
 --set=eval.llm.base_url=http://127.0.0.1:30000).
 """
@@ -76,15 +78,19 @@ def main(argv: list[str]) -> None:
     print("\n".join(lines))
   if _DRY_RUN.value:
     return
+  failed = []
   if not _COMPARE_ONLY.value:
     if any(c.eval.llm.backend == "local" for c in configs.values()):
       local_compile_cache()
     results = run_sweep(plan, lambda v: configs[v])
     for variant, r in results.items():
       print(f"{variant:<50} {'failed: ' + r['error'] if 'error' in r else 'done'}")
+    failed = [v for v, r in results.items() if "error" in r]
   result = compare_workdirs(workdirs(plan), _ROOT.value, seed_set=_SEED_SET.value)
   print(comparison_markdown(result))
   print(f"comparison: {os.path.abspath(os.path.join(_ROOT.value, 'comparison.md'))}")
+  if failed:  # the others ran and are compared; a rerun resumes the failed ones
+    raise SystemExit(f"{len(failed)} variant(s) failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
