@@ -6,6 +6,10 @@
       --variant=paper,ablation=structure_only --variant=paper,ablation=training_only \\
       --variant=paper,ablation=both --variant=paper,layout=paper
 
+Expected (measured, the first command above with --variant=layout=paper instead of
+structure_only, tiny model already built): 60 s wall on the shared 2-core machine; both
+variants' v0 at progression 0.00 (fallback rates per game side by side) in one table.
+
 Each --variant is an experiments/configs/automem.py variant; its workdir is
 ROOT/<variant as a name>. Here they run one after another (a rerun resumes
 each); --dry_run only prints the plan and the one-job-per-variant cluster
