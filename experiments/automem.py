@@ -15,6 +15,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from automem.pipeline import run_pipeline
+from automem.pipeline.runtime import local_compile_cache
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "automem.py"),
@@ -32,12 +33,7 @@ def main(argv: list[str]) -> None:
       "runs", time.strftime("automem-%Y%m%d-%H%M%S", time.gmtime()))
   logging.info("config:\n%s", config)
   if config.eval.llm.backend == "local":
-    import jax
-
-    from automem.models.tiny import default_cache_dir
-
-    if not jax.config.jax_compilation_cache_dir:  # the local engine's compilations persist
-      jax.config.update("jax_compilation_cache_dir", os.path.join(default_cache_dir(), "jax_cache"))
+    local_compile_cache()
   results = run_pipeline(config, workdir)
   for stage, summary in results.items():
     print(f"{stage:<8} {'skipped' if summary.get('skipped') else 'done'}")

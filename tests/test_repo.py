@@ -86,11 +86,15 @@ def _build_optimize_structure(config):
 
 
 def _build_automem(config):
+  from automem.credit.select import selection_config
   from automem.pipeline import stage_plan
+  from automem.pipeline.loop1 import loop1_config, loop1_games
 
   order, skip = stage_plan(config)
   assert order
-  return [*_build_evaluate(config.eval), order, skip]
+  loop1 = [_build_optimize_structure(loop1_config(config, g)) for g in loop1_games(config)]
+  return [*_build_evaluate(config.eval), order, skip, *loop1,
+          selection_config(config.loop2.selection.to_dict())]
 
 
 def _build_improve_proficiency(config):

@@ -6,10 +6,15 @@ Public API::
   STAGES; set_loop("loop1" | "loop2", fn)      plug a loop in: fn(Context) -> summary
   NotAvailable                                 raised by a loop stage not plugged in yet
   read_summary(workdir, stage), summary_path(workdir, stage), stage_plan(config)
+  loop1_stage(ctx), loop1_config(config, game)  Loop 1 (optimize_structure) per game
+  sweep_plan(variants, root) -> [SweepEntry]; run_sweep(plan, make_config, **kw);
+  cluster_commands(plan)                       several variants in sibling workdirs
 
-Entry point: `python -m experiments.automem` (experiments/configs/automem.py).
+Entry points: `python -m experiments.automem` (experiments/configs/automem.py),
+`python -m experiments.sweep`.
 """
 
+from automem.pipeline.loop1 import loop1_config, loop1_stage
 from automem.pipeline.stages import (
     STAGES,
     Context,
@@ -20,6 +25,8 @@ from automem.pipeline.stages import (
     stage_plan,
     summary_path,
 )
+from automem.pipeline.sweep import SweepEntry, cluster_commands, run_sweep, sweep_plan
 
-__all__ = ["STAGES", "Context", "NotAvailable", "read_summary", "run_pipeline", "set_loop",
-           "stage_plan", "summary_path"]
+__all__ = ["STAGES", "Context", "NotAvailable", "SweepEntry", "cluster_commands", "loop1_config",
+           "loop1_stage", "read_summary", "run_pipeline", "run_sweep", "set_loop", "stage_plan",
+           "summary_path", "sweep_plan"]

@@ -5,7 +5,9 @@ Each stage owns `<workdir>/<stage>/` and is done when its summary,
 resumes the others (evaluation runs resume episode by episode). A stage can be
 skipped, or fed from an artifact instead of being run: a structure file for
 Loop 1, an adapter directory for Loop 2. Loop 1 and Loop 2 are pluggable
-callables (`set_loop`); until they are plugged in they raise `NotAvailable`.
+callables (`set_loop`): Loop 1 is `automem.pipeline.loop1` (one
+`optimize_structure` run per game); Loop 2 raises `NotAvailable` until it is
+plugged in.
 """
 
 from __future__ import annotations
@@ -57,8 +59,14 @@ def _not_available(name: str, issue: int, artifact: str) -> StageFn:
   return run
 
 
+def _loop1(ctx: Context) -> dict[str, Any]:
+  from automem.pipeline.loop1 import loop1_stage
+
+  return loop1_stage(ctx)
+
+
 _LOOPS: dict[str, StageFn] = {
-    "loop1": _not_available("loop1", 12, "structure"),
+    "loop1": _loop1,
     "loop2": _not_available("loop2", 14, "adapter"),
 }
 
@@ -68,6 +76,16 @@ def set_loop(name: str, fn: StageFn) -> None:
   if name not in _LOOPS:
     raise ValueError(f"unknown loop stage {name!r}; expected loop1 or loop2")
   _LOOPS[name] = fn
+
+
+def eval_games(config: ml_collections.ConfigDict) -> list[str]:
+  """The games the pipeline evaluates (`eval.games`)."""
+  return [g.strip() for g in config.eval.games.split(",") if g.strip()]
+
+
+def clients_of(ctx: Context) -> Mapping[str, Any] | None:
+  """The injected clients (fresh ones when a factory was injected), or None (the config's)."""
+  return ctx.clients() if callable(ctx.clients) else ctx.clients
 
 
 def _eval_config(ctx: Context, *, structures: Mapping[str, str] | None = None,
@@ -89,8 +107,7 @@ def _eval_config(ctx: Context, *, structures: Mapping[str, str] | None = None,
 def _evaluate(ctx: Context, config: ml_collections.ConfigDict, run_dir: str) -> dict[str, Any]:
   from automem.rollout import evaluate
 
-  clients = ctx.clients() if callable(ctx.clients) else ctx.clients
-  summary = evaluate(config, run_dir, clients=clients, env_factory=ctx.env_factory)
+  summary = evaluate(config, run_dir, clients=clients_of(ctx), env_factory=ctx.env_factory)
   return {"run_dir": run_dir, "summary": summary,
           "structures": {g: os.path.join(run_dir, "structures", f"{g}.json")
                          for g in summary.get("games", {})}}
@@ -119,9 +136,8 @@ def loop_stage(name: str) -> StageFn:
   loop1, `adapter` (a PEFT adapter directory) from loop2.
   """
   def run(ctx: Context) -> dict[str, Any]:
-    games = [g.strip() for g in ctx.config.eval.games.split(",") if g.strip()]
     if name == "loop1" and ctx.config.artifacts.structure:
-      paths = _artifact_map(ctx.config.artifacts.structure, games)
+      paths = _artifact_map(ctx.config.artifacts.structure, eval_games(ctx.config))
       for p in paths.values():
         if not os.path.isfile(p):
           raise FileNotFoundError(f"loop1 artifact: no structure file {p}")

@@ -4,6 +4,7 @@ Public API::
 
   find_versions(path) -> [Version]           a run dir, a dir of run dirs, a pipeline workdir
   build_report(versions, out_dir, seed_set="test", lineage=None, ledger=None) -> dict
+  compare_workdirs({variant: workdir}, out_dir, seed_set="test") -> dict   a sweep's table
   Version(label, run_dir);  load_version(version, seed_set) -> VersionData
   version_table(data), behaviour_table(data), achievement_rates(data, game), reference_rows()
   episode_behaviour(trajectory) -> Behaviour   stuck/oscillating steps, redundant writes, ...
@@ -13,6 +14,7 @@ Public API::
 from automem.report import traces
 from automem.report.behaviour import Behaviour, episode_behaviour
 from automem.report.build import build_report, find_versions, markdown
+from automem.report.compare import compare_workdirs, comparison_markdown
 from automem.report.tables import (
     Version,
     VersionData,
@@ -30,6 +32,8 @@ __all__ = [
     "achievement_rates",
     "behaviour_table",
     "build_report",
+    "compare_workdirs",
+    "comparison_markdown",
     "episode_behaviour",
     "find_versions",
     "load_version",

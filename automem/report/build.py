@@ -10,6 +10,7 @@ version; a directory of run directories gives one version per subdirectory
 from __future__ import annotations
 
 import base64
+import glob
 import html
 import json
 import math
@@ -57,11 +58,17 @@ def find_versions(path: str) -> list[Version]:
 
 
 def _find_jsonl(roots: Sequence[str], name: str) -> list[dict[str, Any]]:
+  """The first `name` under a root (itself, loop1/ or loop2/), else the per-game files of a
+  pipeline's Loop 1 (`loop1/<game>/name`), concatenated and tagged with their game."""
   for root in roots:
     for cand in (os.path.join(root, name), os.path.join(root, "loop1", name),
                  os.path.join(root, "loop2", name)):
       if os.path.exists(cand):
         return traces.read_jsonl(cand)
+    per_game = sorted(glob.glob(os.path.join(root, "loop1", "*", name)))
+    if per_game:
+      return [{"game": os.path.basename(os.path.dirname(p)), **rec}
+              for p in per_game for rec in traces.read_jsonl(p)]
   return []
 
 

@@ -86,11 +86,19 @@ def lineage_plot(lineage: Sequence[Mapping[str, Any]], out_dir: str) -> list[str
   """Loop 1's candidates in order: paired gain (and its CI when given), accepted in green."""
   fig, ax = plt.subplots(figsize=(6, 3.2))
   for i, rec in enumerate(lineage):
-    gain = rec.get("gain", rec.get("diff_mean", 0.0)) or 0.0
-    err = rec.get("ci95", rec.get("diff_ci95"))
+    race = (rec.get("stats") or {}).get("summary") or {}  # Loop 1's record: the race's gain
+    gain = race.get("mean_gain", rec.get("gain", rec.get("diff_mean", 0.0)))
+    err = race.get("gain_ci95", rec.get("ci95", rec.get("diff_ci95")))
+    gain = 0.0 if gain is None or gain != gain else gain
+    err = None if err is None or err != err else err
+    accepted = rec.get("decision") == "accepted" or rec.get("accepted") is True
     ax.errorbar([i], [gain], yerr=[err] if err is not None else None, fmt="o",
-                color="#2ca02c" if rec.get("accepted") else "#d62728")
+                color="#2ca02c" if accepted else "#d62728")
   ax.axhline(0, color="grey", lw=0.8)
+  if lineage:  # per-game runs of a pipeline's Loop 1 carry their game
+    ax.set_xticks(range(len(lineage)))
+    ax.set_xticklabels([" ".join(str(r[k]) for k in ("game", "candidate") if r.get(k)) or str(i)
+                        for i, r in enumerate(lineage)], rotation=30, fontsize=7, ha="right")
   ax.set_xlabel("candidate")
   ax.set_ylabel("paired gain (progression)")
   ax.set_title("Loop 1 lineage (green: accepted)")

@@ -1,4 +1,4 @@
-"""The pipeline on CPU: every stage, resume between and within stages, loops not wired yet."""
+"""The pipeline on CPU: every stage, resume between and within stages, a loop not wired yet."""
 
 from __future__ import annotations
 
@@ -70,13 +70,12 @@ def test_a_rerun_finds_every_stage_done(pipeline_run):
 
 def test_a_loop_that_is_not_wired_in_says_so_unless_skipped(tmp_path):
   config = pipeline_config(str(tmp_path))
-  config.artifacts.structure = ""
   config.skip = ""
-  config.stages = "loop1"
-  with pytest.raises(NotAvailable, match=r"skip it with --config\.skip=loop1"):
+  config.stages = "loop2"
+  with pytest.raises(NotAvailable, match=r"skip it with --config\.skip=loop2"):
     run_pipeline(config, str(tmp_path))
-  config.skip = "loop1"
-  assert run_pipeline(config, str(tmp_path)) == {"loop1": {"skipped": True}}
+  config.skip = "loop2"
+  assert run_pipeline(config, str(tmp_path)) == {"loop2": {"skipped": True}}
 
 
 def test_a_missing_artifact_is_a_clear_error(tmp_path):
