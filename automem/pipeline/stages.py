@@ -6,8 +6,8 @@ resumes the others (evaluation runs resume episode by episode). A stage can be
 skipped, or fed from an artifact instead of being run: a structure file for
 Loop 1, an adapter directory for Loop 2. Loop 1 and Loop 2 are pluggable
 callables (`set_loop`): Loop 1 is `automem.pipeline.loop1` (one
-`optimize_structure` run per game); Loop 2 raises `NotAvailable` until it is
-plugged in.
+`optimize_structure` run per game), Loop 2 `automem.pipeline.loop2` (one
+`improve_proficiency` run for one game).
 """
 
 from __future__ import annotations
@@ -24,10 +24,6 @@ from absl import logging
 
 STAGES = ("v0", "loop1", "loop2", "final", "report")
 SUMMARY = "stage_summary.json"
-
-
-class NotAvailable(RuntimeError):
-  """A stage whose implementation is not plugged into the pipeline yet."""
 
 
 @dataclasses.dataclass
@@ -51,24 +47,19 @@ class Context:
 StageFn = Callable[[Context], dict[str, Any]]
 
 
-def _not_available(name: str, issue: int, artifact: str) -> StageFn:
-  def run(ctx: Context) -> dict[str, Any]:
-    raise NotAvailable(
-        f"stage {name} is not available yet (issue {issue} is not wired into the pipeline): "
-        f"skip it with --config.skip={name}, or feed it with --config.artifacts.{artifact}=...")
-  return run
-
-
 def _loop1(ctx: Context) -> dict[str, Any]:
   from automem.pipeline.loop1 import loop1_stage
 
   return loop1_stage(ctx)
 
 
-_LOOPS: dict[str, StageFn] = {
-    "loop1": _loop1,
-    "loop2": _not_available("loop2", 14, "adapter"),
-}
+def _loop2(ctx: Context) -> dict[str, Any]:
+  from automem.pipeline.loop2 import loop2_stage
+
+  return loop2_stage(ctx)
+
+
+_LOOPS: dict[str, StageFn] = {"loop1": _loop1, "loop2": _loop2}
 
 
 def set_loop(name: str, fn: StageFn) -> None:
@@ -156,12 +147,16 @@ def final_stage(ctx: Context) -> dict[str, Any]:
   root = ctx.stage_dir("final")
   versions: dict[str, ml_collections.ConfigDict] = {}
   structures = (ctx.results.get("loop1") or {}).get("structures") or {}
-  adapter = (ctx.results.get("loop2") or {}).get("adapter") or ""
+  loop2 = ctx.results.get("loop2") or {}
+  adapter = loop2.get("adapter") or ""
   if structures:
     versions["v1"] = _eval_config(ctx, structures=structures)
   if adapter:
-    versions["v1+train" if structures else "v0+train"] = _eval_config(
-        ctx, structures=structures, adapter=adapter)
+    cfg = _eval_config(ctx, structures=structures, adapter=adapter)
+    if loop2.get("game"):  # the specialist was trained for one game: evaluate it there
+      with cfg.unlocked():
+        cfg.games = loop2["game"]
+    versions["v1+train" if structures else "v0+train"] = cfg
   runs = {label: _evaluate(ctx, cfg, os.path.join(root, label)) for label, cfg in versions.items()}
   return {"versions": ["v0", *runs], "runs": {k: v["run_dir"] for k, v in runs.items()}}
 

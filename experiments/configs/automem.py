@@ -47,7 +47,12 @@ from __future__ import annotations
 import ml_collections
 
 from automem.utils import parse_arg
-from experiments.configs import evaluate, optimize_structure, select_decisions
+from experiments.configs import (
+    evaluate,
+    improve_proficiency,
+    optimize_structure,
+    select_decisions,
+)
 
 VARIANTS = ("paper", "games=crafter,episodes=1,steps=2", "ablation=structure_only",
             "ablation=training_only", "ablation=both", "ablation=none",
@@ -93,8 +98,25 @@ def _loop1(paper: bool, proposer: str, api: str) -> ml_collections.ConfigDict:
 
 
 def _loop2(paper: bool, selector: str) -> ml_collections.ConfigDict:
-  """Loop 2's settings as the plugged-in loop reads them (the pipeline does not run it)."""
+  """Loop 2's settings: improve_proficiency.py's (without its game, structure and evaluation,
+  which come from the pipeline) and the decision selection of the selector ablations."""
   c = ml_collections.ConfigDict()
+  c.game = ""  # the game Loop 2 trains a specialist for ("" = the first of eval.games)
+  # With no accepted recipe, still evaluate the best raced specialist in the final stage
+  # (marked unaccepted in the stage summary), so a tiny run shows a +train row.
+  c.report_unaccepted = not paper
+  p = improve_proficiency.get_config("full" if paper else None)
+  with p.unlocked():
+    for key in ("eval", "game", "structure", "structure_workdir"):
+      del p[key]
+  if not paper:  # the tiny budget: one recipe, a 2-seed race
+    p.grid.rank = (4,)  # LoRA rank
+    p.race.stages = (2,)  # fresh selection seeds of the race (one stage)
+  if selector:
+    spec = selector if selector in SCORERS else f"{selector}/usage"
+    p.grid.selectors = (spec,)  # the ablation's selector (a filter is paired with usage)
+  # improve_proficiency.py's settings (see there); the pipeline sets game, structure, eval.
+  c.proficiency = p
   # Which memory decisions Loop 2 trains on (experiments/configs/select_decisions.py; the
   # paper's LLM judge at paper scale).
   c.selection = select_decisions.get_config("paper" if paper else None)
@@ -133,7 +155,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval = evaluate.get_config(",".join(parts) or None)
   c.stages = "v0,loop1,loop2,final,report"  # stage order (a subset runs only those)
   # Stages not to run (comma-separated): the ablation's; a selector ablation trains v0 (no
-  # Loop 1); the tiny default skips Loop 2 (not plugged in yet) and runs Loop 1.
+  # Loop 1); the tiny default skips Loop 2 (`ablation=both` runs it) and runs Loop 1.
   skip = ABLATIONS[a["ablation"]]
   if skip is None:
     skip = "loop1" if a["selector"] else ("" if paper else "loop2")

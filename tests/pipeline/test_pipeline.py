@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from automem.pipeline import NotAvailable, read_summary, run_pipeline, summary_path
+from automem.pipeline import read_summary, run_pipeline, summary_path
 from tests.pipeline.conftest import pipeline_config
 
 pytestmark = pytest.mark.slow
@@ -68,14 +68,39 @@ def test_a_rerun_finds_every_stage_done(pipeline_run):
   assert again == results
 
 
-def test_a_loop_that_is_not_wired_in_says_so_unless_skipped(tmp_path):
+def test_loop2_is_wired_to_improve_proficiency_on_one_game(tmp_path, monkeypatch):
+  from automem.pipeline import loop2
+  from automem.proficiency.loop import append_ledger
+
   config = pipeline_config(str(tmp_path))
   config.skip = ""
   config.stages = "loop2"
-  with pytest.raises(NotAvailable, match=r"skip it with --config\.skip=loop2"):
-    run_pipeline(config, str(tmp_path))
+  calls = []
+
+  def fake_loop(cfg, workdir, **kwargs):  # the real loop is tested in tests/proficiency
+    calls.append((cfg, workdir))
+    os.makedirs(workdir, exist_ok=True)
+    row = {"round": 0, "recipe_id": "usage-r4", "adapter": str(tmp_path / "adapter"),
+           "decision": "rejected_test"}
+    append_ledger(os.path.join(workdir, "ledger.jsonl"), [row])
+    return {"chosen": "usage-r4", "ledger": os.path.join(workdir, "ledger.jsonl")}
+
+  monkeypatch.setattr("automem.proficiency.improve_proficiency", fake_loop)
+  out = run_pipeline(config, str(tmp_path))["loop2"]
+  [(cfg, workdir)] = calls
+  assert workdir == os.path.join(str(tmp_path), "loop2", "crafter")
+  assert cfg.game == "crafter" and cfg.eval.games == "crafter" and cfg.final.episodes == 0
+  assert cfg.structure == "" and cfg.deploy == "local"
+  assert out["adapter"] == str(tmp_path / "adapter") and out["accepted"] is False
+  assert out["game"] == "crafter" and out["source"] == "loop"
+  # Loop 1's structure for the game is where Loop 2 starts.
+  lc = loop2.loop2_config(config, "crafter", "/s/crafter_v2.json")
+  assert lc.structure == "/s/crafter_v2.json"
+  config.loop2.game = "nethack"
+  with pytest.raises(ValueError, match=r"loop2\.game names 'nethack'"):
+    loop2.loop2_game(config)
   config.skip = "loop2"
-  assert run_pipeline(config, str(tmp_path)) == {"loop2": {"skipped": True}}
+  assert run_pipeline(config, str(tmp_path / "b")) == {"loop2": {"skipped": True}}
 
 
 def test_a_missing_artifact_is_a_clear_error(tmp_path):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from automem.pipeline import NotAvailable
+from automem.pipeline import stages
 from automem.pipeline.sweep import cluster_commands, run_sweep, sweep_plan, workdirs
 from automem.report import compare_workdirs
 from experiments.configs.automem import get_config
@@ -32,7 +32,12 @@ def tiny_variant(root: str, variant: str):
   return config
 
 
-def test_sweep_runs_variants_into_sibling_workdirs_and_compares_them(tmp_path, rollout_engine):
+def test_sweep_runs_variants_into_sibling_workdirs_and_compares_them(tmp_path, rollout_engine,
+                                                                    monkeypatch):
+  def broken_loop2(ctx):
+    raise RuntimeError("loop2 failed")
+
+  monkeypatch.setitem(stages._LOOPS, "loop2", broken_loop2)
   root = str(tmp_path / "sweep")
   plan = sweep_plan(["ablation=none", "layout=paper", "ablation=training_only"], root)
   assert [os.path.basename(e.workdir) for e in plan] == [
@@ -40,8 +45,8 @@ def test_sweep_runs_variants_into_sibling_workdirs_and_compares_them(tmp_path, r
   results = run_sweep(plan, lambda v: tiny_variant(root, v),
                       clients=lambda: {"base": local_client(rollout_engine)})
   assert "results" in results["ablation=none"] and "results" in results["layout=paper"]
-  # Loop 2 is not plugged in: that variant fails with the reason; the others are unaffected.
-  assert results["ablation=training_only"]["error"].startswith(NotAvailable.__name__)
+  # A failing variant (here Loop 2) is recorded with its reason; the others are unaffected.
+  assert results["ablation=training_only"]["error"].startswith("RuntimeError")
   with open(os.path.join(plan[1].workdir, "v0", "config.json")) as f:
     assert json.load(f)["agent"]["layout"] == "paper"
 
