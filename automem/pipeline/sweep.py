@@ -3,7 +3,7 @@
 Here the variants run one after another (`run_sweep`); on a cluster each is
 one job (`cluster_commands` gives the SLURM and TPU-pod command lines, which
 run the same `experiments.automem` into the same workdirs). A variant that
-fails (e.g. a loop not plugged in) is recorded and the sweep goes on; a rerun
+fails (e.g. a loop that raised) is recorded and the sweep goes on; a rerun
 resumes every variant. `automem.report.compare_workdirs` then puts them side
 by side.
 """
@@ -75,7 +75,7 @@ def run_sweep(plan: Sequence[SweepEntry],
     logging.info("sweep %d/%d: %s -> %s", i + 1, len(plan), e.variant, e.workdir)
     try:
       results = run_pipeline(make_config(e.variant), e.workdir, **pipeline_kwargs)
-    except Exception as err:  # one failed variant (a loop not plugged in) must not end the sweep
+    except Exception as err:  # one failed variant must not end the sweep
       logging.error("sweep variant %s failed: %s", e.variant, err)
       out[e.variant] = {"workdir": e.workdir, "error": f"{type(err).__name__}: {err}"}
       continue
