@@ -14,8 +14,8 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from automem.models.tiny import local_compile_cache
 from automem.pipeline import run_pipeline
-from automem.pipeline.runtime import local_compile_cache
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "automem.py"),

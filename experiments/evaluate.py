@@ -19,6 +19,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from automem.models.tiny import local_compile_cache
 from automem.rollout.evaluate import check_model_fits, evaluate, open_run_dir, validate_config
 from automem.utils import parse_flags, reports_errors
 
@@ -27,17 +28,6 @@ _CONFIG = config_flags.DEFINE_config_file(
     "Evaluation config (experiments/configs/evaluate.py[:variant]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory (default runs/eval-<UTC timestamp>); an existing one resumes.")
-
-
-def _persistent_compile_cache() -> None:
-  """Keeps the local engine's XLA compilations across runs (a rerun starts in seconds)."""
-  import jax
-
-  from automem.models.tiny import default_cache_dir
-
-  if not jax.config.jax_compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", os.path.join(default_cache_dir(), "jax_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 @reports_errors
@@ -52,7 +42,7 @@ def main(argv: list[str]) -> None:
   logging.info("python %s on %s; workdir %s", platform.python_version(), platform.node(), workdir)
   logging.info("config:\n%s", config)
   if config.llm.backend == "local":
-    _persistent_compile_cache()
+    local_compile_cache()
   evaluate(config, workdir)  # logs the summary table
   print(f"run directory: {os.path.abspath(workdir)}")
 

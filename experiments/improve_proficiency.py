@@ -21,6 +21,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from automem.models.tiny import local_compile_cache
 from automem.proficiency.loop import improve_proficiency
 from automem.utils import parse_flags, reports_errors
 
@@ -29,17 +30,6 @@ _CONFIG = config_flags.DEFINE_config_file(
     "Loop 2 config (experiments/configs/improve_proficiency.py[:variant]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory (default runs/loop2-<UTC timestamp>); an existing one resumes.")
-
-
-def _compile_cache() -> None:
-  """The local engine's XLA compilations persist across runs (as in experiments.evaluate)."""
-  import jax
-
-  from automem.models.tiny import default_cache_dir
-
-  if not jax.config.jax_compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", os.path.join(default_cache_dir(), "jax_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 @reports_errors
@@ -52,7 +42,7 @@ def main(argv: list[str]) -> None:
   logging.info("python %s on %s; workdir %s", platform.python_version(), platform.node(), workdir)
   logging.info("config:\n%s", config)
   if config.eval.llm.backend == "local":
-    _compile_cache()
+    local_compile_cache()
   summary = improve_proficiency(config, workdir)
   print(json.dumps({k: v for k, v in summary.items() if k != "final"}, indent=1))
   if "final" in summary:

@@ -20,6 +20,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from automem.models.tiny import local_compile_cache
 from automem.structure import optimize_structure
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -27,18 +28,6 @@ _CONFIG = config_flags.DEFINE_config_file(
     "Loop 1 config (experiments/configs/optimize_structure.py[:variant]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory (default runs/loop1-<UTC timestamp>); an existing one resumes.")
-
-
-def _compile_cache() -> None:
-  """The local engine's XLA compilations persist across runs (as in experiments.evaluate, whose
-  flags cannot be imported next to these)."""
-  import jax
-
-  from automem.models.tiny import default_cache_dir
-
-  if not jax.config.jax_compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", os.path.join(default_cache_dir(), "jax_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 def main(argv: list[str]) -> None:
@@ -50,7 +39,7 @@ def main(argv: list[str]) -> None:
   logging.info("python %s on %s; workdir %s", platform.python_version(), platform.node(), workdir)
   logging.info("config:\n%s", config)
   if config.eval.llm.backend == "local":
-    _compile_cache()
+    local_compile_cache()
   summary = optimize_structure(config, workdir)
   if "final" in summary:
     print(summary["final"]["text"])

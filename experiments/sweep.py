@@ -29,7 +29,7 @@ import os
 import ml_collections
 from absl import app, flags
 
-from automem.pipeline.runtime import local_compile_cache
+from automem.models.tiny import local_compile_cache
 from automem.pipeline.sweep import cluster_commands, run_sweep, sweep_plan, workdirs
 from automem.report import compare_workdirs, comparison_markdown
 from experiments.configs.automem import get_config
