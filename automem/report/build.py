@@ -15,6 +15,7 @@ import html
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,13 +60,15 @@ def find_versions(path: str) -> list[Version]:
 
 def _find_jsonl(roots: Sequence[str], name: str) -> list[dict[str, Any]]:
   """The first `name` under a root (itself, loop1/ or loop2/), else the per-game files of a
-  pipeline's Loop 1 (`loop1/<game>/name`), concatenated and tagged with their game."""
+  pipeline's loops (`loop1/<game>/name`, `loop2/<game>/name`), concatenated and tagged with
+  their game."""
   for root in roots:
     for cand in (os.path.join(root, name), os.path.join(root, "loop1", name),
                  os.path.join(root, "loop2", name)):
       if os.path.exists(cand):
         return traces.read_jsonl(cand)
-    per_game = sorted(glob.glob(os.path.join(root, "loop1", "*", name)))
+    per_game = sorted(glob.glob(os.path.join(root, "loop1", "*", name))
+                      + glob.glob(os.path.join(root, "loop2", "*", name)))
     if per_game:
       return [{"game": os.path.basename(os.path.dirname(p)), **rec}
               for p in per_game for rec in traces.read_jsonl(p)]
@@ -178,8 +181,41 @@ def markdown(report: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _md_html(md: str) -> str:
+  """The report's Markdown (headings, pipe tables, paragraphs) as HTML; nothing else occurs."""
+  out: list[str] = []
+  table: list[list[str]] = []
+
+  def inline(text: str) -> str:
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
+
+  def flush() -> None:
+    if table:
+      head, *body = table
+      out.append("<table><thead><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head)
+                 + "</tr></thead><tbody>" + "".join(
+                     "<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>"
+                     for row in body) + "</tbody></table>")
+      table.clear()
+
+  for line in md.splitlines():
+    if line.startswith("|"):
+      cells = [c.strip() for c in line.strip().strip("|").split("|")]
+      if not all(set(c) <= {"-", ":"} for c in cells):  # skip the separator row
+        table.append(cells)
+      continue
+    flush()
+    if line.startswith("#"):
+      level = len(line) - len(line.lstrip("#"))
+      out.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
+    elif line.strip():
+      out.append(f"<p>{inline(line)}</p>")
+  flush()
+  return "\n".join(out)
+
+
 def _html(report: dict[str, Any], md: str, out_dir: str) -> str:
-  """One self-contained page: the tables (as preformatted Markdown) and the figures inline."""
+  """One self-contained page: the tables as HTML tables and the figures inline."""
   figs = []
   for name, paths in report["figures"].items():
     png = next(p for p in paths if p.endswith(".png"))
@@ -188,9 +224,12 @@ def _html(report: dict[str, Any], md: str, out_dir: str) -> str:
     figs.append(f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
                 f"<figcaption>{html.escape(name)}</figcaption></figure>")
   return ("<!doctype html><html><head><meta charset='utf-8'><title>AutoMem report</title>"
-          "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-          "pre{background:#f6f6f6;padding:8px;overflow-x:auto}img{max-width:100%}</style>"
-          f"</head><body><pre id='tables'>{html.escape(md)}</pre>{''.join(figs)}"
+          "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 12px}"
+          "table{border-collapse:collapse;margin:8px 0;font-size:13px}"
+          "th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+          "th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}"
+          "img{max-width:100%}</style>"
+          f"</head><body><div id='tables'>{_md_html(md)}</div>{''.join(figs)}"
           "</body></html>\n")
 
 

@@ -88,7 +88,7 @@ def test_report_files(pipeline_run, tmp_path):
   with open(os.path.join(out, "report.html")) as f:
     page = f.read()
   assert page.count("data:image/png;base64,") == 4 and "http" not in page.split("<body>")[1]
-  assert "(quoted)" in page and "| v1 |" in page
+  assert "(quoted)" in page and "<td>v1</td>" in page and "<th>version</th>" in page
   assert any(n.startswith("events.out.tfevents") for n in os.listdir(os.path.join(out, "tb")))
   with pytest.raises(ValueError, match="no finished episodes of seed set 'train'"):
     build_report(find_versions(workdir), str(tmp_path / "r2"), seed_set="train")
@@ -120,3 +120,14 @@ def test_behaviour_counts_on_a_small_trajectory():
   assert (b.writes, b.redundant_writes, b.searches, b.empty_searches) == (2, 1, 1, 1)
   assert b.failed_commands == 1 and b.ops == {"APPEND": 2, "SEARCH": 1}
   assert b.rates()["context_tokens_per_step"] == pytest.approx(20 / 6)
+
+
+def test_the_loops_records_of_a_pipeline_workdir_are_found_per_game(tmp_path):
+  from automem.report.build import _find_jsonl
+
+  for loop, name, game in (("loop1", "lineage.jsonl", "minihack"),
+                           ("loop2", "ledger.jsonl", "crafter")):
+    os.makedirs(tmp_path / loop / game)
+    (tmp_path / loop / game / name).write_text(json.dumps({"round": 0}) + "\n")
+  assert _find_jsonl([str(tmp_path)], "ledger.jsonl") == [{"game": "crafter", "round": 0}]
+  assert _find_jsonl([str(tmp_path)], "lineage.jsonl") == [{"game": "minihack", "round": 0}]
