@@ -16,6 +16,8 @@ from ml_collections import config_flags
 
 from automem.models.tiny import local_compile_cache
 from automem.pipeline import run_pipeline
+from automem.rollout.evaluate import check_model_fits, validate_config
+from automem.utils import parse_flags, reports_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "automem.py"),
@@ -25,12 +27,15 @@ _WORKDIR = flags.DEFINE_string(
     "resumes.")
 
 
+@reports_errors
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join(
       "runs", time.strftime("automem-%Y%m%d-%H%M%S", time.gmtime()))
+  validate_config(config.eval)  # bad input is one line, before the config dump
+  check_model_fits(config.eval)
   logging.info("config:\n%s", config)
   if config.eval.llm.backend == "local":
     local_compile_cache()
@@ -44,4 +49,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

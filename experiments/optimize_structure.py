@@ -21,7 +21,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from automem.models.tiny import local_compile_cache
+from automem.rollout.evaluate import check_model_fits, validate_config
 from automem.structure import optimize_structure
+from automem.utils import parse_flags, reports_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "optimize_structure.py"),
@@ -30,12 +32,15 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory (default runs/loop1-<UTC timestamp>); an existing one resumes.")
 
 
+@reports_errors
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join("runs",
                                            time.strftime("loop1-%Y%m%d-%H%M%S", time.gmtime()))
+  validate_config(config.eval)  # bad input is one line, before the config dump
+  check_model_fits(config.eval)
   logging.info("python %s on %s; workdir %s", platform.python_version(), platform.node(), workdir)
   logging.info("config:\n%s", config)
   if config.eval.llm.backend == "local":
@@ -50,4 +55,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -22,11 +22,13 @@ import os
 from absl import app, flags
 
 from automem.report import build_report, compare_workdirs, comparison_markdown, find_versions
+from automem.utils import parse_flags, reports_errors
 
 _OUT = flags.DEFINE_string("out", None, "Report directory (default RUN_DIR/report).")
 _SEED_SET = flags.DEFINE_string("seed_set", "test", "Only episodes of this seed set ('' = all).")
 
 
+@reports_errors
 def main(argv: list[str]) -> None:
   if len(argv) < 2:
     raise app.UsageError("usage: python -m experiments.report RUN_DIR [RUN_DIR...] [--out=DIR] "
@@ -53,4 +55,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -32,6 +32,7 @@ from absl import app, flags
 from automem.models.tiny import local_compile_cache
 from automem.pipeline.sweep import cluster_commands, run_sweep, sweep_plan, workdirs
 from automem.report import compare_workdirs, comparison_markdown
+from automem.utils import parse_flags, reports_errors
 from experiments.configs.automem import get_config
 
 _VARIANTS = flags.DEFINE_multi_string("variant", None, "An automem.py variant (repeatable).")
@@ -59,6 +60,7 @@ def override(config: ml_collections.ConfigDict, assignments: list[str]) -> None:
         type(old)(value) if isinstance(old, int | float | str) else value)
 
 
+@reports_errors
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -98,4 +100,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -209,9 +209,11 @@ def continuation(parent: MemoryStructure, failed: Proposal, deltas: Mapping[str,
   changes: dict[str, Any] = {}
   for path, value in failed.changes.items():
     old: Any = base
-    for part in path.split("."):
-      old = old[int(part)] if isinstance(old, list) and part.isdigit() else (
-          old.get(part) if isinstance(old, dict) else None)
+    for part in path.split("."):  # None where the failed candidate added the field or item
+      if isinstance(old, list) and part.isdigit():
+        old = old[int(part)] if int(part) < len(old) else None
+      else:
+        old = old.get(part) if isinstance(old, dict) else None
     if isinstance(value, int) and not isinstance(value, bool) and isinstance(old, int):
       step = value - old
       new = value + step if mean > 0 else old + step // 2

@@ -149,6 +149,11 @@ def test_continuation_and_merge():
   down = continuation(STRUCTURE, failed, {"a": -2.0})
   assert down.changes == {"history_length": 12}
   assert continuation(STRUCTURE, Proposal({"log_first_step": True}, "x"), {"a": 1.0}) is None
+  # A candidate that added a list item (a pin, an observer): nothing numeric to push further.
+  added = f"pins.{len(STRUCTURE.pins)}"
+  assert continuation(STRUCTURE, Proposal({added: {"file": "notes.txt", "view": "tail",
+                                                   "lines": 5}}, "pin"), {"a": 1.0}) is None
+  assert continuation(STRUCTURE, Proposal({f"{added}.lines": 5}, "pin"), {"a": 1.0}) is None
   a = Proposal({"history_length": 16}, "a")
   b = Proposal({"plan.max_iterations": 3}, "b")
   m = merge(STRUCTURE, a, b)
