@@ -148,6 +148,7 @@ def build_report(versions: Sequence[Version], out_dir: str, *, seed_set: str = "
 
 
 _TABLE_COLS = ("version", "n", "errors", "progression_mean", "progression_ci95", "fallback_rate")
+_QUOTED_COLS = ("version", "kind", "n", "progression_mean", "progression_se", "source")
 _BEHAVIOUR_COLS = ("version", "steps", "stuck_rate", "oscillating_rate", "redundant_write_rate",
                    "empty_search_rate", "context_tokens_per_step", "ops_per_step", "fallback_rate")
 
@@ -158,18 +159,33 @@ def _md_table(cols: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[str]:
   return out
 
 
+def _quoted_cells(ref: dict[str, Any]) -> dict[str, Any]:
+  """A quoted row for its table: marked in its name, its source a Markdown link (the setting,
+  i.e. where in the source, as the link's title)."""
+  url = ref["source"]
+  label = re.sub(r"^https?://(www\.)?", "", url).split("/")[0]
+  if label == "github.com":  # the repository, not the host
+    label = "/".join(url.split("/")[3:5])
+  title = ref.get("setting", "").replace('"', "'")
+  link = f'[{label}]({url} "{title}")' if title else f"[{label}]({url})"
+  return {**ref, "version": f"{ref['version']} (quoted)", "source": link}
+
+
 def markdown(report: dict[str, Any]) -> str:
   """The report's tables as Markdown."""
   base = report["versions"][0]["label"]
   diff = (f"vs_{base}_pairs", f"vs_{base}_diff_mean", f"vs_{base}_diff_ci95")
   lines = [f"# AutoMem report\n\nSeed set: `{report['seed_set'] or 'all'}`. Progression in %, "
            f"mean ± 95% CI half-width; paired differences against `{base}` on the same "
-           "(task, seed). Rows marked *quoted* are numbers reported elsewhere, not measured "
-           "here.\n"]
+           "(task, seed). Rows marked (quoted) are numbers reported elsewhere, not measured "
+           "here: their ± is the standard error their source gives, and they take no part in "
+           "the paired differences.\n"]
   for game, rows in report["table"].items():
     lines.append(f"\n## {game}\n")
-    quoted = [{**r, "version": f"{r['version']} (quoted)"} for r in report["references"][game]]
-    lines += _md_table((*_TABLE_COLS, *diff), [*rows, *quoted])
+    lines += _md_table((*_TABLE_COLS, *diff), rows)
+    if report["references"].get(game):
+      lines.append("\nQuoted, not measured here (hover a source for where in it):\n")
+      lines += _md_table(_QUOTED_COLS, [_quoted_cells(r) for r in report["references"][game]])
     lines.append("\nBehaviour:\n")
     lines += _md_table(_BEHAVIOUR_COLS, report["behaviour"].get(game, []))
     ops = {r["version"]: r["ops"] for r in report["behaviour"].get(game, [])}
@@ -181,13 +197,20 @@ def markdown(report: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+# A Markdown link [text](url "title") after HTML escaping (quotes are &quot; by then).
+_LINK = re.compile(r"\[([^\]]+)\]\((https?://[^\s)]+)(?: &quot;(.*?)&quot;)?\)")
+
+
 def _md_html(md: str) -> str:
-  """The report's Markdown (headings, pipe tables, paragraphs) as HTML; nothing else occurs."""
+  """The report's Markdown (headings, pipe tables, paragraphs, links) as HTML; nothing else
+  occurs."""
   out: list[str] = []
   table: list[list[str]] = []
 
   def inline(text: str) -> str:
-    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
+    text = re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
+    return _LINK.sub(lambda m: f'<a href="{m[2]}"' + (f' title="{m[3]}"' if m[3] else "")
+                     + f">{m[1]}</a>", text)
 
   def flush() -> None:
     if table:

@@ -109,11 +109,54 @@ def achievement_rates(data: Sequence[VersionData], game: str) -> dict[str, dict[
   return out
 
 
-def reference_rows() -> dict[str, list[dict[str, Any]]]:
-  """The quoted (not measured) rows per game, from `references.json`."""
-  path = os.path.join(os.path.dirname(__file__), "references.json")
+REFERENCE_KINDS = ("paper", "leaderboard")
+REFERENCES_PATH = os.path.join(os.path.dirname(__file__), "references.json")
+
+
+def _is_number(x: Any) -> bool:
+  return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_references(refs: Any) -> None:
+  """Raises ValueError naming the first bad row of a `references.json` document.
+
+  A row has a non-empty `version` and `source`, a `kind` of `REFERENCE_KINDS`,
+  a numeric `progression_mean` in [0, 100], and optionally `progression_se`
+  (>= 0), `n` (a positive integer) and `setting` (where in the source). Text
+  fields hold no "|" or newline (they become table cells).
+  """
+  games = refs.get("games") if isinstance(refs, dict) else None
+  if not isinstance(games, dict):
+    raise ValueError('references: expected {"games": {game: [row, ...]}}')
+  for game, rows in games.items():
+    if not isinstance(rows, list):
+      raise ValueError(f"references[{game!r}]: expected a list of rows")
+    for i, row in enumerate(rows):
+      where = f"references[{game!r}][{i}]"
+      if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected an object")
+      for key in ("version", "source", "setting"):
+        text = row.get(key, "-" if key == "setting" else None)  # setting is optional
+        if not isinstance(text, str) or not text.strip() or "|" in text or "\n" in text:
+          raise ValueError(f"{where}: {key} must be non-empty text without '|' or newlines")
+      if row.get("kind") not in REFERENCE_KINDS:
+        raise ValueError(f"{where}: kind {row.get('kind')!r} is not one of {REFERENCE_KINDS}")
+      mean = row.get("progression_mean")
+      if not _is_number(mean) or not 0 <= mean <= 100:
+        raise ValueError(f"{where}: progression_mean {mean!r} is not a number in [0, 100]")
+      se = row.get("progression_se", 0.0)
+      if not _is_number(se) or se < 0:
+        raise ValueError(f"{where}: progression_se {se!r} is not a number >= 0")
+      n = row.get("n", 1)
+      if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{where}: n {n!r} is not a positive integer")
+
+
+def reference_rows(path: str = REFERENCES_PATH) -> dict[str, list[dict[str, Any]]]:
+  """The quoted (not measured) rows per game, from `references.json` (checked first)."""
   with open(path, encoding="utf-8") as f:
     refs = json.load(f)
+  check_references(refs)
   return {game: [{**r, "quoted": True} for r in rows] for game, rows in refs["games"].items()}
 
 
