@@ -81,7 +81,13 @@ def default_llm_config(backend: str = "local") -> ml_collections.ConfigDict:
   c.local.tiny_pretrain_steps = 800
   c.local.tiny_cache_dir = ""  # where the tiny model is built once; "" = $AUTOMEM_CACHE/tiny_llm
   c.local.adapters = ""  # "name=peft_dir,...": LoRA adapters served on the shared base weights
-  c.local.dtype = "float32"  # activation dtype: float32 | bfloat16
+  c.local.dtype = "float32"  # weight and activation dtype: float32 | bfloat16
+  # Devices the engine shards the model over: "" = one device; else mesh axis sizes over this
+  # host's chips, "AXIS=N,..." with AXIS in data|fsdp|tensor (unnamed = 1, one may be -1 =
+  # the rest): "tensor=-1" = tensor parallel over every chip (heads, MLP, vocab and the KV
+  # cache split; tensor must divide the model's KV heads), "fsdp=2,tensor=4" also splits the
+  # embedding dim. Greedy completions equal the one-device engine's.
+  c.local.mesh = ""
   c.local.max_batch_size = 64  # most requests per engine.generate call
   c.local.batch_wait_ms = 5.0  # how long the batcher waits for more requests
   c.local.min_prompt_bucket = 32  # prompts are padded to power-of-two lengths >= this
@@ -189,16 +195,16 @@ def make_client(config: ml_collections.ConfigDict, **inject: Any) -> LLMClient:
     from automem.llm.anthropic_backend import AnthropicClient
 
     return AnthropicClient(config.base_url, config.model, api_key=_api_key(config), **common)
-  from automem.llm.local import LocalClient, parse_adapters
+  from automem.llm.local import LocalClient, local_engine_mesh, parse_adapters
 
   local = config.local
   engine = inject.get("engine")
   checkpoint, engine_kwargs = "", {}
   if engine is None:
     checkpoint = local.checkpoint or tiny_checkpoint_dir(config)
-    engine_kwargs = dict(dtype=local.dtype, max_batch_size=local.max_batch_size,
-                         min_prompt_bucket=local.min_prompt_bucket,
-                         decode_chunk=local.decode_chunk, max_seq_len=local.max_seq_len or None,
+    engine_kwargs = dict(dtype=local.dtype, mesh=local_engine_mesh(checkpoint, local.mesh),
+                         max_batch_size=local.max_batch_size,
+                         min_prompt_bucket=local.min_prompt_bucket, decode_chunk=local.decode_chunk, max_seq_len=local.max_seq_len or None,
                          seed=local.seed, prefix_cache=local.prefix_cache,
                          num_slots=local.num_slots or None)
   return LocalClient(engine, inject.get("tokenizer"), checkpoint=checkpoint,

@@ -27,6 +27,7 @@ from automem.llm.client import LLMClient
 from automem.llm.retry import LLMCallError, RetryPolicy
 from automem.llm.sglang_backend import ChatTokenizer
 from automem.llm.types import LLMRequest, LLMResult
+from automem.utils.errors import InputError
 
 
 class Engine(Protocol):
@@ -396,13 +397,36 @@ def parse_adapters(spec: str) -> dict[str, str]:
   return adapters
 
 
+def local_engine_mesh(checkpoint: str, spec: str) -> Any:
+  """The engine's device mesh for `llm.local.mesh` (None for ""), checked against the
+  checkpoint's KV heads and this host's devices; a bad value is an `InputError` naming the
+  field."""
+  from automem.models import ModelConfig
+  from automem.models.sharding import inference_mesh
+
+  if not (spec or "").strip():
+    return None
+  checkpoint = os.path.expanduser(checkpoint)
+  if not os.path.isdir(checkpoint):
+    raise InputError("llm.local.checkpoint", f"{checkpoint!r} is not a directory")
+  config = ModelConfig.from_pretrained(checkpoint)
+  try:
+    return inference_mesh(spec, config.num_kv_heads)
+  except ValueError as e:
+    raise InputError("llm.local.mesh", f"{spec!r}: {e}") from None
+
+
 def load_local_engine(checkpoint: str, *, adapters: dict[str, str] | None = None,
-                      dtype: str = "float32", **engine_kwargs: Any
+                      dtype: str = "float32", mesh: Any = None, **engine_kwargs: Any
                       ) -> tuple[Engine, ChatTokenizer]:
   """Loads a HF-format checkpoint dir into a `GenerationEngine` and its `Tokenizer`.
 
-  Each adapter (a PEFT dir, as `export_lora_adapter` writes) is added to that engine under
-  its name: one copy of the base weights serves them all, per request.
+  Weights are kept in `dtype` (the engine computes in it anyway: bfloat16 halves the memory
+  and changes no result). `mesh`: a `jax.sharding.Mesh` or an `llm.local.mesh` spec
+  (`"tensor=-1"`, `"fsdp=2,tensor=4"`; None or "" = one device); the weights are loaded
+  straight into their shards, so no device ever holds the whole model. Each adapter (a PEFT
+  dir, as `export_lora_adapter` writes) is added to that engine under its name: one copy of
+  the base weights serves them all, per request.
   """
   import jax.numpy as jnp
 
@@ -413,9 +437,15 @@ def load_local_engine(checkpoint: str, *, adapters: dict[str, str] | None = None
     raise FileNotFoundError(f"local LLM checkpoint {checkpoint!r} is not a directory")
   if dtype not in ("float32", "bfloat16"):
     raise ValueError(f"local dtype must be float32 or bfloat16, got {dtype!r}")
-  model = models.load_hf_checkpoint(checkpoint, dtype=getattr(jnp, dtype))
+  if mesh is None or isinstance(mesh, str):
+    mesh = local_engine_mesh(checkpoint, mesh or "")
+  model = models.load_hf_checkpoint(checkpoint, mesh, dtype=getattr(jnp, dtype),
+                                    param_dtype=getattr(jnp, dtype))
   tokenizer = models.Tokenizer.from_pretrained(checkpoint)
-  engine = models.GenerationEngine(model, tokenizer, **engine_kwargs)
+  if mesh is not None:
+    logging.info("local LLM engine on a %s mesh of %d devices",
+                 dict(mesh.shape), mesh.devices.size)
+  engine = models.GenerationEngine(model, tokenizer, mesh=mesh, **engine_kwargs)
   for name, path in (adapters or {}).items():
     if not os.path.isdir(path):
       raise FileNotFoundError(f"LoRA adapter {name!r}: {path!r} is not a directory")

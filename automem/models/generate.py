@@ -8,11 +8,18 @@ max-new-tokens on device; early exit when all are done); between chunks the host
 stop strings, lets finished requests leave and waiting ones join. Batch size, suffix length
 and the attended cache length are padded to powers of two, so a run compiles a handful of
 shapes (`TRACE_COUNTS` counts them).
+
+On a device mesh (`GenerationEngine(mesh=...)`, see `sharding.inference_mesh`) the weights
+are placed by their logical axes (tensor parallel over heads, MLP and vocabulary; `fsdp`
+splits the embedding dimension), the KV slots are split by KV head over `tensor`, and
+activations follow the model's logical constraints under the engine's mesh, so the same
+jitted functions run sharded without a host round trip inside a decode chunk.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import math
@@ -24,7 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from automem.models import sharding as shd
 from automem.models.sampling import sample_tokens, sampling_mode
 from automem.models.slots import SlotTable
 from automem.models.tokenizer import Tokenizer
@@ -80,49 +89,57 @@ def _bucket(n: int, minimum: int) -> int:
 TRACE_COUNTS: collections.Counter[str] = collections.Counter()
 
 
-def _rows_cache(store, rows, lengths, view: int) -> KVCache:
+def _on_kv_sharding(arrays: tuple[jax.Array, ...], sharding: NamedSharding | None):
+  """Keeps KV arrays [rows, length, kv_heads, head_dim] split by KV head on the mesh."""
+  if sharding is None:
+    return arrays
+  return tuple(jax.lax.with_sharding_constraint(a, sharding) for a in arrays)
+
+
+def _rows_cache(store, rows, lengths, view: int, kv_sharding=None) -> KVCache:
   """The KV of slots `rows` (first `view` positions) as a per-row-indexed KVCache."""
-  ks = tuple(k[rows, :view] for k in store[0])
-  vs = tuple(v[rows, :view] for v in store[1])
+  ks = _on_kv_sharding(tuple(k[rows, :view] for k in store[0]), kv_sharding)
+  vs = _on_kv_sharding(tuple(v[rows, :view] for v in store[1]), kv_sharding)
   idx = jnp.arange(view, dtype=jnp.int32)[None, :]
   seg = (idx < lengths[:, None]).astype(jnp.int32)
   return KVCache(k=ks, v=vs, segment_ids=seg, positions=jnp.broadcast_to(idx, seg.shape),
                  index=lengths)
 
 
-def _put_rows(store, rows, cache: KVCache, view: int):
+def _put_rows(store, rows, cache: KVCache, view: int, kv_sharding=None):
   """Writes a sub-cache back into its slots."""
   ks = tuple(k.at[rows, :view].set(c) for k, c in zip(store[0], cache.k))
   vs = tuple(v.at[rows, :view].set(c) for v, c in zip(store[1], cache.v))
-  return ks, vs
+  return _on_kv_sharding(ks, kv_sharding), _on_kv_sharding(vs, kv_sharding)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "view", "mode"),
+@functools.partial(jax.jit, static_argnames=("graphdef", "view", "mode", "kv_sharding"),
                    donate_argnames=("store",))
 def _prefill(graphdef, state, store, rows, tokens, offsets, lengths, temperature, top_k, top_p,
-             keys, *, view: int, mode: str | int):
+             keys, *, view: int, mode: str | int, kv_sharding: NamedSharding | None = None):
   """Computes the prompt suffixes `tokens` [B, T] (right-padded, `lengths` real tokens each)
-  after the `offsets` tokens already in each row's slot; samples each row's first token."""
+  after the `offsets` tokens already in each row's slot; samples each row's first token.
+  `kv_sharding`: the KV store's sharding on the engine's mesh (None: one device)."""
   TRACE_COUNTS["prefill"] += 1
   model = nnx.merge(graphdef, state)
   b, t = tokens.shape
   j = jnp.arange(t, dtype=jnp.int32)[None, :]
   seg = (j < lengths[:, None]).astype(jnp.int32)
   positions = offsets[:, None] + j
-  cache = _rows_cache(store, rows, offsets, view)
+  cache = _rows_cache(store, rows, offsets, view, kv_sharding)
   hidden, cache = model(tokens, positions, seg, cache, return_hidden=True)
   last = hidden[jnp.arange(b), lengths - 1]
   logits = model.logits_from_hidden(last[:, None])[:, 0]
   step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 0)
   first = sample_tokens(logits, temperature, top_k, top_p, step_keys, mode=mode)
-  return first, _put_rows(store, rows, cache, view)
+  return first, _put_rows(store, rows, cache, view, kv_sharding)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "chunk", "view", "mode"),
+@functools.partial(jax.jit, static_argnames=("graphdef", "chunk", "view", "mode", "kv_sharding"),
                    donate_argnames=("store",))
 def _decode(graphdef, state, store, rows, token, length, count, done, max_new, eos_ids,
             ignore_eos, temperature, top_k, top_p, keys, *, chunk: int, view: int,
-            mode: str | int):
+            mode: str | int, kv_sharding: NamedSharding | None = None):
   """Up to `chunk` decode steps for slots `rows`: feeds `token` at position `length`.
 
   Returns the store, the tokens sampled this chunk [B, chunk] and the row states.
@@ -141,6 +158,8 @@ def _decode(graphdef, state, store, rows, token, length, count, done, max_new, e
     seg = jnp.ones_like(token)[:, None]
     logits, cache = model(token[:, None], length[:, None], seg,
                           dataclasses.replace(cache, index=length))
+    cache = dataclasses.replace(cache, k=_on_kv_sharding(cache.k, kv_sharding),
+                                v=_on_kv_sharding(cache.v, kv_sharding))
     step_keys = jax.vmap(jax.random.fold_in)(keys, count)
     nxt = sample_tokens(logits[:, 0], temperature, top_k, top_p, step_keys, mode=mode)
     nxt = jnp.where(done, token, nxt)
@@ -151,17 +170,22 @@ def _decode(graphdef, state, store, rows, token, length, count, done, max_new, e
     done = done | is_eos | (count >= max_new)
     return i + 1, cache, toks, nxt, length, count, done
 
-  cache = _rows_cache(store, rows, length, view)
+  cache = _rows_cache(store, rows, length, view, kv_sharding)
   init = (jnp.int32(0), cache, toks, token, length, count, done)
   steps, cache, toks, token, length, count, done = jax.lax.while_loop(cond, body, init)
-  return _put_rows(store, rows, cache, view), toks, steps, token, length, count, done
+  return _put_rows(store, rows, cache, view, kv_sharding), toks, steps, token, length, count, done
 
 
-def _inference_split(model: Transformer):
-  """(graphdef, state) of `model` in eval mode (no LoRA dropout), leaving `model` as it is."""
+def _inference_split(model: Transformer, mesh: Mesh | None = None):
+  """(graphdef, state) of `model` in eval mode (no LoRA dropout), leaving `model` as it is;
+  with a mesh, the state is placed on it by its logical axes (arrays already placed so are
+  shared, not copied)."""
   copy = nnx.merge(*nnx.split(model))  # new Variables over the same arrays
   copy.eval()
-  return nnx.split(copy)
+  graphdef, state = nnx.split(copy)
+  if mesh is not None:
+    state = shd.shard_state(state, mesh)
+  return graphdef, state
 
 
 @dataclasses.dataclass
@@ -208,6 +232,9 @@ class GenerationEngine:
     slot_len: initial tokens per slot (grown by doubling when a request needs more, which
       recompiles); default min(max_seq_len, 1024) rounded up to a power of two.
     prefix_cache: reuse KV of earlier requests' token prefixes (False: compute every prompt).
+    mesh: a (data, fsdp, tensor) device mesh to serve on (`sharding.inference_mesh`; its
+      tensor size must divide the KV heads): weights, adapters and KV slots are sharded over
+      it. None: everything on the model's devices as given (one device, usually).
   """
 
   def __init__(
@@ -224,10 +251,15 @@ class GenerationEngine:
       num_slots: int | None = None,
       slot_len: int | None = None,
       prefix_cache: bool = True,
+      mesh: Mesh | None = None,
   ):
+    if mesh is not None:
+      shd.check_inference_mesh(mesh, model.config.num_kv_heads)
+    self.mesh = mesh
+    self._kv_sharding = None if mesh is None else shd.kv_cache_sharding(mesh)
     self.tokenizer = tokenizer
     self.config = model.config
-    self.graphdef, self.state = _inference_split(model)
+    self.graphdef, self.state = _inference_split(model, mesh)
     self.max_batch_size = max_batch_size
     self.min_batch_bucket = min_batch_bucket
     self.min_prompt_bucket = min_prompt_bucket
@@ -260,7 +292,7 @@ class GenerationEngine:
 
   def update_weights(self, model: Transformer) -> None:
     """Takes the current weights of `model` (same structure) for subsequent requests."""
-    self.graphdef, self.state = _inference_split(model)
+    self.graphdef, self.state = _inference_split(model, self.mesh)
     self._version += 1
     self.slots.forget(everything=True)
 
@@ -284,6 +316,8 @@ class GenerationEngine:
         raise ValueError("the model passed to add_adapter has no LoRA adapters")
       apply_lora(model, adapter.lora_config)
       nnx.update(model, lora_state(adapter))
+    if self.mesh is not None:  # the adapter's weights by their logical axes; the base stays
+      shd.shard_model(model, self.mesh)
     model.eval()
     self.adapters[name] = nnx.split(model)
     self._version += 1
@@ -396,6 +430,10 @@ class GenerationEngine:
   def _weights(self, adapter: str | None):
     return (self.graphdef, self.state) if adapter is None else self.adapters[adapter]
 
+  def _on_mesh(self):
+    """The engine's mesh as the ambient mesh (the model's activation constraints use it)."""
+    return contextlib.nullcontext() if self.mesh is None else jax.set_mesh(self.mesh)
+
   def _ensure_capacity(self, need: int) -> None:
     """Grows the slot store (power-of-two length) so every slot can hold `need` tokens."""
     cap = _bucket(need, self.slot_len)
@@ -408,10 +446,14 @@ class GenerationEngine:
     c = self.config
     shape = (self.num_slots + 1, cap, c.num_kv_heads, c.head_dim)  # +1: scratch for padding
 
-    @jax.jit  # committed, as the donated outputs that replace it will be: no second trace
-    def grow(old):
+    def grow_fn(old):
       new = jnp.zeros(shape, c.dtype)
       return new if old is None else new.at[:, : old.shape[1]].set(old)
+
+    # Placed as the donated outputs that replace it will be (on the weights' mesh; split by
+    # KV head on the engine's), so the first prefill does not trace a second time.
+    sharding = self._store_sharding()
+    grow = jax.jit(grow_fn) if sharding is None else jax.jit(grow_fn, out_shardings=sharding)
 
     if self._store is None:
       self._store = (tuple(grow(None) for _ in range(c.num_layers)),
@@ -420,6 +462,17 @@ class GenerationEngine:
       self._store = (tuple(grow(k) for k in self._store[0]),
                      tuple(grow(v) for v in self._store[1]))
     self._capacity = cap
+
+  def _store_sharding(self) -> NamedSharding | None:
+    """The KV store's sharding: split by KV head on the engine's mesh; without one, replicated
+    on the mesh the weights are on (a one-device mesh for `load_hf_checkpoint`'s), which is
+    where the jitted functions put their outputs."""
+    if self._kv_sharding is not None:
+      return self._kv_sharding
+    weights = getattr(jax.tree.leaves(self.state)[0], "sharding", None)
+    if isinstance(weights, NamedSharding):
+      return NamedSharding(weights.mesh, PartitionSpec())
+    return None
 
   def _batch(self, reqs: list[_Request]):
     """Padded per-row arrays for a batch (padding rows use the scratch slot, done)."""
@@ -472,10 +525,11 @@ class GenerationEngine:
       self.num_prefill_tokens += len(x)
     view = min(self._capacity, _bucket(int(offsets.max()) + t, self.min_view))
     graphdef, state = self._weights(adapter)
-    first, self._store = _prefill(
-        graphdef, state, self._store, jnp.asarray(rows), jnp.asarray(tokens),
-        jnp.asarray(offsets), jnp.asarray(lengths), temp, top_k, top_p, keys, view=view,
-        mode=mode)
+    with self._on_mesh():
+      first, self._store = _prefill(
+          graphdef, state, self._store, jnp.asarray(rows), jnp.asarray(tokens),
+          jnp.asarray(offsets), jnp.asarray(lengths), temp, top_k, top_p, keys, view=view,
+          mode=mode, kv_sharding=self._kv_sharding)
     self.num_forward_passes += 1
     eos = set(self.tokenizer.eos_token_ids)
     for r, tok in zip(reqs, np.asarray(first).tolist()):
@@ -504,10 +558,12 @@ class GenerationEngine:
     chunk = self.decode_chunk
     view = min(self._capacity, _bucket(int(length.max()) + chunk, self.min_view))
     graphdef, state = self._weights(adapter)
-    self._store, toks, steps, _, _, count_d, _ = _decode(
-        graphdef, state, self._store, jnp.asarray(rows), jnp.asarray(token), jnp.asarray(length),
-        jnp.asarray(count), jnp.asarray(done), jnp.asarray(max_new), self.eos_ids,
-        jnp.asarray(no_eos), temp, top_k, top_p, keys, chunk=chunk, view=view, mode=mode)
+    with self._on_mesh():
+      self._store, toks, steps, _, _, count_d, _ = _decode(
+          graphdef, state, self._store, jnp.asarray(rows), jnp.asarray(token),
+          jnp.asarray(length), jnp.asarray(count), jnp.asarray(done), jnp.asarray(max_new),
+          self.eos_ids, jnp.asarray(no_eos), temp, top_k, top_p, keys, chunk=chunk, view=view,
+          mode=mode, kv_sharding=self._kv_sharding)
     self.num_forward_passes += int(steps)
     toks, count_np = np.asarray(toks), np.asarray(count_d)
     eos = set(self.tokenizer.eos_token_ids)

@@ -126,20 +126,93 @@ def param_sharding(
   return NamedSharding(mesh, _fit_spec(logical_to_mesh(names, rules), shape, mesh))
 
 
+def shard_state(state: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
+  """`state` (an nnx.State) with every value placed on `mesh` by its logical axes.
+
+  A value already placed that way is kept as it is (no copy): engines that share base weights
+  stay shared.
+  """
+  return jax.tree.map(
+      lambda v, s: v.replace(jax.device_put(v.get_value(), s.get_value())),
+      state,
+      state_shardings(state, mesh, rules),
+      is_leaf=lambda x: isinstance(x, nnx.Variable),
+  )
+
+
 def shard_model(
     model: nnx.Module, mesh: Mesh, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES
 ) -> nnx.Module:
   """Places every variable of `model` on `mesh` by its logical axes (in place; returns model)."""
-  state = nnx.state(model)
-  shardings = state_shardings(state, mesh, rules)
-  state = jax.tree.map(
-      lambda v, s: v.replace(jax.device_put(v.get_value(), s.get_value())),
-      state,
-      shardings,
-      is_leaf=lambda x: isinstance(x, nnx.Variable),
-  )
-  nnx.update(model, state)
+  nnx.update(model, shard_state(nnx.state(model), mesh, rules))
   return model
+
+
+# -- inference meshes (the generation engine) ------------------------------------------------
+
+# The KV cache [slots, length, kv_heads, head_dim]: kv heads over `tensor` (as the k/v
+# projections), slots and positions replicated (the engine's slot count has no fixed divisor).
+KV_CACHE_AXES = (None, None, "kv_heads", "head_dim")
+
+
+def parse_mesh_spec(spec: str) -> dict[str, int] | None:
+  """`"fsdp=2,tensor=4"` -> {"data": 1, "fsdp": 2, "tensor": 4}; `""` -> None (one device).
+
+  Axes not named are 1; one axis may be -1 (the devices the others leave). Raises ValueError
+  with a one-line message for anything else.
+  """
+  spec = (spec or "").strip()
+  if not spec:
+    return None
+  sizes = dict.fromkeys(MESH_AXES, 1)
+  seen = set()
+  for item in (x.strip() for x in spec.split(",")):
+    name, sep, value = (x.strip() for x in item.partition("="))
+    if not sep or name not in MESH_AXES:
+      raise ValueError(f"{item!r} is not AXIS=SIZE with AXIS one of {', '.join(MESH_AXES)} "
+                       "(e.g. 'tensor=-1' or 'fsdp=2,tensor=4')")
+    if name in seen:
+      raise ValueError(f"axis {name!r} is given twice in {spec!r}")
+    seen.add(name)
+    try:
+      size = int(value)
+    except ValueError:
+      raise ValueError(f"{item!r}: size {value!r} is not an integer") from None
+    if size < 1 and size != -1:
+      raise ValueError(f"{item!r}: a size is a positive integer or -1 (the remaining devices)")
+    sizes[name] = size
+  return sizes
+
+
+def check_inference_mesh(mesh: Mesh, num_kv_heads: int) -> None:
+  """Raises ValueError unless `mesh` is a (data, fsdp, tensor) mesh whose tensor axis splits
+  the model's KV heads evenly (the KV cache and k/v projections are split by head)."""
+  if tuple(mesh.axis_names) != MESH_AXES:
+    raise ValueError(f"the mesh axes are {tuple(mesh.axis_names)}, expected {MESH_AXES}")
+  tensor = mesh.shape["tensor"]
+  if num_kv_heads % tensor:
+    divisors = [d for d in range(1, num_kv_heads + 1) if num_kv_heads % d == 0]
+    raise ValueError(f"tensor={tensor} does not divide the model's {num_kv_heads} KV heads "
+                     f"(use tensor in {divisors}; data or fsdp take the other devices)")
+
+
+def inference_mesh(spec: str, num_kv_heads: int, devices: Sequence[Any] | None = None
+                   ) -> Mesh | None:
+  """The generation engine's mesh for a spec (`parse_mesh_spec`) over this process's devices
+  (or `devices`), checked against the model; None for `""`. Raises ValueError (one line)."""
+  sizes = parse_mesh_spec(spec)
+  if sizes is None:
+    return None
+  devices = list(jax.local_devices() if devices is None else devices)
+  mesh = make_mesh(**sizes, devices=devices)
+  check_inference_mesh(mesh, num_kv_heads)
+  return mesh
+
+
+def kv_cache_sharding(mesh: Mesh, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES
+                      ) -> NamedSharding:
+  """Sharding of a KV cache array [slots or batch, length, kv_heads, head_dim] on `mesh`."""
+  return NamedSharding(mesh, logical_to_mesh(KV_CACHE_AXES, rules))
 
 
 def constrain(
