@@ -37,6 +37,7 @@ pytestmark = pytest.mark.timeout(300)
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=12)
 SPECIALIST = dataclasses.replace(GREEDY, adapter="specialist")
+SAMPLED = dataclasses.replace(GREEDY, temperature=0.7, seed=3)  # over vocab-split logits
 # What make_client passes for the config below (so every engine here runs the same shapes).
 ENGINE_KW = dict(max_batch_size=4, min_prompt_bucket=PROMPT_BUCKET, decode_chunk=8,
                  max_seq_len=None, seed=0, prefix_cache=True, num_slots=4)
@@ -77,16 +78,18 @@ def adapter_dir(lora_model, tmp_path_factory) -> str:
 
 
 def play(engine, tok) -> list[list[int]]:
-  """Base and adapter prompts, then one continuing the base prompt's slot (prefix reuse)."""
+  """Base (greedy and seeded sampling) and adapter prompts, then the two base prompts again,
+  continued (their KV comes from their slots)."""
   prompts = [tok.encode("You see a tree and two stones. Plan:"),
-             tok.encode("Write a note about the water.")]
-  first = engine.generate(prompts, [GREEDY, SPECIALIST])
+             tok.encode("Write a note about the water."), tok.encode("Inventory: wood")]
+  first = engine.generate(prompts, [GREEDY, SPECIALIST, SAMPLED])
   traces = gen_lib.TRACE_COUNTS["prefill"]
-  follow = prompts[0] + first[0].token_ids + tok.encode(" Next:")
-  (again,) = engine.generate([follow], GREEDY)
-  # Same shapes as the first base row: the sharded KV store kept its sharding (no retrace).
+  follow = [prompts[i] + first[i].token_ids + tok.encode(" Next:") for i in (0, 2)]
+  again = engine.generate(follow, [GREEDY, SAMPLED])
+  assert engine.num_prefill_tokens < engine.num_prompt_tokens  # the prefixes were reused
+  # Same shapes as the first base batch: the sharded KV store kept its sharding (no retrace).
   assert gen_lib.TRACE_COUNTS["prefill"] == traces
-  return [o.token_ids for o in first] + [again.token_ids]
+  return [o.token_ids for o in first + again]
 
 
 @pytest.fixture(scope="module")
