@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shlex
+import subprocess
 
 import numpy as np
 import pytest
@@ -179,3 +181,18 @@ def test_mesh_spec_and_engine_checks(tiny_model, tiny_tokenizer):
   assert parse_mesh_spec(" fsdp=2 , tensor=-1 ") == {"data": 1, "fsdp": 2, "tensor": -1}
   with pytest.raises(ValueError, match="does not divide"):
     GenerationEngine(tiny_model, tiny_tokenizer, mesh=make_mesh(1, 1, 4))
+
+
+def test_tpu_launcher_serves_on_every_chip_of_the_host():
+  def remote(**env) -> list[str]:
+    env = {"PATH": "/usr/bin:/bin", "DRY_RUN": "1", "CKPT": "/ck", "TPU_NAME": "t", "ZONE": "z",
+           **env}
+    out = subprocess.run(["bash", "launch/tpu_pod_automem.sh",
+                          "experiments/configs/automem.py:paper", "/w"], env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return shlex.split(shlex.split(out)[-1])  # the command run on worker 0
+
+  args = remote()
+  assert "--config.eval.llm.local.mesh=tensor=-1" in args and args[-1] == "--workdir=/w"
+  assert "--config.eval.llm.local.mesh=fsdp=2,tensor=4" in remote(MESH="fsdp=2,tensor=4")
+  assert "--config.eval.llm.local.mesh=" in remote(MESH="")
