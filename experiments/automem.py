@@ -35,7 +35,7 @@ def main(argv: list[str]) -> None:
   workdir = _WORKDIR.value or os.path.join(
       "runs", time.strftime("automem-%Y%m%d-%H%M%S", time.gmtime()))
   validate_config(config.eval)  # bad input is one line, before the config dump
-  check_model_fits(config.eval)
+  check_model_fits(config.eval, "config.eval")
   logging.info("config:\n%s", config)
   if config.eval.llm.backend == "local":
     local_compile_cache()

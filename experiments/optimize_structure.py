@@ -40,7 +40,7 @@ def main(argv: list[str]) -> None:
   workdir = _WORKDIR.value or os.path.join("runs",
                                            time.strftime("loop1-%Y%m%d-%H%M%S", time.gmtime()))
   validate_config(config.eval)  # bad input is one line, before the config dump
-  check_model_fits(config.eval)
+  check_model_fits(config.eval, "config.eval")
   logging.info("python %s on %s; workdir %s", platform.python_version(), platform.node(), workdir)
   logging.info("config:\n%s", config)
   if config.eval.llm.backend == "local":

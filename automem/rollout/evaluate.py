@@ -267,12 +267,13 @@ def _run_on_ray(config, run_dir, setups, plans, env_factory, clients) -> dict[st
 _TINY_CHARS_PER_TOKEN = 1.4
 
 
-def check_model_fits(config: ml_collections.ConfigDict) -> None:
+def check_model_fits(config: ml_collections.ConfigDict, where: str = "config") -> None:
   """Refuses a run whose prompts cannot fit the tiny offline model's context.
 
   Without a prompt cap (`agent.max_prompt_chars`, as in `evaluate.py:full`) the prompts grow to
   8-16k tokens; the tiny model's engine would fail every request and the run would be a
-  string of engine errors. A real checkpoint or server is the user's to size.
+  string of engine errors. A real checkpoint or server is the user's to size. `where` is the
+  evaluation config's path in the job's config (the error names its flags under it).
   """
   if config.llm.backend != "local" or config.llm.local.checkpoint:
     return
@@ -282,13 +283,13 @@ def check_model_fits(config: ml_collections.ConfigDict) -> None:
   limit = int(config.agent.max_prompt_chars)
   if limit <= 0 or limit > cap:
     raise InputError(
-        "config.agent.max_prompt_chars",
+        f"{where}.agent.max_prompt_chars",
         f"the tiny offline model holds {context} tokens (about {cap} prompt characters), but "
         f"agent.max_prompt_chars={limit} lets prompts grow past that (the `full` config's "
         "prompts need 8-16k tokens), so every episode would end with an engine error. Serve a "
-        "real model (--config.llm.backend=sglang --config.llm.base_url=...), give a local "
-        "checkpoint with a long context (--config.llm.local.checkpoint=DIR), or cap the "
-        f"prompts (--config.agent.max_prompt_chars={min(cap, 5200)}).")
+        f"real model (--{where}.llm.backend=sglang --{where}.llm.base_url=...), give a local "
+        f"checkpoint with a long context (--{where}.llm.local.checkpoint=DIR), or cap the "
+        f"prompts (--{where}.agent.max_prompt_chars={min(cap, 5200)}).")
 
 
 async def _run(config, run_dir, setups, plans, env_factory, clients) -> dict[str, Any]:

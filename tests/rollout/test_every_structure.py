@@ -89,6 +89,10 @@ def test_full_config_refuses_the_tiny_model():
   config = get_config("full,backend=local")
   with pytest.raises(ValueError, match="tiny offline model holds 4096 tokens"):
     check_model_fits(config)
+  # Inside a job's config (the pipeline's `config.eval`) the error names that path's flags.
+  with pytest.raises(ValueError, match=r"^config\.eval\.agent\.max_prompt_chars: .*"
+                     r"--config\.eval\.agent\.max_prompt_chars=\d+"):
+    check_model_fits(config, "config.eval")
   config.agent.max_prompt_chars = 5000
   check_model_fits(config)
   config.llm.local.checkpoint = "/some/real/checkpoint"
