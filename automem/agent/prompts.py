@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from automem.memory import TEXTS
+from automem.memory.structure import history_window_start
 
 LAYOUTS = ("cached", "paper", "paper_first")
 # The default texts (a structure's `texts` may change every one of them).
@@ -52,21 +53,6 @@ class HistoryEntry:
 
   def line(self, template: str = DEFAULT_TEXTS["history_line"]) -> str:
     return template.format(step=self.step, action=self.action, outcome=self.outcome)
-
-
-def history_window_start(num_steps: int, history_length: int) -> int:
-  """First history entry shown when `num_steps` are available.
-
-  The window holds at most `history_length` entries; its start moves in
-  blocks of `max(history_length // 2, 1)`, so the text before the newest
-  line stays the same for that many steps in a row.
-  """
-  if history_length <= 0:
-    return num_steps
-  if num_steps <= history_length:
-    return 0
-  block = max(history_length // 2, 1)
-  return -(-(num_steps - history_length) // block) * block
 
 
 def history_text(entries: Sequence[HistoryEntry], history_length: int,
@@ -89,26 +75,9 @@ def file_index_text(store: Any, *, sizes: bool, texts: Mapping[str, str] = DEFAU
 
 
 def system_text(structure: Any, actions: Sequence[str], task: str) -> str:
-  """The fixed instructions of both phases in one system message.
-
-  The phases' system templates usually share a long head (game knowledge,
-  actions) and differ in their commands and routine; the shared
-  paragraphs are written once, then the LOG part, then the PLAN part.
-  """
-  log = structure.system_prompt("log", actions=actions, task=task).strip().split("\n")
-  plan = structure.system_prompt("plan", actions=actions, task=task).strip().split("\n")
-  if log == plan:
-    return "\n".join(log)
-  n = 0
-  while n < min(len(log), len(plan)) and log[n] == plan[n]:
-    n += 1
-  while n > 0 and log[n - 1].strip():  # split at a paragraph break
-    n -= 1
-  head = "\n".join(log[:n]).strip()
-  log_tail, plan_tail = "\n".join(log[n:]).strip(), "\n".join(plan[n:]).strip()
-  parts = [head, f"{structure.text('log_header')}\n{log_tail}",
-           f"{structure.text('plan_header')}\n{plan_tail}"]
-  return "\n\n".join(p for p in parts if p.strip())
+  """The fixed instructions of both phases in one system message
+  (`MemoryStructure.system_text`)."""
+  return structure.system_text(actions, task)
 
 
 def build_messages(

@@ -78,7 +78,10 @@ def default_llm_config(backend: str = "local") -> ml_collections.ConfigDict:
   # Steps of next-token pretraining on agent chats rendered from the real prompts, command
   # language and action names (automem.models.tiny), so the tiny model writes commands the
   # parser accepts and commits real actions (a few CPU-minutes once; 0 = random weights).
-  c.local.tiny_pretrain_steps = 800
+  c.local.tiny_pretrain_steps = 1200
+  # Its width (hidden size; 2 layers, 4 heads): 128 learns which game's action names a prompt
+  # offers, 64 (the tests' tiny models) mostly answers with the most common game's names.
+  c.local.tiny_hidden_size = 128
   c.local.tiny_cache_dir = ""  # where the tiny model is built once; "" = $AUTOMEM_CACHE/tiny_llm
   c.local.adapters = ""  # "name=peft_dir,...": LoRA adapters served on the shared base weights
   c.local.dtype = "float32"  # weight and activation dtype: float32 | bfloat16
@@ -121,16 +124,21 @@ def tiny_checkpoint_dir(config: ml_collections.ConfigDict) -> str:
                             os.path.join(default_cache_dir(), "tiny_llm"))
   family, context = config.local.tiny_family, int(config.local.tiny_context)
   steps = int(config.local.tiny_pretrain_steps)
+  width = int(config.local.get("tiny_hidden_size", 64))
+  if width < 8 or width % 8:
+    raise InputError("llm.local.tiny_hidden_size", f"{width}: must be a multiple of 8 (4 heads "
+                     "of an even head size)")
   # The corpus version is in the name: a changed corpus builds a new model, not a stale hit.
   pre = f"-pre{steps}-c{CORPUS_VERSION}" if steps else ""
-  path = os.path.join(root, f"{family}-ctx{context}{pre}")
+  path = os.path.join(root, f"{family}-ctx{context}-w{width}{pre}")
   sweep_stale_tmp(root)  # half-built models of killed runs
   if not os.path.exists(os.path.join(path, "config.json")):
     tmp = tmp_path(path)
     logging.info("building the tiny offline model in %s (%d pretraining steps; once, a few "
                  "CPU-minutes)", path, steps)
     make_tiny_checkpoint(tmp, family=family, max_position_embeddings=context,
-                         pretrain_steps=steps)
+                         pretrain_steps=steps, hidden_size=width, intermediate_size=2 * width,
+                         head_dim=width // 4)
     try:
       os.replace(tmp, path)
     except OSError:  # another process won the race; its copy is as good as ours

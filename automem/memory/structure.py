@@ -189,6 +189,28 @@ class MemoryStructure:
               "fallback_action": self.fallback_action}
     return fill(spec.system, values, f"{phase}.system")
 
+  def system_text(self, actions: Sequence[str], task: str = "") -> str:
+    """The fixed instructions of both phases in one system message.
+
+    The phases' system templates usually share a long head (game knowledge, actions) and
+    differ in their commands and routine; the shared paragraphs are written once, then
+    the LOG part, then the PLAN part.
+    """
+    log = self.system_prompt("log", actions=actions, task=task).strip().split("\n")
+    plan = self.system_prompt("plan", actions=actions, task=task).strip().split("\n")
+    if log == plan:
+      return "\n".join(log)
+    n = 0
+    while n < min(len(log), len(plan)) and log[n] == plan[n]:
+      n += 1
+    while n > 0 and log[n - 1].strip():  # split at a paragraph break
+      n -= 1
+    head = "\n".join(log[:n]).strip()
+    log_tail, plan_tail = "\n".join(log[n:]).strip(), "\n".join(plan[n:]).strip()
+    parts = [head, f"{self.text('log_header')}\n{log_tail}",
+             f"{self.text('plan_header')}\n{plan_tail}"]
+    return "\n\n".join(p for p in parts if p.strip())
+
   def user_prompt(self, phase: str, **values: Any) -> str:
     """The phase's first message at a step; every placeholder it uses must be given."""
     values.setdefault("pinned", "")
@@ -441,3 +463,17 @@ def resolve_structure(game: str, name: str = "") -> MemoryStructure:
 def _norm_action(name: str) -> str:
   return " ".join(name.replace("_", " ").replace("-", " ").split()).lower()
 
+
+def history_window_start(num_steps: int, history_length: int) -> int:
+  """First history entry shown when `num_steps` are available.
+
+  The window holds at most `history_length` entries; its start moves in
+  blocks of `max(history_length // 2, 1)`, so the text before the newest
+  line stays the same for that many steps in a row.
+  """
+  if history_length <= 0:
+    return num_steps
+  if num_steps <= history_length:
+    return 0
+  block = max(history_length // 2, 1)
+  return -(-(num_steps - history_length) // block) * block

@@ -23,8 +23,9 @@ Public surface (see DESIGN.md "Models" contract):
   `engine.add_adapter(name, peft_dir_or_lora_model)` (named LoRA adapters per request over
   shared base weights), `GenerationOutput.stop_reason`; `token_ids` ends with the EOS id when
   one was sampled, `text` never contains EOS or the matched stop string.
-- `make_tiny_checkpoint(..., pretrain_steps=N)` trains the tiny model for N steps on the
-  generated corpus so it answers with well-formed memory commands + EOS (default 0: random).
+- `make_tiny_checkpoint(..., pretrain_steps=N)` trains the tiny model for N steps on scripted
+  agent chats on the real games (`tiny_corpus`) so it answers with well-formed memory commands
+  and offered action names (default 0: random).
 - Sharding: `make_mesh(data, fsdp, tensor)`, `shard_model(model, mesh)`, `DEFAULT_RULES`
   (logical axis -> mesh axis); activations get constraints under `with jax.set_mesh(mesh)`.
 

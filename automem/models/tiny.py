@@ -1,31 +1,34 @@
 """A tiny offline model: locally trained byte-level BPE + Qwen weights, HF layout.
 
 Nothing here downloads anything or imports torch. The corpus (`agent_chats`,
-`tiny_corpus`) is generated from the project's real parts: each game's v0
-MemoryStructure renders the system, LOG and PLAN prompts; completions are
-commands of the real language (`render_command`, arguments the parser
-requires) run on a real `MemoryStore`, whose results feed the follow-up
-prompts; PLAN turns commit the env's real action names. The tokenizer is
-trained on it and cached on disk under a key derived from its recipe (corpus
-version included), so every process builds it once; `pretrain_tiny_model`
-teaches the model to answer those prompts.
+`tiny_corpus`; `automem.models.tiny_corpus`) is scripted episodes on the real
+games, every request rendered as the memory agent renders it (each game's v0
+structure, the envs' own observations and action names, commands of the real
+language run on a real `MemoryStore`); only the completions are scripted. The
+tokenizer is trained on it and cached on disk under a key derived from its
+recipe (corpus version included), so every process builds it once;
+`pretrain_tiny_model` teaches the model to answer those prompts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import random
 import shutil
 import tempfile
+import time
 from typing import Any
 
 import tokenizers
+from absl import logging
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from automem.models.config import ModelConfig
+from automem.models.tiny_corpus import agent_chats
 from automem.models.tokenizer import Tokenizer
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -48,7 +51,7 @@ _QWEN_SPLIT = (
 
 _RECIPE_VERSION = 2
 # Bumped whenever the corpus changes, so cached pretrained tiny models are rebuilt.
-CORPUS_VERSION = 5
+CORPUS_VERSION = 7
 
 _THINGS = ("grass", "tree", "water", "stone", "coal", "iron", "diamond", "sand", "lava", "table",
            "furnace", "plant", "zombie", "skeleton", "cow", "door", "wall", "fountain", "key",
@@ -59,25 +62,6 @@ _WORDS = ("the", "a", "to", "of", "and", "is", "I", "you", "need", "should", "fi
           "before", "after", "near", "far", "found", "collect", "craft", "avoid", "remember",
           "next", "time", "step", "goal", "because", "at", "night", "day", "it", "works",
           "failed", "success", "achievement", "unlocked", "progress", "level", "dungeon")
-_NLE_THINGS = ("a jackal", "a newt", "a grid bug", "a doorway", "a staircase down", "a fountain",
-               "a dark part of a room", "a wall", "a corridor", "a boulder", "a lichen", "gold")
-_NLE_MOVES = ("north", "east", "south", "west", "northeast", "southeast", "southwest",
-              "northwest")
-_COMMON_ACTIONS = ("move west", "move east", "move north", "move south", "do", *_NLE_MOVES)
-# What the embedded CPU run puts in place of the game rules (see experiments/configs).
-_SHORT_RULES = "(left out of the embedded CPU run to fit the tiny model's context)"
-
-
-def _game_actions(game: str) -> tuple[str, ...]:
-  """The names the env accepts (the ones offered in prompts); movement for MiniHack."""
-  if game == "crafter":
-    from automem.envs.crafter_text import ACTION_NAMES
-
-    return ACTION_NAMES
-  from automem.envs.nle_actions import NAMED_ACTIONS
-
-  return tuple(NAMED_ACTIONS) if game == "nethack" else tuple(
-      n for n in NAMED_ACTIONS if n.split()[-1] in _NLE_MOVES)
 
 
 def _sentence(r: random.Random) -> str:
@@ -94,150 +78,13 @@ def _sentence(r: random.Random) -> str:
   return f"Achievement unlocked: collect_{r.choice(_THINGS)}; you are facing {r.choice(_THINGS)}."
 
 
-def _observation(r: random.Random, game: str) -> str:
-  """Observation-like text in the style of the game's renderer (not a real state)."""
-  if game == "crafter":
-    near = [f"- {r.choice(_THINGS[:12])}: {r.randint(1, 4)} step{'s' if r.random() < .8 else ''} "
-            f"{r.choice(_DIRS[:4])}" for _ in range(r.randint(2, 6))]
-    vit = ", ".join(f"{s} {r.randint(1, 9)}/9" for s in ("health", "food", "drink", "energy"))
-    inv = ", ".join(f"{s} {r.randint(1, 5)}" for s in r.sample(_STATS[4:], r.randint(0, 3)))
-    return (f"You face {r.choice(_THINGS[:12])} to the {r.choice(_DIRS[:4])}.\nNearby:\n"
-            + "\n".join(near) + f"\nStatus: {vit}\nInventory: {inv or 'nothing'}\n"
-            + r.choice(("It is day.", "It is getting dark.", "It is night.")))
-  rows = ["".join(r.choice(" .#-|") for _ in range(12)) for _ in range(r.randint(3, 6))]
-  row = r.randrange(len(rows))
-  rows[row] = rows[row][:5] + "@" + rows[row][6:]
-  near = [f"{r.choice(_NLE_THINGS)}: {r.randint(1, 6)} steps {r.choice(_NLE_MOVES)}"
-          for _ in range(r.randint(1, 4))]
-  message = r.choice(("", "You hear a door open.", "It is a wall.", "You see here gold."))
-  return (f"message: {message}"
-          f"\nmap (you are the @ at x={r.randint(1, 70)}, y={r.randint(1, 20)}):\n"
-          + "\n".join(rows) + "\nnearby: " + "; ".join(near)
-          + f"\nHP:{r.randint(1, 14)}({r.randint(14, 16)}) Dlvl:{r.randint(1, 3)} "
-          f"T:{r.randint(1, 900)} Hunger: {r.choice(('not hungry', 'hungry'))}")
-
-
-def _note(r: random.Random, step: int, action: str) -> str:
-  return r.choice((f"Step {step} '{action}': {r.choice(('moved', 'blocked', 'nothing'))}",
-                   f"{r.choice(_THINGS)} {r.choice(_DIRS[:4])} of {r.choice(_THINGS)}",
-                   f"need {r.choice(_THINGS)}"))
-
-
-def _log_command(r: random.Random, files: list[str], step: int, action: str) -> str:
-  """One LOG-phase command of the real language (valid arguments, existing files)."""
-  from automem.memory import render_command
-
-  f, kind = r.choice(files), r.randrange(10)
-  if kind < 5:
-    return render_command("APPEND", f, _note(r, step, action))
-  if kind < 7:
-    return render_command("SEARCH", r.choice([f, "*"]), r.choice(_THINGS + _NLE_MOVES))
-  if kind == 7:
-    return render_command("TAIL", f, str(r.randint(1, 5)))
-  if kind == 8:
-    return render_command("COUNT", f)
-  return render_command("READ", f)
-
-
-def _plan_lookup(r: random.Random, files: list[str]) -> str:
-  from automem.memory import render_command
-
-  return render_command(r.choice(("SEARCH", "SEARCH", "TAIL", "COUNT")), r.choice(files),
-                        r.choice(_THINGS + _NLE_MOVES))
-
-
-def _agent_steps(r: random.Random, game: str, root: str,
-                 n_steps: int) -> list[list[tuple[str, bool]]]:
-  """Chats of one synthetic episode in the agent's layout: per env step, a list of
-  `(text, is_completion)` segments, rendered with the game's real v0 structure, its real
-  prompts and action names, and commands run on a real memory store (results included)."""
-  from automem.memory import MemoryStore, execute, format_results, load_structure, parse_commands
-
-  structure = load_structure(game)
-  task = {"minihack": "MiniHack-Corridor-R3-v0", "nethack": "NetHackChallenge-v0"}.get(game, game)
-  if r.random() < 0.7:
-    structure = structure.revise({"game_rules": _SHORT_RULES}, "embedded run")
-  actions = _game_actions(game)
-  common = [a for a in actions if a.lower() in _COMMON_ACTIONS]
-  store = MemoryStore.from_structure(root, structure)
-  store.reset()
-  log_sys = structure.system_prompt("log", actions=actions, task=task)
-  plan_sys = structure.system_prompt("plan", actions=actions, task=task)
-  system = f"{log_sys}\n\n=== In the PLAN phase ===\n{plan_sys[plan_sys.find('THIS IS THE PLAN'):]}"
-  history: list[str] = []
-  last_action, last_outcome = "(none)", "(none)"
-  out = []
-
-  def index() -> str:
-    return "\n".join(f"- {f.name}: {f.description}" if f.description else f"- {f.name}"
-                     for f in store.index())
-
-  def run(phase: str, text: str) -> str:
-    return format_results(execute(store, parse_commands(text), phase=phase, structure=structure))
-
-  for step in range(n_steps):
-    obs = _observation(r, game)
-    segs: list[tuple[str, bool]] = [(f"<|im_start|>system\n{system}<|im_end|>\n", False)]
-    hist = "\n".join(history[-structure.history_length:]) or "(no steps yet)"
-    shown = step > 0 or structure.log_first_step
-    if shown:
-      user = structure.user_prompt("log", file_index=index(), history=hist, step=step, helpers="",
-                                   last_action=last_action, last_outcome=last_outcome,
-                                   observation=obs)
-      for turn in range(r.randint(1, 2)):
-        done = turn == 1 or r.random() < 0.7
-        cmds = [_log_command(r, [f.name for f in store.index()], step, last_action)
-                for _ in range(r.choice((0, 0, 1, 1, 1, 2)))]
-        completion = "".join(cmds) + ("<|DONE|>" if done else "")
-        segs += [(f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n", False),
-                 (f"{completion}<|im_end|>", True), ("\n", False)]
-        results = run("log", completion)
-        if done:
-          break
-        user = structure.follow_up_prompt("log", results=results, file_index=index(), helpers="",
-                                          step=step)
-      user = f"{results}\n\n" + structure.user_prompt(
-          "plan", file_index=index(), history="(shown above)", step=step, helpers="",
-          observation="(the current observation is shown above)")
-    else:
-      user = structure.user_prompt("plan", file_index=index(), history=hist, step=step,
-                                   helpers="", observation=obs)
-    # Mostly the moves and "Do" an agent plays most (valid in every task of the game).
-    action = r.choice(common if r.random() < 0.85 else actions)
-    if r.random() < 0.25:
-      lookup = _plan_lookup(r, [f.name for f in store.index()])
-      segs += [(f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n", False),
-               (f"{lookup}<|im_end|>", True), ("\n", False)]
-      user = structure.follow_up_prompt("plan", results=run("plan", lookup), helpers="",
-                                        file_index=index(), step=step)
-    segs += [(f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n", False),
-             (f"<|ACTION|>{action}<|END|><|im_end|>", True), ("\n", False)]
-    out.append(segs)
-    history.append(f"step {step}: {action} -> {r.choice(('moved', 'nothing happened', 'blocked'))}")
-    last_action, last_outcome = action, r.choice(("You moved.", "Nothing happened.", _sentence(r)))
-  return out
-
-
-def agent_chats(num_episodes: int = 120, seed: int = 0) -> list[list[tuple[str, bool]]]:
-  """Synthetic agent steps of every game (see `_agent_steps`), deterministic."""
-  r = random.Random(seed)
-  out = []
-  with tempfile.TemporaryDirectory() as tmp:
-    for i in range(num_episodes):
-      # Half Crafter: MiniHack and NetHack share their action names, Crafter's are its own.
-      game = ("crafter", "minihack", "crafter", "nethack")[i % 4]
-      out += _agent_steps(r, game, os.path.join(tmp, str(i)), r.randint(1, 6))
-  return out
-
-
 def tiny_corpus(num_docs: int = 3000, seed: int = 0) -> list[str]:
-  """Generated text (deterministic): agent chats rendered from the real structures, prompts,
-  action names and command language, plus short notes and observations."""
+  """Generated text (deterministic): agent chats on real games rendered from the real
+  structures, prompts, action names and command language (`agent_chats`), plus short notes."""
   r = random.Random(seed)
-  docs = ["".join(t for t, _ in segs) for segs in agent_chats(max(1, num_docs // 25), seed)]
+  docs = ["".join(s.text for s in segs) for segs, _ in agent_chats(max(1, num_docs // 25), seed)]
   for _ in range(num_docs - len(docs)):
-    docs.append("\n".join(_sentence(r) if r.random() < 0.6 else _observation(
-        r, r.choice(("crafter", "nethack"))) for _ in range(r.randint(2, 6))))
+    docs.append("\n".join(_sentence(r) for _ in range(r.randint(2, 6))))
   return docs
 
 
@@ -322,19 +169,80 @@ def tiny_config(family: str = "qwen2", vocab_size: int = 1024, **kw: Any) -> Mod
   return ModelConfig(**base)
 
 
+def _training_windows(tokenizer: Tokenizer, num_episodes: int, seed: int, head: int,
+                      middle: int, tail: int, weights: tuple[float, float, float],
+                      chunk: int = 32) -> tuple[Any, Any, Any, Any]:
+  """(tokens, loss weights, positions, segment ids), one row per assistant completion of
+  `agent_chats`.
+
+  A row is the chat's first tokens (up to `head`, at most through the action list), then
+  `middle // chunk` chunks from random places between, then the `tail` tokens that end with
+  the completion, each token at its true position in the chat: the model learns to answer
+  with the whole prompt's layout in view -- which game's actions are offered (at the top
+  of a 1200-2500-token prompt), text from anywhere in between (the agent's prompts hold
+  earlier turns it must not continue), and the step's text just before -- at a fraction
+  of the cost of full-length rows. Where a row jumps ahead, the next-token target is not
+  the chat's, so it carries no weight. Rows are padded at the end (segment 0).
+  """
+  import numpy as np
+
+  rng = np.random.default_rng(seed)
+  width = head + middle + tail
+  rows_t, rows_w, rows_p, rows_s = [], [], [], []
+  for segs, head_chars in agent_chats(num_episodes=num_episodes, seed=seed):
+    ids: list[int] = []
+    weight: list[float] = []
+    ends: list[int] = []
+    text_len, head_ids = 0, None
+    for seg in segs:
+      piece = tokenizer.encode(seg.text)
+      if head_ids is None and text_len + len(seg.text) >= head_chars:
+        # Token count of the text up to the end of the action list (within this segment).
+        head_ids = len(ids) + len(tokenizer.encode(seg.text[:head_chars - text_len]))
+      ids += piece
+      text_len += len(seg.text)
+      kind = (2 if seg.text.startswith("<|ACTION|>") else 1) if seg.completion else 0
+      weight += [weights[kind]] * len(piece)
+      if seg.completion:
+        ends.append(len(ids))
+    toks, wts = np.asarray(ids, np.int32), np.asarray(weight, np.float32)
+    h = min(head, head_ids or head)
+    for end in ends:
+      start = max(h, end - tail)
+      pieces = [np.arange(h)]
+      n = min(middle // chunk, (start - h) // chunk)
+      if n > 0:  # one chunk at a random place in each of n equal stretches between
+        bounds = np.linspace(h, start - chunk, n + 1).astype(int)
+        for lo, hi in itertools.pairwise(bounds):
+          c = int(rng.integers(lo, max(lo + 1, hi - chunk + 1)))
+          pieces.append(np.arange(c, c + chunk))
+      pieces.append(np.arange(start, end))
+      idx = np.unique(np.concatenate(pieces))[-width:]
+      w = wts[idx].copy()
+      w[1:][np.diff(idx) != 1] = 0.0  # a token after a jump is not the next one
+      pad = width - len(idx)
+      rows_t.append(np.pad(toks[idx], (0, pad)))
+      rows_w.append(np.pad(w, (0, pad)))
+      rows_p.append(np.pad(idx.astype(np.int32), (0, pad), mode="edge"))
+      rows_s.append(np.pad(np.ones(len(idx), np.int32), (0, pad)))
+  return np.stack(rows_t), np.stack(rows_w), np.stack(rows_p), np.stack(rows_s)
+
+
 def pretrain_tiny_model(
-    model: Any, tokenizer: Tokenizer, steps: int, *, batch_size: int = 16, seq_len: int = 256,
-    learning_rate: float = 6e-3, seed: int = 0, completion_weight: float = 10.0,
+    model: Any, tokenizer: Tokenizer, steps: int, *, batch_size: int = 16, head: int = 128,
+    middle: int = 128, tail: int = 256, learning_rate: float = 3e-3, seed: int = 0, prompt_weight: float = 0.5,
+    completion_weight: float = 5.0, action_weight: float = 30.0, num_episodes: int = 480,
 ) -> float:
   """Trains `model` in place for `steps` AdamW steps of next-token loss on `agent_chats`.
 
-  Every window of `seq_len` tokens ends at the end of an assistant completion (a LOG turn's
-  commands and DONE, a PLAN turn's lookup or ACTION with a real action name, then
-  `<|im_end|>`), so the prompt text just before a completion is always in view;
-  completion tokens weigh `completion_weight` times the prompt tokens. A few hundred steps
-  make the tiny model answer a PLAN prompt with `<|ACTION|>` and one of the game's action
-  names, and a LOG prompt with commands the parser accepts and DONE (see the README for
-  the measured fallback rate). Returns the final (weighted) loss.
+  Every row ends at the end of an assistant completion (a LOG turn's commands and DONE, a
+  PLAN turn's lookup or ACTION with one of the offered action names, then `<|im_end|>`) and
+  keeps the chat's head in view (see `_training_windows`). Tokens are weighed by kind:
+  prompt text `prompt_weight`, completions `completion_weight`, and a PLAN turn's ACTION
+  (the decision the embedded run is scored on) `action_weight`. With the embedded default
+  (`llm.local`: 128 wide, 1200 steps) the model answers most PLAN prompts with `<|ACTION|>`
+  and one of the offered names, and recovers from a refused name on the next turn (the
+  README gives the measured fallback rate). Returns the final (weighted) loss.
   """
   import jax
   import jax.numpy as jnp
@@ -342,45 +250,34 @@ def pretrain_tiny_model(
   import optax
   from flax import nnx
 
-  eos = tokenizer.token_to_id("<|endoftext|>")
-  stream: list[int] = []
-  weight: list[float] = []
-  ends: list[int] = []
-  for segs in agent_chats(num_episodes=100, seed=seed + 1):
-    for text, is_completion in segs:
-      ids = tokenizer.encode(text)
-      stream += ids
-      weight += [completion_weight if is_completion else 1.0] * len(ids)
-      if is_completion:
-        ends.append(len(stream))
-    stream.append(eos)
-    weight.append(1.0)
-  toks_all = np.asarray(stream, np.int32)
-  w_all = np.asarray(weight, np.float32)
-  ends_arr = np.asarray([e for e in ends if e >= seq_len], np.int64)
-  pos = jnp.broadcast_to(jnp.arange(seq_len, dtype=jnp.int32), (batch_size, seq_len))
-  seg = jnp.ones((batch_size, seq_len), jnp.int32)
+  toks_all, w_all, pos_all, seg_all = _training_windows(
+      tokenizer, num_episodes, seed + 1, head, middle, tail,
+      (prompt_weight, completion_weight, action_weight))
   sched = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, steps // 10), steps)
   opt = nnx.Optimizer(model, optax.adamw(sched, weight_decay=0.01), wrt=nnx.Param)
 
-  def loss_fn(m, toks, w):
+  def loss_fn(m, toks, w, pos, seg):
     logits, _ = m(toks, pos, seg)
     logp = jax.nn.log_softmax(logits[:, :-1], -1)
     nll = -jnp.take_along_axis(logp, toks[:, 1:, None], -1)[..., 0]
     return jnp.sum(nll * w[:, 1:]) / jnp.sum(w[:, 1:])
 
   @nnx.jit
-  def train_step(m, o, toks, w):
-    loss, grads = nnx.value_and_grad(loss_fn)(m, toks, w)
+  def train_step(m, o, toks, w, pos, seg):
+    loss, grads = nnx.value_and_grad(loss_fn)(m, toks, w, pos, seg)
     o.update(m, grads)
     return loss
 
   rng = np.random.default_rng(seed)
   loss = float("nan")
-  for _ in range(steps):
-    stop = ends_arr[rng.integers(0, len(ends_arr), batch_size)]
-    idx = stop[:, None] - seq_len + np.arange(seq_len)[None, :]
-    loss = train_step(model, opt, jnp.asarray(toks_all[idx]), jnp.asarray(w_all[idx]))
+  start = time.monotonic()
+  for step in range(1, steps + 1):
+    rows = rng.integers(0, len(toks_all), batch_size)
+    loss = train_step(model, opt, jnp.asarray(toks_all[rows]), jnp.asarray(w_all[rows]),
+                      jnp.asarray(pos_all[rows]), jnp.asarray(seg_all[rows]))
+    if step % 100 == 0 or step == steps:  # a long silent build looks hung: say where it is
+      logging.info("tiny model pretraining: step %d/%d, loss %.3f, %.0f s", step, steps,
+                   float(loss), time.monotonic() - start)
   return float(loss)
 
 
@@ -398,7 +295,8 @@ def make_tiny_checkpoint(
 
   Loadable by `load_hf_checkpoint`/`Tokenizer.from_pretrained` and by transformers.
   `config_kw` overrides fields of `tiny_config` (hidden_size, num_layers, ...). Weights are
-  random unless `pretrain_steps > 0` (see `pretrain_tiny_model`; ~300 steps suffice).
+  random unless `pretrain_steps > 0` (see `pretrain_tiny_model`; the embedded default trains
+  a 128-wide model for 1200 steps).
   Deterministic for a given (family, seed, config, pretrain_steps, CORPUS_VERSION).
   Returns `path`.
   """

@@ -120,13 +120,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   for name in ("crafter", "crafter_original", "minihack", "nethack"):
     c.game[name].structure = a["structure"]  # the `structure=` variant ("" = each game's v0)
   if not full:
-    # The tiny random model never writes DONE or ACTION: cap the turns so the CPU run is
-    # short. Its 4096-token window (~6800 characters of its tokenizer) does not hold the
-    # v0 prompts with their game knowledge, so the embedded run leaves that text out.
+    # Few turns per phase keep the CPU run short (two PLAN turns: a lookup, then the
+    # commit). The tiny model's 4096-token window does not hold the v0 prompts with their
+    # game knowledge, so the embedded run leaves that text out.
     for name in ("crafter", "crafter_original", "minihack", "nethack"):
       g = c.game[name]
       g.structure_overrides = ml_collections.ConfigDict({  # see _game
-          "log": {"max_iterations": 2}, "plan": {"max_iterations": 1},
+          "log": {"max_iterations": 2}, "plan": {"max_iterations": 2},
           "game_rules": "(left out of the embedded CPU run to fit the tiny model's context)"})
 
   c.agent = ml_collections.ConfigDict()
@@ -138,7 +138,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.agent.specialist_endpoint = False
   c.agent.seed = 0  # base of per-request sampling seeds (reproducible sampling)
   # Longest prompt (characters) before further turns of a phase are cut short (0 = no cap):
-  # the tiny model's tokenizer gives 1.4-1.7 characters per token and it has 4096 positions.
+  # the tiny model's tokenizer gives about 3 characters per token on agent prompts (5200 are
+  # ~1800 tokens of its 4096 positions), and longer prompts slow the CPU run.
   c.agent.max_prompt_chars = 0 if full else 5200
   for name, new_tokens, temp in (("memory_sampling", 512 if full else 24, 0.7),
                                  ("action_sampling", 256 if full else 16, 0.7)):

@@ -1,45 +1,118 @@
-"""The tiny model's corpus speaks the real command language and the envs' action names."""
+"""The tiny model's corpus: real games, the real command language and action names, and every
+request rendered exactly as the memory agent renders it."""
 
 from __future__ import annotations
 
+import random
 import re
 
-from automem.envs.crafter_text import ACTION_NAMES
-from automem.envs.nle_actions import NAMED_ACTIONS
-from automem.memory import load_structure, parse_commands
+import pytest
+
+from automem.agent import AgentConfig, EpisodeAgent
+from automem.envs import make_env
+from automem.llm import LLMResult
+from automem.memory import MemoryStore, load_structure, parse_commands
 from automem.models.tiny import agent_chats
+from automem.models.tiny_corpus import _Episode
 
 
-def test_agent_chats_use_the_parser_and_the_action_names():
+def test_agent_chats_use_the_parser_real_games_and_the_offered_actions():
   chats = agent_chats(num_episodes=8, seed=3)
   assert len(chats) >= 8
   games = set()
   log_ops, actions = set(), set()
-  for segs in chats:
-    text = "".join(t for t, _ in segs)
+  refused = 0
+  for segs, head_chars in chats:
+    text = "".join(s.text for s in segs)
     game = re.search(r"You are an agent playing (\w+)", text).group(1).lower()
     games.add(game)
+    # The head (kept in view by every pretraining row) ends with the offered action list.
+    offered = text[:head_chars].split("VALID GAME ACTIONS")[1].split("\n")[1:]
+    names = {re.sub(r" \(.*\)$", "", a) for a in offered if a}
+    assert text[head_chars:].lstrip().startswith("=== In the LOG phase ===")
+    # Observations are the envs' own text.
+    assert ("Your status:" in text) if game == "crafter" else ("map (you are the @" in text)
+    completions = [(k, s.text[: -len("<|im_end|>")]) for k, s in enumerate(segs) if s.completion]
+    assert completions and all(s.text.endswith("<|im_end|>") for s in segs if s.completion)
     structure = load_structure(game)
-    names = ACTION_NAMES if game == "crafter" else tuple(NAMED_ACTIONS)
-    completions = [t[: -len("<|im_end|>")] for t, is_completion in segs if is_completion]
-    assert completions and all(t.endswith("<|im_end|>") for t, c in segs if c)
-    for c in completions:
+    for k, c in completions:
       parsed = parse_commands(c)
       assert not parsed.errors, (c, parsed.errors)
       assert parsed.commands or c == ""
       for cmd in parsed.commands:
-        if cmd.op == "ACTION":
-          assert cmd.args[0] in names
+        if cmd.op == "ACTION" and cmd.args[0] in names:
           actions.add(cmd.args[0])
+        elif cmd.op == "ACTION":  # a refused name: the next message lists the offered ones
+          refused += 1
+          after = "".join(s.text for s in segs[k + 1:])
+          assert "[ERROR ACTION]" in after or k == completions[-1][0], after[:300]
         elif cmd.op != "DONE":
           assert cmd.op in structure.log.allowed_ops
           log_ops.add(cmd.op)
-    # Every step's last completion commits an action.
-    assert parse_commands(completions[-1]).action is not None
-    # A turn's commands ran on a real store: their results open the next prompt.
-    first = [c for c in parse_commands(completions[0]).commands if c.op not in ("DONE", "ACTION")]
-    if len(completions) > 1 and first:
-      assert re.search(r"\[(SEARCH|READ|TAIL|COUNT|APPEND|WRITE|CREATE)", text), text[-2000:]
   assert games == {"crafter", "minihack", "nethack"}
   assert {"APPEND", "SEARCH"} <= log_ops
   assert len(actions) > 5
+  assert refused > 0  # recovering from a refused name is in the corpus
+
+
+def _chat_text(messages: list[dict[str, str]]) -> str:
+  return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+
+
+@pytest.mark.parametrize("game,task,cap", [
+    ("crafter", "crafter", 0), ("crafter", "crafter", 5200),
+    ("minihack", "MiniHack-Corridor-R3-v0", 5200), ("nethack", "NetHackChallenge-v0", 5200),
+    ("minihack", "MiniHack-Corridor-R3-v0", 4600)])
+def test_every_corpus_request_is_the_agents_own(tmp_path, game, task, cap):
+  """Replays a corpus episode through the real `EpisodeAgent` on the same env and seed,
+  answering each request with the corpus's completion: every request the agent makes must
+  be the corpus chat's text up to that completion (prompt cap, cuts, trims and all)."""
+  env_name = "crafter_original" if game == "crafter" else game
+  kw = {"task": task} if game == "minihack" else {}
+  env_a, env_b = make_env(env_name, 1, **kw), make_env(env_name, 1, **kw)
+  try:
+    episode = _Episode(random.Random(1), game, task, env_a, str(tmp_path / "a"),
+                       env_a.reset([123])[0], cap=cap, embedded=True)
+    chats = episode.play(6)
+    # (prefix before a completion, the completion) of every chat, in order.
+    expected = []
+    for segs, _ in chats:
+      text = ""
+      for s in segs:
+        if s.completion:
+          expected.append((text, s.text[: -len("<|im_end|>")]))
+        text += s.text
+    agent = EpisodeAgent(
+        episode_id="e", game=game, task=task, seed=123, structure=episode.st,
+        store=MemoryStore.from_structure(str(tmp_path / "b"), episode.st),
+        action_names=env_b.action_names, action_reader=env_b.action_reader,
+        config=AgentConfig(max_prompt_chars=cap))
+    agent.store.reset()
+    agent.start(env_b.reset([123])[0])
+    asked, trims, afresh, refused = 0, 0, 0, 0
+    while agent.live:
+      req = agent.pending_request()
+      if req is None:
+        agent.on_env_step(env_b.step([agent.action])[0])
+        if agent.step >= 6:
+          break
+        continue
+      prefix, completion = expected[asked]
+      got = _chat_text(req.request.messages) + "<|im_start|>assistant\n"
+      assert got == prefix, f"request {asked} differs"
+      trims += "(left out to keep the prompt short)" in got
+      refused += "[ERROR ACTION]" in got.rsplit("<|im_start|>user", 1)[-1]
+      afresh += len(req.request.messages) == 2 and agent.step > 0 and agent.phase.value == "plan"
+      agent.on_llm_result(LLMResult(text=completion, finish_reason="stop"))
+      asked += 1
+    assert asked == len(expected) > 6
+    if game == "crafter":  # a refused name answered with the offered ones, then committed
+      assert refused
+    if game != "crafter":  # long prompts meet the cap: parts trimmed, PLAN afresh
+      assert trims and afresh
+    if cap == 4600:  # and a LOG phase cut short (the request after it is PLAN afresh)
+      assert any("(This phase is over: the prompt reached" in s.text
+                 for segs, _ in chats for s in segs)
+  finally:
+    env_a.close()
+    env_b.close()

@@ -164,6 +164,6 @@ def test_pretraining_the_tiny_model_lowers_its_loss(tiny_tokenizer):
   from automem.models.tiny import pretrain_tiny_model
 
   model = init_model(tiny_config("qwen2", num_layers=1), seed=0)
-  loss = pretrain_tiny_model(model, tiny_tokenizer, 40, batch_size=4, seq_len=64,
-                             learning_rate=1e-2)
+  loss = pretrain_tiny_model(model, tiny_tokenizer, 40, batch_size=4, head=32, tail=32,
+                             learning_rate=1e-2, num_episodes=4)
   assert loss < 0.8 * math.log(1024)  # a random model sits at ~ln(vocab)
