@@ -75,12 +75,12 @@ def default_llm_config(backend: str = "local") -> ml_collections.ConfigDict:
   c.local.checkpoint = ""  # HF-format checkpoint dir; "" = the tiny offline model below
   c.local.tiny_family = "qwen2"  # family of the tiny model built when checkpoint is ""
   c.local.tiny_context = 4096  # its max_position_embeddings (NetHack prompts want ~16k)
-  # Steps of next-token pretraining on agent chats rendered from the real prompts, command
-  # language and action names (automem.models.tiny), so the tiny model writes commands the
-  # parser accepts and commits real actions (a few CPU-minutes once; 0 = random weights).
-  c.local.tiny_pretrain_steps = 1200
+  # Steps of next-token pretraining on scripted agent chats on the real games
+  # (automem.models.tiny_corpus), so the tiny model writes commands the parser accepts and
+  # commits offered actions (about 6 CPU-minutes on 2 cores, once per cache; 0 = random).
+  c.local.tiny_pretrain_steps = 800
   # Its width (hidden size; 2 layers, 4 heads): 128 learns which game's action names a prompt
-  # offers, 64 (the tests' tiny models) mostly answers with the most common game's names.
+  # offers, 64 (the tests' tiny models) mostly answers Crafter with NetHack's names.
   c.local.tiny_hidden_size = 128
   c.local.tiny_cache_dir = ""  # where the tiny model is built once; "" = $AUTOMEM_CACHE/tiny_llm
   c.local.adapters = ""  # "name=peft_dir,...": LoRA adapters served on the shared base weights

@@ -240,7 +240,7 @@ def pretrain_tiny_model(
   keeps the chat's head in view (see `_training_windows`). Tokens are weighed by kind:
   prompt text `prompt_weight`, completions `completion_weight`, and a PLAN turn's ACTION
   (the decision the embedded run is scored on) `action_weight`. With the embedded default
-  (`llm.local`: 128 wide, 1200 steps) the model answers most PLAN prompts with `<|ACTION|>`
+  (`llm.local`: 128 wide, 800 steps) the model answers most PLAN prompts with `<|ACTION|>`
   and one of the offered names, and recovers from a refused name on the next turn (the
   README gives the measured fallback rate). Returns the final (weighted) loss.
   """
@@ -296,7 +296,7 @@ def make_tiny_checkpoint(
   Loadable by `load_hf_checkpoint`/`Tokenizer.from_pretrained` and by transformers.
   `config_kw` overrides fields of `tiny_config` (hidden_size, num_layers, ...). Weights are
   random unless `pretrain_steps > 0` (see `pretrain_tiny_model`; the embedded default trains
-  a 128-wide model for 1200 steps).
+  a 128-wide model for 800 steps).
   Deterministic for a given (family, seed, config, pretrain_steps, CORPUS_VERSION).
   Returns `path`.
   """
