@@ -2,18 +2,18 @@
 
 Default (the embedded main job; offline, CPU, a few minutes): two short
 episodes each of Crafter, MiniHack Corridor-R3 and NetHack with the tiny
-local model (pretrained on agent chats rendered from the real prompts, command language
-and action names, so it writes real commands); the scores are meaningless, the pipeline is
-real. It
-writes a complete run directory (config, structures, trajectories, memory,
-metrics, summary, TensorBoard events).
+local model (pretrained on scripted agent chats on the real games, rendered as the agent
+renders its requests, so it writes real commands and commits offered actions); the scores
+are meaningless, the pipeline is real. It writes a complete run directory (config,
+structures, trajectories, memory, metrics, summary, TensorBoard events).
 
   python -m experiments.evaluate --config=experiments/configs/evaluate.py --workdir=runs/eval
 
-Expected: about 5 CPU-minutes on a quiet 2-core machine (the first run also builds and
-pretrains the tiny model, a few CPU-minutes, and compiles); every episode ends at its step
-cap with progression 0, LOG turns mostly end with DONE, and about half the PLAN steps
-commit a valid action (the rest fall back to the structure's fallback action).
+Expected: under a minute on a quiet 2-core machine once the tiny model is built (the
+first run builds and pretrains it, about 6 CPU-minutes, and compiles); every episode ends
+at its step cap, mostly with progression 0, and most PLAN steps commit a valid action
+(measured with `evaluate.py:episodes=6,steps=6`: 6% of PLAN steps fell back on Crafter,
+14% on MiniHack, 22% on NetHack).
 Running it again on the same workdir finds every episode finished and only
 rewrites the summary.
 

@@ -131,6 +131,7 @@ def test_make_client_builds_the_tiny_model_and_loads_adapters(tiny_checkpoint, t
   config = default_llm_config("local")
   config.local.tiny_cache_dir = str(tmp_path / "cache")
   config.local.tiny_pretrain_steps = 0
+  config.local.tiny_hidden_size = 64  # the width of the fixture the adapter was made on
   config.local.adapters = f"specialist={adapter_dir}"
   config.local.min_prompt_bucket = PROMPT_BUCKET
   client = make_client(config)
@@ -143,9 +144,20 @@ def test_make_client_builds_the_tiny_model_and_loads_adapters(tiny_checkpoint, t
 
   results = asyncio.run(main())
   assert all(r.ok for r in results), results
-  assert os.path.exists(tmp_path / "cache" / "qwen2-ctx4096" / "config.json")
+  assert os.path.exists(tmp_path / "cache" / "qwen2-ctx4096-w64" / "config.json")
   assert list(client.batchers) == [None]  # the adapter shares the base engine
   assert sorted(client.engine.adapters) == ["specialist"]
+
+
+def test_tiny_model_width_must_split_into_heads(tmp_path):
+  from automem.llm.config import tiny_checkpoint_dir
+
+  config = default_llm_config("local")
+  config.local.tiny_cache_dir = str(tmp_path / "cache")
+  config.local.tiny_hidden_size = 100
+  with pytest.raises(ValueError, match=r"llm\.local\.tiny_hidden_size: 100: must be a multiple"):
+    tiny_checkpoint_dir(config)
+  assert not os.path.exists(tmp_path / "cache" / "qwen2-ctx4096-w100")  # nothing half-built
 
 
 def test_local_config_rejects_bad_adapter_specs():

@@ -58,9 +58,10 @@ def test_straight_run_trains_evaluates_and_exports(straight, tiny_base):
   assert summary["finished"] and not summary["preempted"] and summary["step"] == STEPS
   losses = _train_losses(workdir)
   assert sorted(losses) == list(range(1, STEPS + 1))
-  assert losses[STEPS] < losses[1]
   evals = [m for m in read_metrics(str(workdir)) if m["split"] == "eval"]
   assert [m["step"] for m in evals] == [3, STEPS] and 0 <= evals[-1]["accuracy"] <= 1
+  # Learning, judged on the same rows (each train loss is a different batch's).
+  assert evals[-1]["loss"] < evals[0]["loss"]
   assert summary["mesh"] == {"data": 1, "fsdp": 2, "tensor": 2}
   assert list(workdir.glob("tensorboard/events.out.tfevents.*"))
   stats = json.loads((workdir / "dataset" / "stats.json").read_text())
