@@ -210,7 +210,7 @@ def make_client(config: ml_collections.ConfigDict, **inject: Any) -> LLMClient:
   checkpoint, engine_kwargs = "", {}
   if engine is None:
     checkpoint = local.checkpoint or tiny_checkpoint_dir(config)
-    engine_kwargs = dict(dtype=local.dtype, mesh=local_engine_mesh(checkpoint, local.mesh),
+    engine_kwargs = dict(dtype=local.dtype, mesh=local_engine_mesh(checkpoint, local.get("mesh", "")),
                          max_batch_size=local.max_batch_size,
                          min_prompt_bucket=local.min_prompt_bucket, decode_chunk=local.decode_chunk, max_seq_len=local.max_seq_len or None,
                          seed=local.seed, prefix_cache=local.prefix_cache,

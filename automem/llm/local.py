@@ -407,8 +407,9 @@ def local_engine_mesh(checkpoint: str, spec: str) -> Any:
   if not (spec or "").strip():
     return None
   checkpoint = os.path.expanduser(checkpoint)
-  if not os.path.isdir(checkpoint):
-    raise InputError("llm.local.checkpoint", f"{checkpoint!r} is not a directory")
+  if not os.path.isfile(os.path.join(checkpoint, "config.json")):
+    raise InputError("llm.local.checkpoint", f"{checkpoint!r} is not a checkpoint directory "
+                     "(no config.json)")
   config = ModelConfig.from_pretrained(checkpoint)
   try:
     return inference_mesh(spec, config.num_kv_heads)

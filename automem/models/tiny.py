@@ -51,7 +51,7 @@ _QWEN_SPLIT = (
 
 _RECIPE_VERSION = 2
 # Bumped whenever the corpus changes, so cached pretrained tiny models are rebuilt.
-CORPUS_VERSION = 7
+CORPUS_VERSION = 8
 
 _THINGS = ("grass", "tree", "water", "stone", "coal", "iron", "diamond", "sand", "lava", "table",
            "furnace", "plant", "zombie", "skeleton", "cow", "door", "wall", "fountain", "key",
@@ -171,7 +171,7 @@ def tiny_config(family: str = "qwen2", vocab_size: int = 1024, **kw: Any) -> Mod
 
 def _training_windows(tokenizer: Tokenizer, num_episodes: int, seed: int, head: int,
                       middle: int, tail: int, weights: tuple[float, float, float],
-                      chunk: int = 32) -> tuple[Any, Any, Any, Any]:
+                      max_position: int, chunk: int = 32) -> tuple[Any, Any, Any, Any]:
   """(tokens, loss weights, positions, segment ids), one row per assistant completion of
   `agent_chats`.
 
@@ -182,7 +182,8 @@ def _training_windows(tokenizer: Tokenizer, num_episodes: int, seed: int, head: 
   of a 1200-2500-token prompt), text from anywhere in between (the agent's prompts hold
   earlier turns it must not continue), and the step's text just before -- at a fraction
   of the cost of full-length rows. Where a row jumps ahead, the next-token target is not
-  the chat's, so it carries no weight. Rows are padded at the end (segment 0).
+  the chat's, so it carries no weight. Completions past `max_position` (the model's
+  positions) make no row. Rows are padded at the end (segment 0).
   """
   import numpy as np
 
@@ -199,12 +200,13 @@ def _training_windows(tokenizer: Tokenizer, num_episodes: int, seed: int, head: 
       if head_ids is None and text_len + len(seg.text) >= head_chars:
         # Token count of the text up to the end of the action list (within this segment).
         head_ids = len(ids) + len(tokenizer.encode(seg.text[:head_chars - text_len]))
-      ids += piece
       text_len += len(seg.text)
       kind = (2 if seg.text.startswith("<|ACTION|>") else 1) if seg.completion else 0
-      weight += [weights[kind]] * len(piece)
-      if seg.completion:
-        ends.append(len(ids))
+      # A refused name is context for the recovery after it, never a target.
+      weight += [0.0 if seg.refused else weights[kind]] * len(piece)
+      if seg.completion and not seg.refused and len(ids) + len(piece) <= max_position:
+        ends.append(len(ids) + len(piece))
+      ids += piece
     toks, wts = np.asarray(ids, np.int32), np.asarray(weight, np.float32)
     h = min(head, head_ids or head)
     for end in ends:
@@ -225,6 +227,8 @@ def _training_windows(tokenizer: Tokenizer, num_episodes: int, seed: int, head: 
       rows_w.append(np.pad(w, (0, pad)))
       rows_p.append(np.pad(idx.astype(np.int32), (0, pad), mode="edge"))
       rows_s.append(np.pad(np.ones(len(idx), np.int32), (0, pad)))
+  if not rows_t:
+    raise ValueError(f"no training rows from {num_episodes} episodes (num_episodes must be >= 1)")
   return np.stack(rows_t), np.stack(rows_w), np.stack(rows_p), np.stack(rows_s)
 
 
@@ -252,7 +256,7 @@ def pretrain_tiny_model(
 
   toks_all, w_all, pos_all, seg_all = _training_windows(
       tokenizer, num_episodes, seed + 1, head, middle, tail,
-      (prompt_weight, completion_weight, action_weight))
+      (prompt_weight, completion_weight, action_weight), model.config.max_position_embeddings)
   sched = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, steps // 10), steps)
   opt = nnx.Optimizer(model, optax.adamw(sched, weight_decay=0.01), wrt=nnx.Param)
 
@@ -297,8 +301,9 @@ def make_tiny_checkpoint(
   `config_kw` overrides fields of `tiny_config` (hidden_size, num_layers, ...). Weights are
   random unless `pretrain_steps > 0` (see `pretrain_tiny_model`; the embedded default trains
   a 128-wide model for 800 steps).
-  Deterministic for a given (family, seed, config, pretrain_steps, CORPUS_VERSION).
-  Returns `path`.
+  Random weights are deterministic for a given (family, seed, config); the corpus also
+  depends on the installed game packages (crafter, nle, minihack), and pretraining on XLA
+  CPU is not bit-reproducible across processes (close, not equal). Returns `path`.
   """
   from automem.models.checkpoint import save_hf_checkpoint
   from automem.models.transformer import init_model

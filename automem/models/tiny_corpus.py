@@ -51,10 +51,12 @@ _DIRS = ("north", "south", "east", "west", "north-east", "south-west", "left", "
 
 @dataclasses.dataclass(frozen=True)
 class ChatSegment:
-  """A piece of one step's chat text; completions are what the model learns to write."""
+  """A piece of one step's chat text; completions are what the model learns to write, except
+  a `refused` one (a name the env refuses, there to show the recovery that follows)."""
 
   text: str
   completion: bool = False
+  refused: bool = False
 
 
 # One chat: its segments, and how many leading characters hold the system text up to the end
@@ -130,6 +132,7 @@ class _Episode:
     self.last_outcome = structure.text("first_outcome")
     self.step = 0
     self.turns: list[str] = []  # the step's message contents so far (the agent's `_turns`)
+    self.refused: set[int] = set()  # indices in `turns` of refused completions
     self.out: list[Chat] = []
 
   def _index(self) -> str:
@@ -183,7 +186,8 @@ class _Episode:
       if k % 2 == 0:
         segs.append(ChatSegment(f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"))
       else:
-        segs += [ChatSegment(f"{text}<|im_end|>", True), ChatSegment("\n")]
+        segs += [ChatSegment(f"{text}<|im_end|>", True, k in self.refused),
+                 ChatSegment("\n")]
     if len(segs) > 1:
       self.out.append((segs, self.head_chars))
 
@@ -195,12 +199,12 @@ class _Episode:
     LOG turns (memory has them); those turns were a chat of their own."""
     first = self._user("plan", False)
     self._emit()
-    self.turns = [first]
+    self.turns, self.refused = [first], set()
 
   def _step(self) -> str | None:
     """One env step's turns; the action committed (None: the fallback is played)."""
     r, st = self.r, self.st
-    self.turns = []
+    self.turns, self.refused = [], set()
     if self.step > 0 or st.log_first_step:
       self.turns.append(self._user("log", False))
       limit = r.choice((1, 2, 2, st.log.max_iterations))
@@ -241,6 +245,7 @@ class _Episode:
       else:
         first_turn = f"<|ACTION|>{wrong}<|END|>"
         results, note = self._refused(first_turn, wrong), ""
+        self.refused.add(len(self.turns))
       self.turns.append(first_turn)
       follow = st.follow_up_prompt("plan", results=results, file_index=self._index(),
                                    helpers=self._helpers("plan"), step=self.step) + note

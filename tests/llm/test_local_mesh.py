@@ -196,3 +196,10 @@ def test_tpu_launcher_serves_on_every_chip_of_the_host():
   assert "--config.eval.llm.local.mesh=tensor=-1" in args and args[-1] == "--workdir=/w"
   assert "--config.eval.llm.local.mesh=fsdp=2,tensor=4" in remote(MESH="fsdp=2,tensor=4")
   assert "--config.eval.llm.local.mesh=" in remote(MESH="")
+
+
+def test_mesh_on_a_directory_without_a_checkpoint_names_the_field(tmp_path):
+  from automem.llm.local import local_engine_mesh
+
+  with pytest.raises(ValueError, match=r"^llm\.local\.checkpoint: .*no config\.json"):
+    local_engine_mesh(str(tmp_path), "tensor=2")

@@ -42,8 +42,10 @@ def test_agent_chats_use_the_parser_real_games_and_the_offered_actions():
       for cmd in parsed.commands:
         if cmd.op == "ACTION" and cmd.args[0] in names:
           actions.add(cmd.args[0])
+          assert not segs[k].refused
         elif cmd.op == "ACTION":  # a refused name: the next message lists the offered ones
           refused += 1
+          assert segs[k].refused  # context for the recovery, never a training target
           after = "".join(s.text for s in segs[k + 1:])
           assert "[ERROR ACTION]" in after or k == completions[-1][0], after[:300]
         elif cmd.op != "DONE":
@@ -116,3 +118,32 @@ def test_every_corpus_request_is_the_agents_own(tmp_path, game, task, cap):
   finally:
     env_a.close()
     env_b.close()
+
+
+def test_the_corpus_plays_the_embedded_runs_settings():
+  """The corpus copies the embedded run's structure overrides, prompt cap and trim order
+  (models may not import the agent or the configs): they must stay equal."""
+  from automem.agent import episode
+  from automem.models import tiny_corpus
+  from experiments.configs.evaluate import get_config
+
+  config = get_config()
+  for game in ("crafter", "minihack", "nethack"):
+    overrides = config.game[game].structure_overrides.to_dict()
+    flat = {"log.max_iterations": overrides["log"]["max_iterations"],
+            "plan.max_iterations": overrides["plan"]["max_iterations"],
+            "game_rules": overrides["game_rules"]}
+    assert flat == tiny_corpus.EMBEDDED_REVISION
+  assert config.agent.max_prompt_chars == tiny_corpus._PROMPT_CAP
+  assert episode._TRIM_ORDER == tiny_corpus._TRIM_ORDER
+
+
+def test_training_rows_stay_within_the_models_positions(tiny_tokenizer):
+  from automem.models.tiny import _training_windows
+
+  toks, weights, positions, segments = _training_windows(
+      tiny_tokenizer, 6, 0, 64, 64, 128, (0.5, 5.0, 30.0), max_position=1200)
+  assert positions.max() < 1200 and len(toks) > 0
+  assert (weights[segments == 0] == 0).all()  # padding carries no loss
+  with pytest.raises(ValueError, match="no training rows"):
+    _training_windows(tiny_tokenizer, 0, 0, 64, 64, 128, (0.5, 5.0, 30.0), max_position=4096)

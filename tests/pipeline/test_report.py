@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 
 import pytest
 from scipy import stats
@@ -87,7 +88,8 @@ def test_report_files(pipeline_run, tmp_path):
   assert "ledger" not in report["figures"]
   with open(os.path.join(out, "report.html")) as f:
     page = f.read()
-  assert page.count("data:image/png;base64,") == 4 and 'src="http' not in page  # self-contained
+  assert page.count("data:image/png;base64,") == 4  # self-contained: nothing loads from outside
+  assert not re.search(r'src="http|<link[^>]*href="http|url\(\s*["\']?http|@import', page)
   assert "(quoted)" in page and "<td>v1</td>" in page and "<th>version</th>" in page
   assert any(n.startswith("events.out.tfevents") for n in os.listdir(os.path.join(out, "tb")))
   with pytest.raises(ValueError, match="no finished episodes of seed set 'train'"):
