@@ -22,11 +22,12 @@ game. Either loop can be fed from an artifact instead:
 Expected (tiny default, measured): 7m46s wall on a 2-core machine from empty caches
 (AUTOMEM_CACHE pointing at an empty directory), about 6 minutes of it building and
 pretraining the tiny model once, then every XLA program compiled; under a minute with warm
-caches. v0 plays 6 episodes (2 per game; measured fallback rate 0.00 in every game,
-progression 0), Loop 1 one round with one offline candidate per game raced on 2 selection
-seeds and 1 confirmation seed, Loop 2 collects 4 Crafter episodes, trains one rank-4 LoRA
-recipe (34 steps, masked loss from about 5.6 to 0.6), halves and races it on selection
-seeds, and the final stage plays the specialist on Crafter's test seeds.
+caches. v0 plays 6 episodes (2 per game; measured fallback rate 0.00 on Crafter and
+NetHack, 0.12 on MiniHack, progression 0), Loop 1 one round with one offline candidate per
+game raced on 2 selection seeds and 1 confirmation seed, Loop 2 collects 4 Crafter episodes,
+trains one rank-4 LoRA recipe (37 steps, masked loss from about 5.2 to 0.7), halves and
+races it on selection seeds, and the final stage plays the specialist on Crafter's test
+seeds.
 The tiny model plays at random and scores 0, so every Loop 1 candidate is
 "rejected_test" and the Loop 2 specialist is not accepted either; with
 `loop2.report_unaccepted` (tiny) it is still played as `v0+train` so the report shows the

@@ -12,8 +12,8 @@ structures, trajectories, memory, metrics, summary, TensorBoard events).
 Expected: under a minute on a quiet 2-core machine once the tiny model is built (the
 first run builds and pretrains it, about 6 CPU-minutes, and compiles); every episode ends
 at its step cap, mostly with progression 0, and most PLAN steps commit a valid action
-(measured with `evaluate.py:episodes=6,steps=6`: 6% of PLAN steps fell back on Crafter,
-14% on MiniHack, 22% on NetHack).
+(measured with `evaluate.py:episodes=6,steps=6`: 3% of PLAN steps fell back on Crafter,
+3% on MiniHack, none on NetHack).
 Running it again on the same workdir finds every episode finished and only
 rewrites the summary.
 
