@@ -9,14 +9,12 @@ Re-running with the same --workdir resumes: finished stages are kept.
 from __future__ import annotations
 
 import os
-import time
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from automem.models.tiny import local_compile_cache
 from automem.pipeline import run_pipeline
-from automem.rollout.evaluate import check_model_fits, validate_config
+from automem.rollout.evaluate import start_job
 from automem.utils import parse_flags, reports_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -32,13 +30,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join(
-      "runs", time.strftime("automem-%Y%m%d-%H%M%S", time.gmtime()))
-  validate_config(config.eval)  # bad input is one line, before the config dump
-  check_model_fits(config.eval, "config.eval")
-  logging.info("config:\n%s", config)
-  if config.eval.llm.backend == "local":
-    local_compile_cache()
+  workdir = start_job(config, config.eval, _WORKDIR.value, "automem")
   results = run_pipeline(config, workdir)
   for stage, summary in results.items():
     print(f"{stage:<8} {'skipped' if summary.get('skipped') else 'done'}")

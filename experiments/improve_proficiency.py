@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import time
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from automem.models.tiny import local_compile_cache
 from automem.proficiency.loop import improve_proficiency
+from automem.rollout.evaluate import start_job
 from automem.utils import parse_flags, reports_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -37,12 +35,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join("runs",
-                                           time.strftime("loop2-%Y%m%d-%H%M%S", time.gmtime()))
-  logging.info("python %s on %s; workdir %s", platform.python_version(), platform.node(), workdir)
-  logging.info("config:\n%s", config)
-  if config.eval.llm.backend == "local":
-    local_compile_cache()
+  workdir = start_job(config, config.eval, _WORKDIR.value, "loop2")
   summary = improve_proficiency(config, workdir)
   print(json.dumps({k: v for k, v in summary.items() if k != "final"}, indent=1))
   if "final" in summary:

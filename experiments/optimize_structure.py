@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import time
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from automem.models.tiny import local_compile_cache
-from automem.rollout.evaluate import check_model_fits, validate_config
+from automem.rollout.evaluate import start_job
 from automem.structure import optimize_structure
 from automem.utils import parse_flags, reports_errors
 
@@ -37,14 +34,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join("runs",
-                                           time.strftime("loop1-%Y%m%d-%H%M%S", time.gmtime()))
-  validate_config(config.eval)  # bad input is one line, before the config dump
-  check_model_fits(config.eval, "config.eval")
-  logging.info("python %s on %s; workdir %s", platform.python_version(), platform.node(), workdir)
-  logging.info("config:\n%s", config)
-  if config.eval.llm.backend == "local":
-    local_compile_cache()
+  workdir = start_job(config, config.eval, _WORKDIR.value, "loop1")
   summary = optimize_structure(config, workdir)
   if "final" in summary:
     print(summary["final"]["text"])

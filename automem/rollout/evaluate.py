@@ -293,6 +293,27 @@ def check_model_fits(config: ml_collections.ConfigDict, where: str = "config") -
         f"prompts (--{where}.agent.max_prompt_chars={min(cap, 5200)}).")
 
 
+def start_job(config: ml_collections.ConfigDict, eval_config: ml_collections.ConfigDict,
+              workdir: str | None, name: str, where: str = "config.eval") -> str:
+  """The common start of a job that evaluates (Loop 1, Loop 2, the pipeline): bad input as
+  one line before the config dump (`validate_config`, `check_model_fits`), the config
+  logged, the compile cache for the local engine. Returns the workdir (default
+  `runs/<name>-<UTC timestamp>`)."""
+  import platform
+  import time
+
+  from automem.models.tiny import local_compile_cache
+
+  workdir = workdir or os.path.join("runs", time.strftime(f"{name}-%Y%m%d-%H%M%S", time.gmtime()))
+  validate_config(eval_config)
+  check_model_fits(eval_config, where)
+  logging.info("python %s on %s; workdir %s", platform.python_version(), platform.node(), workdir)
+  logging.info("config:\n%s", config)
+  if eval_config.llm.backend == "local":
+    local_compile_cache()
+  return workdir
+
+
 async def _run(config, run_dir, setups, plans, env_factory, clients) -> dict[str, Any]:
   own = clients is None
   if own:
